@@ -1,0 +1,155 @@
+import CallBridgeCore
+
+/// How the bridge authenticates to the Realtime service.
+public enum RealtimeAuth: String, Sendable, CaseIterable {
+    /// `Authorization: Bearer <key>` (OpenAI).
+    case bearer
+    /// `api-key: <key>` (Azure OpenAI).
+    case apiKey = "api-key"
+}
+
+/// Which Realtime service a call talks to.
+public enum AgentMode: String, Sendable, CaseIterable {
+    /// The embedded echo agent when no API key is set and the URL is the default; the remote service otherwise.
+    case auto
+    /// Always the embedded echo agent.
+    case echo
+    /// Always the configured `--realtime-url`.
+    case remote
+}
+
+/// Everything `callbridge run` needs, typed and validated.
+public struct AppConfiguration: Sendable {
+    public static let defaultRealtimeURL = "wss://api.openai.com/v1/realtime?model=gpt-realtime"
+
+    public var host: String
+    public var port: Int
+    /// The https base URL Twilio reaches; the `<Stream>` URL is derived from it.
+    public var publicURL: String?
+    public var realtimeURL: String
+    public var apiKey: String?
+    public var realtimeAuth: RealtimeAuth
+    public var dialect: RealtimeDialect
+    public var realtimeCAFile: String?
+    public var agent: AgentMode
+    public var call: CallConfiguration
+    /// nil: standard output.
+    public var callLogPath: String?
+
+    public init(
+        host: String = "0.0.0.0",
+        port: Int = 8080,
+        publicURL: String? = nil,
+        realtimeURL: String = AppConfiguration.defaultRealtimeURL,
+        apiKey: String? = nil,
+        realtimeAuth: RealtimeAuth = .bearer,
+        dialect: RealtimeDialect = .ga,
+        realtimeCAFile: String? = nil,
+        agent: AgentMode = .auto,
+        call: CallConfiguration = .init(),
+        callLogPath: String? = nil
+    ) {
+        self.host = host
+        self.port = port
+        self.publicURL = publicURL
+        self.realtimeURL = realtimeURL
+        self.apiKey = apiKey
+        self.realtimeAuth = realtimeAuth
+        self.dialect = dialect
+        self.realtimeCAFile = realtimeCAFile
+        self.agent = agent
+        self.call = call
+        self.callLogPath = callLogPath
+    }
+
+    /// Whether calls go to the embedded echo agent.
+    public var usesEchoAgent: Bool {
+        switch self.agent {
+        case .echo: true
+        case .remote: false
+        case .auto: (self.apiKey ?? "").isEmpty && self.realtimeURL == Self.defaultRealtimeURL
+        }
+    }
+
+    /// Checks what can be checked before binding a socket.
+    public func validate() throws(CallBridgeError) {
+        guard (1...65535).contains(self.port) || self.port == 0 else {
+            throw CallBridgeError(.configurationInvalid, "port \(self.port) is out of range")
+        }
+        if let publicURL {
+            guard let url = URLParts(publicURL), ["https", "http"].contains(url.scheme) else {
+                throw CallBridgeError(.configurationInvalid, "--public-url must be an http(s) URL, got '\(publicURL)'")
+            }
+        }
+        if !self.usesEchoAgent {
+            guard let url = URLParts(self.realtimeURL), ["wss", "ws"].contains(url.scheme) else {
+                throw CallBridgeError(.configurationInvalid, "--realtime-url must be a ws:// or wss:// URL, got '\(self.realtimeURL)'")
+            }
+            if (self.apiKey ?? "").isEmpty && url.scheme == "wss" {
+                throw CallBridgeError(.configurationInvalid, "OPENAI_API_KEY is not set for \(self.realtimeURL)")
+            }
+        }
+        let td = self.call.session.turnDetection
+        guard (0...1).contains(td.threshold) else {
+            throw CallBridgeError(.configurationInvalid, "--vad-threshold must be between 0 and 1")
+        }
+        guard td.prefixPaddingMs >= 0, td.silenceDurationMs >= 0 else {
+            throw CallBridgeError(.configurationInvalid, "turn-detection durations must not be negative")
+        }
+    }
+
+    /// The `<Stream url>`: wss://<public host>/twilio/media (ws:// only when the public URL is plain http).
+    public var streamURL: String {
+        let base = self.publicURL ?? "http://localhost:\(self.port)"
+        guard let url = URLParts(base) else { return "wss://localhost/twilio/media" }
+        let scheme = url.scheme == "http" ? "ws" : "wss"
+        let path = url.path.hasSuffix("/") ? String(url.path.dropLast()) : url.path
+        return "\(scheme)://\(url.authority)\(path)/twilio/media"
+    }
+}
+
+/// The parts of an absolute URL the bridge needs (no Foundation URL on the hot path, and no surprises).
+public struct URLParts: Sendable, Equatable {
+    public var scheme: String
+    public var host: String
+    public var port: Int?
+    /// Path without the query, "" when absent.
+    public var path: String
+    /// Query without the "?", nil when absent.
+    public var query: String?
+
+    public init?(_ text: String) {
+        guard let schemeEnd = text.range(of: "://") else { return nil }
+        self.scheme = text[..<schemeEnd.lowerBound].lowercased()
+        let rest = text[schemeEnd.upperBound...]
+        let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
+        let authority = rest[..<authorityEnd]
+        guard !authority.isEmpty, !authority.contains("@") else { return nil }
+        if authority.hasPrefix("[") {
+            guard let close = authority.firstIndex(of: "]") else { return nil }
+            self.host = String(authority[authority.index(after: authority.startIndex)..<close])
+            let after = authority[authority.index(after: close)...]
+            self.port = after.hasPrefix(":") ? Int(after.dropFirst()) : nil
+        } else if let colon = authority.lastIndex(of: ":") {
+            self.host = String(authority[..<colon])
+            guard let port = Int(authority[authority.index(after: colon)...]) else { return nil }
+            self.port = port
+        } else {
+            self.host = String(authority)
+            self.port = nil
+        }
+        let tail = rest[authorityEnd...]
+        if let q = tail.firstIndex(of: "?") {
+            self.path = String(tail[..<q])
+            self.query = String(tail[tail.index(after: q)...])
+        } else {
+            self.path = String(tail)
+            self.query = nil
+        }
+    }
+
+    public var authority: String {
+        let h = self.host.contains(":") ? "[\(self.host)]" : self.host
+        return self.port.map { "\(h):\($0)" } ?? h
+    }
+}

@@ -1,0 +1,220 @@
+import CallBridgeCore
+import HummingbirdWSClient
+import Logging
+import NIOCore
+import NIOSSL
+import Synchronization
+
+/// `callbridge dial`: a Twilio stand-in. It streams a caller's audio in real time as Media Streams `media`
+/// messages, models Twilio's playout of what comes back (8000 bytes/s, marks echoed when reached, `clear` empties
+/// the buffer and echoes pending marks), records what the caller hears, and reports timing.
+public struct DialClient: Sendable {
+    public struct Options: Sendable {
+        public var url: String
+        /// 8 kHz μ-law caller audio.
+        public var callerAudio: [UInt8]
+        /// When set, the barge-in audio starts playing at this offset (mixed over anything still playing).
+        public var bargeInAt: Duration?
+        /// Audio for the barge-in; the caller audio again when nil.
+        public var bargeInAudio: [UInt8]?
+        public var duration: Duration
+        public var customParameters: [String: String]
+        public var caFile: String?
+        /// Stop as soon as this returns true for the trace so far (tests); nil runs for `duration`.
+        public var stopWhen: (@Sendable (DialTrace) -> Bool)?
+
+        public init(
+            url: String,
+            callerAudio: [UInt8],
+            bargeInAt: Duration? = nil,
+            bargeInAudio: [UInt8]? = nil,
+            duration: Duration,
+            customParameters: [String: String] = [:],
+            caFile: String? = nil,
+            stopWhen: (@Sendable (DialTrace) -> Bool)? = nil
+        ) {
+            self.url = url
+            self.callerAudio = callerAudio
+            self.bargeInAt = bargeInAt
+            self.bargeInAudio = bargeInAudio
+            self.duration = duration
+            self.customParameters = customParameters
+            self.caFile = caFile
+            self.stopWhen = stopWhen
+        }
+    }
+
+    public struct Result: Sendable {
+        public var trace: DialTrace
+        public var report: DialReport
+        /// What the caller heard, μ-law, one byte per 1/8000 s from the first caller frame.
+        public var heard: [UInt8]
+        /// Everything the bridge sent, in order (for protocol assertions).
+        public var received: [TwilioOutbound]
+        /// Whether the bridge closed the socket before the simulator hung up.
+        public var closedByBridge: Bool
+    }
+
+    struct State {
+        var playout = TwilioPlayout()
+        var trace = DialTrace()
+        var heard: [UInt8] = []
+        var received: [TwilioOutbound] = []
+        var closedByBridge = false
+        var started: ContinuousClock.Instant?
+        var clearSeenAfterBargeIn = false
+    }
+
+    final class Shared: Sendable {
+        let state = Mutex(State())
+        let sequence = Atomic<Int>(0)
+    }
+
+    public let options: Options
+    public let logger: Logger
+
+    public init(options: Options, logger: Logger) {
+        self.options = options
+        self.logger = logger
+    }
+
+    public func run() async throws -> Result {
+        let shared = Shared()
+        let options = self.options
+        let clock = ContinuousClock()
+        let streamSid = "MZ" + Self.hex(32)
+        let callSid = "CA" + Self.hex(32)
+        let accountSid = "AC" + Self.hex(32)
+        @Sendable func nextSequence() -> Int { shared.sequence.add(1, ordering: .relaxed).newValue }
+
+        var tls: TLSConfiguration?
+        if options.url.hasPrefix("wss") {
+            var config = TLSConfiguration.makeClientConfiguration()
+            if let ca = options.caFile { config.additionalTrustRoots = [.file(ca)] }
+            tls = config
+        }
+        let bargeAudio = options.bargeInAudio ?? options.callerAudio
+        let bargeStartFrame = options.bargeInAt.map { $0.wholeMilliseconds / 20 }
+        let bargeOnsetFrame = bargeStartFrame.flatMap { start in
+            DialReport.firstVoicedFrame(in: bargeAudio).map { start + $0 }
+        }
+        let sentAudio = Self.mix(options.callerAudio, bargeAudio, at: bargeStartFrame, totalFrames: options.duration.wholeMilliseconds / 20)
+        shared.state.withLock {
+            $0.trace.callerUtteranceEnds = DialReport.utteranceEnds(in: sentAudio)
+            $0.trace.bargeInOnset = bargeOnsetFrame.map { .milliseconds($0 * 20) }
+        }
+
+        try await WebSocketClient.connect(
+            url: options.url,
+            configuration: .init(maxFrameSize: 1 << 16, closeTimeout: .seconds(3)),
+            tlsConfiguration: tls,
+            logger: self.logger
+        ) { inbound, outbound, _ in
+            try await outbound.write(.text(TwilioSimulatorCodec.connected()))
+            let start = TwilioStart(
+                streamSid: streamSid,
+                callSid: callSid,
+                accountSid: accountSid,
+                customParameters: options.customParameters
+            )
+            try await outbound.write(.text(TwilioSimulatorCodec.start(start, sequence: nextSequence())))
+            let t0 = clock.now
+            shared.state.withLock { $0.started = t0 }
+
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                // What the bridge sends: buffer it like Twilio, echo marks as Twilio would.
+                group.addTask {
+                    for try await message in inbound.messages(maxSize: 1 << 16) {
+                        guard case .text(let text) = message, let decoded = TwilioSimulatorCodec.decodeOutbound(text) else {
+                            continue
+                        }
+                        let at = clock.now - t0
+                        let echoes: [String] = shared.state.withLock { s in
+                            s.received.append(decoded)
+                            switch decoded {
+                            case .media(let bytes):
+                                s.trace.mediaArrivals.append(.init(at: at, bytes: bytes.count))
+                                s.playout.media(bytes)
+                                return []
+                            case .mark(let name):
+                                s.trace.marksReceived += 1
+                                return s.playout.mark(name)
+                            case .clear:
+                                s.trace.clears.append(at)
+                                if let onset = s.trace.bargeInOnset, at >= onset { s.clearSeenAfterBargeIn = true }
+                                return s.playout.clear().echoes
+                            }
+                        }
+                        for name in echoes {
+                            try await outbound.write(.text(TwilioSimulatorCodec.mark(name, sequence: nextSequence(), streamSid: streamSid)))
+                            shared.state.withLock { $0.trace.marksEchoed += 1 }
+                        }
+                    }
+                    shared.state.withLock { $0.closedByBridge = true }
+                }
+                // The caller: one 20 ms frame out and 20 ms of playout per tick, on absolute deadlines.
+                group.addTask {
+                    let totalFrames = options.duration.wholeMilliseconds / 20
+                    for frameIndex in 0..<totalFrames {
+                        try await clock.sleep(until: t0.advanced(by: .milliseconds(20 * frameIndex)), tolerance: .zero)
+                        let (ended, stop) = shared.state.withLock { s in (s.closedByBridge, options.stopWhen?(s.trace) ?? false) }
+                        if ended || stop { break }
+                        let frame = Array(sentAudio[(frameIndex * 160)..<((frameIndex + 1) * 160)])
+                        try await outbound.write(
+                            .text(
+                                TwilioSimulatorCodec.media(
+                                    frame,
+                                    sequence: nextSequence(),
+                                    chunk: frameIndex + 1,
+                                    timestampMs: frameIndex * 20,
+                                    streamSid: streamSid
+                                )
+                            )
+                        )
+                        let echoes: [String] = shared.state.withLock { s in
+                            let played = s.playout.play(AudioFrame.byteCount)
+                            s.heard.append(contentsOf: played.audio)
+                            if let onset = bargeOnsetFrame, frameIndex >= onset, !s.clearSeenAfterBargeIn {
+                                s.trace.playedAfterBargeInBytes += played.audioBytes
+                            }
+                            return played.echoes
+                        }
+                        for name in echoes {
+                            try await outbound.write(.text(TwilioSimulatorCodec.mark(name, sequence: nextSequence(), streamSid: streamSid)))
+                            shared.state.withLock { $0.trace.marksEchoed += 1 }
+                        }
+                    }
+                    let bridgeGone = shared.state.withLock { $0.closedByBridge }
+                    if !bridgeGone {
+                        try? await outbound.write(
+                            .text(TwilioSimulatorCodec.stop(sequence: nextSequence(), accountSid: accountSid, callSid: callSid, streamSid: streamSid))
+                        )
+                    }
+                }
+                // The call ends when the caller is done; the reader ends with the socket.
+                try await group.next()
+                group.cancelAll()
+            }
+        }
+        return shared.state.withLock { s in
+            Result(trace: s.trace, report: DialReport(trace: s.trace), heard: s.heard, received: s.received, closedByBridge: s.closedByBridge)
+        }
+    }
+
+    /// The caller's audio for the whole call: the file, then silence, with the barge-in audio mixed in from its frame.
+    static func mix(_ main: [UInt8], _ barge: [UInt8], at startFrame: Int?, totalFrames: Int) -> [UInt8] {
+        var pcm = [Int32](repeating: 0, count: totalFrames * 160)
+        for (i, byte) in main.prefix(pcm.count).enumerated() { pcm[i] = Int32(MuLaw.decode(byte)) }
+        if let startFrame {
+            let offset = startFrame * 160
+            for (i, byte) in barge.enumerated() where offset + i < pcm.count {
+                pcm[offset + i] += Int32(MuLaw.decode(byte))
+            }
+        }
+        return pcm.map { MuLaw.encode(Int16(clamping: $0)) }
+    }
+
+    static func hex(_ count: Int) -> String {
+        String((0..<count).map { _ in "0123456789abcdef".randomElement()! })
+    }
+}

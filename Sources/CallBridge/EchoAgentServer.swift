@@ -1,0 +1,187 @@
+import CallBridgeCore
+import HTTPTypes
+import Hummingbird
+import HummingbirdTLS
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import NIOSSL
+import ServiceLifecycle
+import Synchronization
+import HummingbirdCore
+
+/// The embedded echo agent as a Realtime-protocol WebSocket server on loopback (plain or TLS).
+///
+/// `callbridge run` starts it when no API key is configured, and the test suite uses it as the Realtime test double:
+/// the bridge reaches it through exactly the same client path as the real service.
+public struct EchoAgentServer: Sendable {
+    /// What happens on an agent connection, for tests and the standalone command's logs.
+    public enum Observation: Sendable, Equatable {
+        case connected(connection: Int, dialect: RealtimeDialect)
+        case clientEvent(connection: Int, type: String)
+        case serverEvent(connection: Int, type: String)
+        case disconnected(connection: Int)
+    }
+
+    public var host: String
+    public var port: Int
+    public var tlsConfiguration: TLSConfiguration?
+    public var agent: EchoAgent.Configuration
+    /// When set, connections must present this key (Bearer or `api-key`), or get 401.
+    public var expectedAPIKey: String?
+    public var logger: Logger
+    public var observer: (@Sendable (Observation) -> Void)?
+
+    public init(
+        host: String = "127.0.0.1",
+        port: Int = 0,
+        tlsConfiguration: TLSConfiguration? = nil,
+        agent: EchoAgent.Configuration = .init(),
+        expectedAPIKey: String? = nil,
+        logger: Logger,
+        observer: (@Sendable (Observation) -> Void)? = nil
+    ) {
+        self.host = host
+        self.port = port
+        self.tlsConfiguration = tlsConfiguration
+        self.agent = agent
+        self.expectedAPIKey = expectedAPIKey
+        self.logger = logger
+        self.observer = observer
+    }
+
+    /// The paths a Realtime client may use: OpenAI's and Azure's.
+    static let paths: [RouterPath] = ["/v1/realtime", "/openai/realtime", "/openai/v1/realtime"]
+
+    /// Builds the server as a service; `onRunning` receives the bound port.
+    public func makeApplication(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) throws -> some ApplicationProtocol {
+        let router = Router(context: BasicWebSocketRequestContext.self)
+        router.get("/healthz") { _, _ in "ok" }
+        let counter = ConnectionCounter()
+        let expectedKey = self.expectedAPIKey
+        let agentConfiguration = self.agent
+        let observer = self.observer
+        for path in Self.paths {
+            router.ws(path) { request, _ in
+                if let expectedKey {
+                    let bearer = request.headers[.authorization]
+                    let apiKey = request.headers[HTTPField.Name("api-key")!]
+                    guard bearer == "Bearer \(expectedKey)" || apiKey == expectedKey else {
+                        throw HTTPError(.unauthorized, message: "invalid api key")
+                    }
+                }
+                return .upgrade([:])
+            } onUpgrade: { inbound, outbound, context in
+                let dialect: RealtimeDialect =
+                    context.request.headers[HTTPField.Name("OpenAI-Beta")!] == "realtime=v1" ? .beta : .ga
+                let connection = counter.next()
+                observer?(.connected(connection: connection, dialect: dialect))
+                await Self.serve(
+                    EchoAgent(dialect: dialect, configuration: agentConfiguration),
+                    connection: connection,
+                    inbound: inbound,
+                    outbound: outbound,
+                    observer: observer,
+                    logger: context.logger
+                )
+                observer?(.disconnected(connection: connection))
+            }
+        }
+        let wsConfiguration = HTTP1WebSocketUpgradeChannel.Configuration(
+            ws: WebSocketServerConfiguration(maxFrameSize: 4 << 20, autoPing: .disabled, closeTimeout: .seconds(3))
+        )
+        let base = HTTPServerBuilder.http1WebSocketUpgrade(webSocketRouter: router, configuration: wsConfiguration)
+        let server = try self.tlsConfiguration.map { try HTTPServerBuilder.tls(base, tlsConfiguration: $0) } ?? base
+        return Application(
+            router: router,
+            server: server,
+            configuration: .init(address: .hostname(self.host, port: self.port), serverName: "callbridge-echo-agent"),
+            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
+            logger: self.logger
+        )
+    }
+
+    enum Input: Sendable {
+        case message(String)
+        case wake
+        case closed
+    }
+
+    static func serve(
+        _ initial: EchoAgent,
+        connection: Int,
+        inbound: WebSocketInboundStream,
+        outbound: WebSocketOutboundWriter,
+        observer: (@Sendable (Observation) -> Void)?,
+        logger: Logger
+    ) async {
+        var agent = initial
+        let timeline = Timeline()
+        let (inputs, continuation) = AsyncStream.makeStream(of: Input.self)
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                do {
+                    for try await message in inbound.messages(maxSize: 4 << 20) {
+                        if case .text(let text) = message { continuation.yield(.message(text)) }
+                    }
+                } catch {
+                    logger.debug("echo agent read ended", metadata: ["error": "\(error)"])
+                }
+                continuation.yield(.closed)
+            }
+            func send(_ events: [String]) async -> Bool {
+                for event in events {
+                    if let observer { observer(.serverEvent(connection: connection, type: Self.type(of: event))) }
+                    do {
+                        try await outbound.write(.text(event))
+                    } catch {
+                        return false
+                    }
+                }
+                return true
+            }
+            var armed: CallInstant?
+            var open = await send(agent.connected())
+            loop: for await input in inputs {
+                let now = timeline.now
+                let out: [String]
+                switch input {
+                case .message(let text):
+                    out = agent.received(text, now: now)
+                    if let observer, let type = agent.receivedTypes.last {
+                        observer(.clientEvent(connection: connection, type: type))
+                    }
+                case .wake:
+                    armed = nil
+                    out = agent.tick(now: now)
+                case .closed:
+                    break loop
+                }
+                if open { open = await send(out) }
+                if let wake = agent.nextWakeup, armed != wake {
+                    armed = wake
+                    let deadline = timeline.instant(wake)
+                    group.addTask {
+                        try? await timeline.clock.sleep(until: deadline, tolerance: .zero)
+                        continuation.yield(.wake)
+                    }
+                }
+            }
+            continuation.finish()
+            group.cancelAll()
+        }
+    }
+
+    /// The `type` of a server event this agent built (always its first field).
+    static func type(of event: String) -> String {
+        guard let start = event.range(of: "{\"type\":\""), let end = event[start.upperBound...].firstIndex(of: "\"") else {
+            return "?"
+        }
+        return String(event[start.upperBound..<end])
+    }
+}
+
+final class ConnectionCounter: Sendable {
+    private let value = Atomic<Int>(0)
+    func next() -> Int { self.value.add(1, ordering: .relaxed).newValue }
+}

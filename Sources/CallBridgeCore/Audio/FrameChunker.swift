@@ -1,0 +1,59 @@
+/// Turns audio deltas of any size into exactly 160-byte frames.
+///
+/// Shaped like an incremental NIO decoder: `append` keeps the progress, `nextFrame` hands out whole frames,
+/// a partial tail waits for the next delta and is padded with μ-law silence only by `finish()`.
+public struct FrameChunker: Sendable {
+    public let frameSize: Int
+    private var buffer: [UInt8] = []
+    private var readIndex = 0
+
+    public init(frameSize: Int = AudioFrame.byteCount) {
+        precondition(frameSize > 0, "frame size must be positive")
+        self.frameSize = frameSize
+        self.buffer.reserveCapacity(frameSize * 8)
+    }
+
+    /// Bytes held that do not yet make a whole frame, plus whole frames not yet taken.
+    public var bufferedByteCount: Int { self.buffer.count - self.readIndex }
+
+    public mutating func append<C: Collection>(_ bytes: C) where C.Element == UInt8 {
+        self.compactIfNeeded()
+        self.buffer.append(contentsOf: bytes)
+    }
+
+    /// The next whole frame, or nil when fewer than `frameSize` bytes are held.
+    public mutating func nextFrame() -> [UInt8]? {
+        guard self.bufferedByteCount >= self.frameSize else { return nil }
+        let frame = Array(self.buffer[self.readIndex..<(self.readIndex + self.frameSize)])
+        self.readIndex += self.frameSize
+        return frame
+    }
+
+    /// Pads a partial tail with μ-law silence so it can be sent; call when the response's audio is done.
+    /// Returns the padded frame, or nil when no partial tail was held.
+    public mutating func finish() -> [UInt8]? {
+        let remaining = self.bufferedByteCount
+        guard remaining > 0 else {
+            self.reset()
+            return nil
+        }
+        precondition(remaining < self.frameSize, "take whole frames before finishing")
+        var frame = Array(self.buffer[self.readIndex...])
+        frame.append(contentsOf: repeatElement(MuLaw.silence, count: self.frameSize - remaining))
+        self.reset()
+        return frame
+    }
+
+    /// Drops everything held (barge-in flush).
+    public mutating func reset() {
+        self.buffer.removeAll(keepingCapacity: true)
+        self.readIndex = 0
+    }
+
+    private mutating func compactIfNeeded() {
+        if self.readIndex > 0 && self.readIndex >= self.buffer.count / 2 {
+            self.buffer.removeSubrange(0..<self.readIndex)
+            self.readIndex = 0
+        }
+    }
+}

@@ -1,0 +1,54 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Signal level helpers shared by the detectors.
+public enum Level {
+    /// `20·log10(x)`, clamped at -120 dB for silence.
+    public static func decibels(amplitude x: Double) -> Double {
+        x > 1e-6 ? 20 * log10(x) : -120
+    }
+
+    /// RMS of μ-law bytes, in dB relative to full scale (32768).
+    public static func dBFS<C: Collection>(muLaw bytes: C) -> Double where C.Element == UInt8 {
+        guard !bytes.isEmpty else { return -120 }
+        var sum = 0.0
+        for byte in bytes {
+            let s = Double(MuLaw.decode(byte))
+            sum += s * s
+        }
+        return decibels(amplitude: (sum / Double(bytes.count)).squareRoot() / 32768)
+    }
+
+    /// RMS of PCM16 samples, in dBFS.
+    public static func dBFS<C: Collection>(pcm samples: C) -> Double where C.Element == Int16 {
+        guard !samples.isEmpty else { return -120 }
+        var sum = 0.0
+        for sample in samples {
+            let s = Double(sample)
+            sum += s * s
+        }
+        return decibels(amplitude: (sum / Double(samples.count)).squareRoot() / 32768)
+    }
+}
+
+/// libm access without Foundation.
+enum Math {
+    static func sin(_ x: Double) -> Double {
+        #if canImport(Glibc) || canImport(Musl) || canImport(Darwin)
+        return _sin(x)
+        #endif
+    }
+    static func cos(_ x: Double) -> Double {
+        #if canImport(Glibc) || canImport(Musl) || canImport(Darwin)
+        return _cos(x)
+        #endif
+    }
+}
+
+@inline(__always) private func _sin(_ x: Double) -> Double { sin(x) }
+@inline(__always) private func _cos(_ x: Double) -> Double { cos(x) }

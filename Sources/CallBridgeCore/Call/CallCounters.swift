@@ -1,0 +1,93 @@
+/// Numbers every call leaves behind; the shell writes them as the call log line.
+public struct CallCounters: Sendable, Equatable {
+    /// Size of the first frame sent to Twilio (0 when the AI never spoke).
+    public var firstChunkBytes = 0
+    public var txFrames = 0
+    public var txScheduleResets = 0
+    public var txLateFrames = 0
+    public var bargeInEvents = 0
+    /// Trips of the SAFETY_FUSE watchdog (the watchdogs arrive with the barge-in engine).
+    public var safetyFuseTrips = 0
+    public var upstreamErrors = 0
+    public var badMessages = 0
+    public var rxMessages = 0
+    /// Caller audio dropped because the Realtime leg was not ready for longer than the hold allows.
+    public var rxDroppedBeforeReady = 0
+    public var marksSent = 0
+    public var marksPlayed = 0
+    public var marksCleared = 0
+    /// Audio deltas of an interrupted or unknown response, dropped.
+    public var staleDeltasDropped = 0
+    public var responses = 0
+    public var cancelsSent = 0
+    public var truncatesSent = 0
+    public var dtmfDigits = 0
+    public var firstAudioAt: Duration?
+    public var realtimeReadyAt: Duration?
+
+    public init() {}
+}
+
+/// The call log record written when a call ends: one JSON object on one line.
+public struct CallSummary: Sendable, Equatable {
+    public var callSid: String
+    public var streamSid: String
+    public var durationMs: Int
+    public var endReason: EndReason
+    public var counters: CallCounters
+    public var customParameters: [String: String]
+
+    public init(
+        callSid: String,
+        streamSid: String,
+        durationMs: Int,
+        endReason: EndReason,
+        counters: CallCounters,
+        customParameters: [String: String] = [:]
+    ) {
+        self.callSid = callSid
+        self.streamSid = streamSid
+        self.durationMs = durationMs
+        self.endReason = endReason
+        self.counters = counters
+        self.customParameters = customParameters
+    }
+
+    /// Field names are a contract with ops dashboards: add fields, never rename them.
+    public var jsonLine: String {
+        let c = self.counters
+        var fields: [(String, String)] = [
+            ("call_sid", JSONText.quoted(self.callSid)),
+            ("stream_sid", JSONText.quoted(self.streamSid)),
+            ("duration_ms", String(self.durationMs)),
+            ("first_chunk_bytes", String(c.firstChunkBytes)),
+            ("tx_frames", String(c.txFrames)),
+            ("tx_schedule_resets", String(c.txScheduleResets)),
+            ("tx_late_frames", String(c.txLateFrames)),
+            ("barge_in_events", String(c.bargeInEvents)),
+            ("safety_fuse_trips", String(c.safetyFuseTrips)),
+            ("upstream_errors", String(c.upstreamErrors)),
+            ("bad_messages", String(c.badMessages)),
+            ("end_reason", JSONText.quoted(self.endReason.rawValue)),
+            ("rx_messages", String(c.rxMessages)),
+            ("rx_dropped_before_ready", String(c.rxDroppedBeforeReady)),
+            ("marks_sent", String(c.marksSent)),
+            ("marks_played", String(c.marksPlayed)),
+            ("marks_cleared", String(c.marksCleared)),
+            ("stale_deltas_dropped", String(c.staleDeltasDropped)),
+            ("responses", String(c.responses)),
+            ("cancels_sent", String(c.cancelsSent)),
+            ("truncates_sent", String(c.truncatesSent)),
+            ("dtmf_digits", String(c.dtmfDigits)),
+            ("first_audio_ms", c.firstAudioAt.map { String($0.wholeMilliseconds) } ?? "null"),
+            ("realtime_ready_ms", c.realtimeReadyAt.map { String($0.wholeMilliseconds) } ?? "null"),
+        ]
+        if !self.customParameters.isEmpty {
+            let params = self.customParameters.sorted { $0.key < $1.key }
+                .map { JSONText.quoted($0.key) + ":" + JSONText.quoted($0.value) }
+                .joined(separator: ",")
+            fields.append(("custom_parameters", "{" + params + "}"))
+        }
+        return "{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}"
+    }
+}

@@ -1,0 +1,401 @@
+/// The whole decision logic of one call: `handle(event, now:)` returns the ordered actions for the shell.
+///
+/// It owns the response state, the 160-byte chunker, the TX queue and pacer, and the mark ledger. It never reads
+/// a clock, never awaits, never logs, and never traps on peer input.
+public struct CallStateMachine: Sendable {
+    /// The Realtime leg, as far as caller audio is concerned.
+    enum Upstream: Sendable, Equatable {
+        /// Socket not open yet; caller audio is held.
+        /// → `.configuring` on connect; → `.closed` on connect failure.
+        case connecting
+        /// `session.update` sent, waiting for `session.updated` so the μ-law format applies to what we append;
+        /// caller audio is still held. → `.ready` on `session.updated`; → `.closed`.
+        case configuring
+        /// Caller audio flows straight through. → `.closed`.
+        case ready
+        /// Gone; the call is ending.
+        case closed
+    }
+
+    /// The assistant response whose audio is relayed.
+    enum Response: Sendable, Equatable {
+        /// Nothing streaming. → `.streaming` on `response.created` or a first delta of a new response.
+        case idle
+        /// Audio of this response is accepted. → `.idle` on `response.done`; → `.interrupted` on barge-in.
+        case streaming(ActiveResponse)
+        /// Barged in: its late deltas are dropped until its `response.done`.
+        /// → `.idle` on `response.done` for this id; → `.streaming` when another response starts.
+        case interrupted(responseID: String)
+    }
+
+    struct ActiveResponse: Sendable, Equatable {
+        var id: String
+        var itemID: String?
+        var generation: UInt64
+        var audioDone = false
+    }
+
+    /// The assistant item whose audio was queued last, and how much audio the service produced for it.
+    struct PlaybackItem: Sendable, Equatable {
+        var itemID: String
+        var producedBytes: Int
+    }
+
+    public let configuration: CallConfiguration
+    let startedAt: CallInstant
+    var upstream: Upstream = .connecting
+    var response: Response = .idle
+    var generation: UInt64 = 0
+    var chunker = FrameChunker()
+    var queue = FrameQueue()
+    var pacer: TxPacer
+    var marks = MarkLedger()
+    var playback: PlaybackItem?
+    var heldInbound: [String] = []
+    /// Responses that must never play again (interrupted, or finished), newest last.
+    var deadResponseIDs: [String] = []
+    var loggedBadKinds: Set<String> = []
+    var nextEventNumber = 1
+    public private(set) var counters = CallCounters()
+    public private(set) var start: TwilioStart?
+    public private(set) var endReason: EndReason?
+    public private(set) var endedAt: CallInstant?
+
+    public init(configuration: CallConfiguration = .init(), now: CallInstant) {
+        self.configuration = configuration
+        self.startedAt = now
+        self.pacer = TxPacer(configuration: configuration.pacer)
+    }
+
+    /// True while frames wait for the pacer: the shell then delivers `.tick` from the shared ticker.
+    public var wantsTicks: Bool { !self.queue.isEmpty && self.endReason == nil }
+
+    /// The earliest instant at which the next queued frame may be sent.
+    public var nextReleaseTime: CallInstant? { self.queue.isEmpty ? nil : self.pacer.nextReleaseTime }
+
+    public var isEnded: Bool { self.endReason != nil }
+
+    /// The record for the call log, once the call has ended.
+    public var summary: CallSummary? {
+        guard let reason = self.endReason, let endedAt = self.endedAt else { return nil }
+        return CallSummary(
+            callSid: self.start?.callSid ?? "",
+            streamSid: self.start?.streamSid ?? "",
+            durationMs: (endedAt - self.startedAt).wholeMilliseconds,
+            endReason: reason,
+            counters: self.counters,
+            customParameters: self.start?.customParameters ?? [:]
+        )
+    }
+
+    public mutating func handle(_ event: CallEvent, now: CallInstant) -> [CallAction] {
+        guard self.endReason == nil else { return [] }
+        var actions: [CallAction] = []
+        switch event {
+        case .twilioReceived(let message):
+            self.twilioReceived(message, now: now, into: &actions)
+        case .twilioMalformed(let error):
+            self.badMessage(kind: "twilio." + Self.kind(of: error), into: &actions)
+        case .twilioClosed:
+            self.end(.twilioClosed, now: now, into: &actions)
+        case .realtimeConnected:
+            self.upstream = .configuring
+            actions.append(.sendRealtime(.sessionUpdate(self.configuration.session)))
+        case .realtimeReceived(let serverEvent):
+            self.realtimeReceived(serverEvent, now: now, into: &actions)
+        case .realtimeMalformed(let error):
+            self.badMessage(kind: "realtime." + Self.kind(of: error), into: &actions)
+        case .realtimeUnexpectedFrame:
+            self.badMessage(kind: "realtime.unexpected_frame", into: &actions)
+        case .realtimeClosed(let closure):
+            self.upstream = .closed
+            switch closure {
+            case .connectFailed: self.end(.realtimeConnectFailed, now: now, into: &actions)
+            case .closed: self.end(.realtimeClosed, now: now, into: &actions)
+            }
+        case .tick:
+            break
+        case .shutdownRequested:
+            self.end(.shutdown, now: now, into: &actions)
+        }
+        if self.endReason == nil {
+            self.pump(now: now, into: &actions)
+        }
+        return actions
+    }
+
+    // MARK: Twilio leg
+
+    mutating func twilioReceived(_ message: TwilioInbound, now: CallInstant, into actions: inout [CallAction]) {
+        switch message {
+        case .connected:
+            break
+        case .start(let start):
+            self.start = start
+        case .media(let payload):
+            self.counters.rxMessages += 1
+            self.forwardCallerAudio(payload)
+                .map { actions.append(.sendRealtime(.inputAudioAppend(base64: $0))) }
+        case .mark(let name):
+            switch self.marks.echoReceived(name: name) {
+            case .played: self.counters.marksPlayed += 1
+            case .cleared: self.counters.marksCleared += 1
+            case .unknown: break
+            }
+        case .dtmf:
+            self.counters.dtmfDigits += 1
+        case .stop:
+            self.end(.twilioStop, now: now, into: &actions)
+        case .unhandled:
+            break
+        }
+    }
+
+    /// Caller audio goes straight through once the session is configured; before that it is held, bounded.
+    mutating func forwardCallerAudio(_ payload: String) -> String? {
+        switch self.upstream {
+        case .ready:
+            return payload
+        case .connecting, .configuring:
+            if self.heldInbound.count >= self.configuration.maxHeldInboundMessages {
+                self.heldInbound.removeFirst()
+                self.counters.rxDroppedBeforeReady += 1
+            }
+            self.heldInbound.append(payload)
+            return nil
+        case .closed:
+            return nil
+        }
+    }
+
+    // MARK: Realtime leg
+
+    mutating func realtimeReceived(_ event: RealtimeServerEvent, now: CallInstant, into actions: inout [CallAction]) {
+        switch event {
+        case .sessionCreated:
+            break
+        case .sessionUpdated:
+            guard self.upstream == .configuring else { break }
+            self.upstream = .ready
+            self.counters.realtimeReadyAt = now - self.startedAt
+            for payload in self.heldInbound {
+                actions.append(.sendRealtime(.inputAudioAppend(base64: payload)))
+            }
+            self.heldInbound.removeAll()
+        case .speechStarted:
+            self.bargeIn(into: &actions)
+        case .speechStopped:
+            break
+        case .responseCreated(let id):
+            self.responseStarted(id: id, itemID: nil)
+        case .outputItemAdded(let responseID, let itemID):
+            if case .streaming(var active) = self.response, active.id == responseID, active.itemID == nil {
+                active.itemID = itemID
+                self.response = .streaming(active)
+            }
+        case .audioDelta(let responseID, let itemID, let audio):
+            self.audioDelta(responseID: responseID, itemID: itemID, audio: audio)
+        case .audioDone(let responseID, _):
+            self.audioFinished(responseID: responseID)
+        case .responseDone(let responseID, _):
+            self.audioFinished(responseID: responseID)
+            switch self.response {
+            case .streaming(let active) where active.id == responseID:
+                self.response = .idle
+            case .interrupted(let id) where id == responseID:
+                self.response = .idle
+            default:
+                break
+            }
+            self.markDead(responseID)
+        case .itemTruncated:
+            break
+        case .error(let info):
+            // With interrupt_response on, the service often cancels before our cancel arrives: harmless.
+            if !info.isCancelNotActive {
+                self.counters.upstreamErrors += 1
+                actions.append(.logUpstreamError(info))
+            }
+        case .ignored:
+            break
+        }
+    }
+
+    mutating func responseStarted(id: String, itemID: String?) {
+        guard !self.deadResponseIDs.contains(id) else { return }
+        if case .streaming(let active) = self.response {
+            if active.id == id { return }
+            // A new response replaces one that never said it was done: finish the old one's audio.
+            self.flushChunkerTail()
+            self.markDead(active.id)
+        }
+        self.counters.responses += 1
+        self.response = .streaming(ActiveResponse(id: id, itemID: itemID, generation: self.generation))
+    }
+
+    mutating func audioDelta(responseID: String, itemID: String, audio: [UInt8]) {
+        if case .streaming(let active) = self.response, active.id == responseID {
+            // expected case
+        } else if !self.deadResponseIDs.contains(responseID), !self.isInterrupted(responseID) {
+            // Deltas may overtake response.created: adopt the response rather than lose its audio.
+            self.responseStarted(id: responseID, itemID: itemID)
+        }
+        guard case .streaming(var active) = self.response, active.id == responseID,
+            active.generation == self.generation, !active.audioDone
+        else {
+            self.counters.staleDeltasDropped += 1
+            return
+        }
+        if active.itemID == nil {
+            active.itemID = itemID
+            self.response = .streaming(active)
+        }
+        if self.playback?.itemID != itemID {
+            self.flushChunkerTail()
+            self.playback = PlaybackItem(itemID: itemID, producedBytes: 0)
+        }
+        self.playback?.producedBytes += audio.count
+        self.chunker.append(audio)
+        while let frame = self.chunker.nextFrame() {
+            self.queue.append(.init(bytes: frame, itemID: itemID))
+        }
+    }
+
+    mutating func audioFinished(responseID: String) {
+        guard case .streaming(var active) = self.response, active.id == responseID, !active.audioDone else { return }
+        active.audioDone = true
+        self.response = .streaming(active)
+        self.flushChunkerTail()
+    }
+
+    /// Pads and queues a partial tail: only when the response's audio is done (or replaced).
+    mutating func flushChunkerTail() {
+        if let tail = self.chunker.finish(), let item = self.playback?.itemID {
+            self.queue.append(.init(bytes: tail, itemID: item))
+        }
+    }
+
+    func isInterrupted(_ responseID: String) -> Bool {
+        if case .interrupted(let id) = self.response { return id == responseID }
+        return false
+    }
+
+    mutating func markDead(_ responseID: String) {
+        guard !self.deadResponseIDs.contains(responseID) else { return }
+        self.deadResponseIDs.append(responseID)
+        if self.deadResponseIDs.count > 32 { self.deadResponseIDs.removeFirst() }
+    }
+
+    // MARK: Barge-in (server VAD)
+
+    /// Assistant audio is queued here, held in the chunker, or sent and not yet confirmed played.
+    var assistantAudioOutstanding: Bool {
+        !self.queue.isEmpty || self.chunker.bufferedByteCount > 0 || self.marks.outstandingCount > 0
+    }
+
+    /// One transition: clear Twilio, flush, bump the generation, cancel the response if still active, truncate the
+    /// item to what Twilio confirmed as played.
+    mutating func bargeIn(into actions: inout [CallAction]) {
+        guard self.assistantAudioOutstanding else { return }
+        self.pacer.stop()
+        self.queue.removeAll()
+        self.chunker.reset()
+        actions.append(.sendTwilio(.clear))
+        self.marks.clearSent()
+        self.generation += 1
+        if case .streaming(let active) = self.response {
+            self.response = .interrupted(responseID: active.id)
+            self.markDead(active.id)
+            // Once its audio is done the service is finishing anyway; a cancel then only earns an error.
+            if !active.audioDone {
+                actions.append(.sendRealtime(.responseCancel(responseID: active.id, eventID: self.makeEventID("cancel"))))
+                self.counters.cancelsSent += 1
+            }
+        }
+        if let playback = self.playback {
+            let played = min(self.marks.playedBytes(of: playback.itemID), playback.producedBytes)
+            actions.append(
+                .sendRealtime(
+                    .itemTruncate(
+                        itemID: playback.itemID,
+                        audioEndMs: AudioFrame.milliseconds(ofBytes: played),
+                        eventID: self.makeEventID("truncate")
+                    )
+                )
+            )
+            self.counters.truncatesSent += 1
+            self.playback = nil
+        }
+        self.counters.bargeInEvents += 1
+    }
+
+    mutating func makeEventID(_ prefix: String) -> String {
+        defer { self.nextEventNumber += 1 }
+        return "cb_\(prefix)_\(self.nextEventNumber)"
+    }
+
+    // MARK: Pacing
+
+    /// Sends every frame the pacer allows at `now`, each followed by its mark.
+    mutating func pump(now: CallInstant, into actions: inout [CallAction]) {
+        while !self.queue.isEmpty, let release = self.pacer.release(now: now), let frame = self.queue.popFirst() {
+            switch release {
+            case .onTime: break
+            case .late: self.counters.txLateFrames += 1
+            case .resynced: self.counters.txScheduleResets += 1
+            }
+            if self.counters.txFrames == 0 {
+                self.counters.firstChunkBytes = frame.bytes.count
+                self.counters.firstAudioAt = now - self.startedAt
+            }
+            self.counters.txFrames += 1
+            actions.append(.sendTwilio(.media(frame.bytes)))
+            let name = self.marks.recordSent(itemID: frame.itemID, byteCount: frame.bytes.count)
+            self.counters.marksSent += 1
+            actions.append(.sendTwilio(.mark(name: name)))
+        }
+        if self.queue.isEmpty && self.chunker.bufferedByteCount == 0 && !self.isStreamingAudio {
+            self.pacer.stop()
+        }
+    }
+
+    /// A response is mid-audio: an empty queue is an underrun, and the schedule keeps running.
+    var isStreamingAudio: Bool {
+        if case .streaming(let active) = self.response { return !active.audioDone }
+        return false
+    }
+
+    // MARK: Errors and ending
+
+    mutating func badMessage(kind: String, into actions: inout [CallAction]) {
+        self.counters.badMessages += 1
+        if self.loggedBadKinds.insert(kind).inserted {
+            actions.append(.logBadMessage(kind: kind))
+        }
+    }
+
+    mutating func end(_ reason: EndReason, now: CallInstant, into actions: inout [CallAction]) {
+        guard self.endReason == nil else { return }
+        self.endReason = reason
+        self.endedAt = now
+        self.queue.removeAll()
+        self.pacer.stop()
+        actions.append(.endCall(reason))
+    }
+
+    static func kind(of error: TwilioDecodingError) -> String {
+        switch error {
+        case .invalidJSON: "invalid_json"
+        case .missingField: "missing_field"
+        case .invalidBase64: "invalid_base64"
+        }
+    }
+
+    static func kind(of error: RealtimeDecodingError) -> String {
+        switch error {
+        case .invalidJSON: "invalid_json"
+        case .missingField: "missing_field"
+        case .invalidBase64: "invalid_base64"
+        }
+    }
+}

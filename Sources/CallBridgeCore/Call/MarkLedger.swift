@@ -1,0 +1,94 @@
+/// What Twilio confirmed as played, from the echoes of the marks the bridge sends after its frames.
+///
+/// Marks are echoed in the order they were sent, either when the audio before them has played or when a
+/// `clear` dropped it. The ledger remembers the last mark sent before each `clear`, so an echo at or before
+/// that point counts as *cleared*, not *played*.
+public struct MarkLedger: Sendable, Equatable {
+    public struct Entry: Sendable, Equatable {
+        public var sequence: UInt64
+        public var itemID: String
+        public var byteCount: Int
+    }
+
+    public enum Echo: Sendable, Equatable {
+        case played(itemID: String, byteCount: Int)
+        case cleared(itemID: String, byteCount: Int)
+        /// A name the bridge never sent, or one already echoed.
+        case unknown
+    }
+
+    private var outstanding: [Entry] = []
+    private var outstandingHead = 0
+    private var nextSequence: UInt64 = 1
+    /// Marks with a sequence at or below this were outstanding when a `clear` was sent.
+    private var clearedThrough: UInt64 = 0
+    private var playedBytes: [String: Int] = [:]
+    public private(set) var playedMarkCount = 0
+
+    public init() {}
+
+    /// Records a frame about to be sent and returns the name of the mark to send after it.
+    public mutating func recordSent(itemID: String, byteCount: Int) -> String {
+        let sequence = self.nextSequence
+        self.nextSequence += 1
+        self.outstanding.append(Entry(sequence: sequence, itemID: itemID, byteCount: byteCount))
+        return Self.name(for: sequence)
+    }
+
+    /// Frames sent and not yet echoed.
+    public var outstandingCount: Int { self.outstanding.count - self.outstandingHead }
+    public var outstandingBytes: Int {
+        self.outstanding[self.outstandingHead...].reduce(0) { $0 + $1.byteCount }
+    }
+
+    /// Bytes of `itemID` that Twilio confirmed as played.
+    public func playedBytes(of itemID: String) -> Int { self.playedBytes[itemID, default: 0] }
+
+    /// Everything outstanding now will come back as cleared.
+    public mutating func clearSent() {
+        self.clearedThrough = self.nextSequence - 1
+    }
+
+    public mutating func echoReceived(name: String) -> Echo {
+        guard let sequence = Self.sequence(of: name) else { return .unknown }
+        guard self.outstanding[self.outstandingHead...].contains(where: { $0.sequence == sequence }) else {
+            return .unknown
+        }
+        // Echoes arrive in send order; anything before this one was echoed without its own message.
+        var result = Echo.unknown
+        while self.outstandingHead < self.outstanding.count {
+            let entry = self.outstanding[self.outstandingHead]
+            self.outstandingHead += 1
+            let echo = self.account(entry)
+            if entry.sequence == sequence {
+                result = echo
+                break
+            }
+        }
+        self.compact()
+        return result
+    }
+
+    private mutating func account(_ entry: Entry) -> Echo {
+        if entry.sequence <= self.clearedThrough {
+            return .cleared(itemID: entry.itemID, byteCount: entry.byteCount)
+        }
+        self.playedBytes[entry.itemID, default: 0] += entry.byteCount
+        self.playedMarkCount += 1
+        return .played(itemID: entry.itemID, byteCount: entry.byteCount)
+    }
+
+    private mutating func compact() {
+        if self.outstandingHead > 64 && self.outstandingHead * 2 > self.outstanding.count {
+            self.outstanding.removeSubrange(0..<self.outstandingHead)
+            self.outstandingHead = 0
+        }
+    }
+
+    static func name(for sequence: UInt64) -> String { "cb\(sequence)" }
+
+    static func sequence(of name: String) -> UInt64? {
+        guard name.hasPrefix("cb") else { return nil }
+        return UInt64(name.dropFirst(2))
+    }
+}

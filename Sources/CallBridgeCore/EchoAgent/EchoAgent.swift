@@ -1,0 +1,409 @@
+import FoundationEssentials
+
+/// The embedded echo agent's logic, one value per Realtime connection: it speaks the Realtime event protocol,
+/// detects the caller's utterances with an energy detector on the appended μ-law, and answers each by playing
+/// it back, streamed in bursts faster than real time like the real service.
+///
+/// Pure: client events and ticks in (with `now`), server events out (JSON text, in the connection's dialect).
+public struct EchoAgent: Sendable {
+    public struct Configuration: Sendable, Equatable {
+        /// Interval between audio bursts while a reply streams.
+        public var burstInterval: Duration
+        /// How much faster than real time the reply streams (the real service sends audio well ahead).
+        public var speedFactor: Int
+        /// Voiced frames in a row needed to start an utterance.
+        public var startFrames: Int
+        /// Audio kept after the last voiced frame of an utterance.
+        public var trailingAudioMs: Int
+        /// Seed for the irregular delta sizes (deterministic, to exercise the bridge's chunker).
+        public var seed: UInt64
+
+        public init(
+            burstInterval: Duration = .milliseconds(40),
+            speedFactor: Int = 4,
+            startFrames: Int = 3,
+            trailingAudioMs: Int = 100,
+            seed: UInt64 = 0x5EED
+        ) {
+            self.burstInterval = burstInterval
+            self.speedFactor = max(1, speedFactor)
+            self.startFrames = max(1, startFrames)
+            self.trailingAudioMs = trailingAudioMs
+            self.seed = seed
+        }
+    }
+
+    /// A reply being streamed.
+    struct Reply: Sendable, Equatable {
+        var responseID: String
+        var itemID: String
+        var audio: [UInt8]
+        var sent = 0
+        var nextBurst: CallInstant
+    }
+
+    public let configuration: Configuration
+    public let dialect: RealtimeDialect
+    var turnDetection = TurnDetectionSettings()
+    var sessionConfigured = false
+    var nextID = 1
+    var rng: UInt64
+
+    // Turn detection over appended audio (time = bytes appended / 8).
+    var audio: [UInt8] = []
+    var analysedBytes = 0
+    var voicedRun = 0
+    var silentRun = 0
+    var utteranceStart: Int?
+    var lastVoicedEnd = 0
+    var userItemID: String?
+
+    var reply: Reply?
+    /// Audio bytes sent per assistant item, to check truncation requests.
+    var producedBytes: [String: Int] = [:]
+    public private(set) var receivedTypes: [String] = []
+
+    public init(dialect: RealtimeDialect, configuration: Configuration = .init()) {
+        self.dialect = dialect
+        self.configuration = configuration
+        self.rng = configuration.seed
+    }
+
+    /// When the agent next has something to send on its own (a reply burst), if ever.
+    public var nextWakeup: CallInstant? { self.reply?.nextBurst }
+
+    /// The greeting every Realtime session starts with.
+    public mutating func connected() -> [String] {
+        [self.event("session.created", ["session": "{\"id\":\(JSONText.quoted(self.makeID("sess")))}"])]
+    }
+
+    public mutating func received(_ text: String, now: CallInstant) -> [String] {
+        guard let message = try? JSONDecoder().decode(ClientMessage.self, from: Data(text.utf8)) else {
+            return [self.error(type: "invalid_request_error", code: "invalid_json", message: "Could not parse event")]
+        }
+        self.receivedTypes.append(message.type)
+        switch message.type {
+        case "session.update":
+            return self.sessionUpdate(message.session)
+        case "input_audio_buffer.append":
+            guard let base64 = message.audio, let bytes = Base64.decode(base64) else {
+                return [self.error(type: "invalid_request_error", code: "invalid_value", message: "audio is not base64")]
+            }
+            return self.append(bytes, now: now)
+        case "input_audio_buffer.clear":
+            self.resetTurn()
+            return [self.event("input_audio_buffer.cleared", [:])]
+        case "response.cancel":
+            guard let reply = self.reply, message.response_id == nil || message.response_id == reply.responseID else {
+                return [
+                    self.error(
+                        type: "invalid_request_error",
+                        code: "response_cancel_not_active",
+                        message: "Cancellation failed: no active response found",
+                        eventID: message.event_id
+                    )
+                ]
+            }
+            return self.finishReply(status: "cancelled", reason: "client_cancelled")
+        case "conversation.item.truncate":
+            return self.truncate(itemID: message.item_id, audioEndMs: message.audio_end_ms, eventID: message.event_id)
+        default:
+            return []
+        }
+    }
+
+    public mutating func tick(now: CallInstant) -> [String] {
+        guard var reply = self.reply, now >= reply.nextBurst else { return [] }
+        var out: [String] = []
+        let burstBytes =
+            AudioFrame.bytesPerMillisecond * self.configuration.burstInterval.wholeMilliseconds
+            * self.configuration.speedFactor
+        var budget = burstBytes
+        while budget > 0 && reply.sent < reply.audio.count {
+            // Irregular sizes, never aligned to 160, as real deltas are.
+            let size = min(budget, reply.audio.count - reply.sent, 97 + Int(self.nextRandom() % 700))
+            let chunk = reply.audio[reply.sent..<(reply.sent + size)]
+            reply.sent += size
+            budget -= size
+            out.append(
+                self.event(
+                    self.dialect == .ga ? "response.output_audio.delta" : "response.audio.delta",
+                    [
+                        "response_id": JSONText.quoted(reply.responseID), "item_id": JSONText.quoted(reply.itemID),
+                        "output_index": "0", "content_index": "0", "delta": "\"" + Base64.encode(chunk) + "\"",
+                    ]
+                )
+            )
+        }
+        self.producedBytes[reply.itemID] = reply.sent
+        reply.nextBurst = reply.nextBurst + self.configuration.burstInterval
+        self.reply = reply
+        if reply.sent >= reply.audio.count {
+            out += self.finishReply(status: "completed", reason: nil)
+        }
+        return out
+    }
+
+    // MARK: Session
+
+    mutating func sessionUpdate(_ session: ClientMessage.Session?) -> [String] {
+        guard let session else {
+            return [self.error(type: "invalid_request_error", code: "missing_required_parameter", message: "session")]
+        }
+        let detection: ClientMessage.TurnDetection?
+        switch self.dialect {
+        case .ga:
+            guard session.type == "realtime", session.input_audio_format == nil else {
+                return [self.error(type: "invalid_request_error", code: "unknown_parameter", message: "beta session shape")]
+            }
+            guard session.audio?.input?.format?.type == "audio/pcmu", session.audio?.output?.format?.type == "audio/pcmu"
+            else {
+                return [self.error(type: "invalid_request_error", code: "invalid_value", message: "echo agent needs audio/pcmu")]
+            }
+            detection = session.audio?.input?.turn_detection
+        case .beta:
+            guard session.type == nil, session.audio == nil else {
+                return [self.error(type: "invalid_request_error", code: "unknown_parameter", message: "GA session shape")]
+            }
+            guard session.input_audio_format == "g711_ulaw", session.output_audio_format == "g711_ulaw" else {
+                return [self.error(type: "invalid_request_error", code: "invalid_value", message: "echo agent needs g711_ulaw")]
+            }
+            detection = session.turn_detection
+        }
+        if let detection {
+            self.turnDetection = TurnDetectionSettings(
+                threshold: detection.threshold ?? 0.5,
+                prefixPaddingMs: detection.prefix_padding_ms ?? 300,
+                silenceDurationMs: detection.silence_duration_ms ?? 500,
+                createResponse: detection.create_response ?? true,
+                interruptResponse: detection.interrupt_response ?? true
+            )
+        }
+        self.sessionConfigured = true
+        return [self.event("session.updated", ["session": "{\"id\":\"echo\"}"])]
+    }
+
+    // MARK: Turn detection
+
+    /// Frame level in dBFS above which a 20 ms frame counts as voiced; follows the session's VAD threshold.
+    var voicedThresholdDBFS: Double { -55 + 40 * self.turnDetection.threshold }
+
+    mutating func append(_ bytes: [UInt8], now: CallInstant) -> [String] {
+        self.audio.append(contentsOf: bytes)
+        var out: [String] = []
+        let frame = AudioFrame.byteCount
+        while self.analysedBytes + frame <= self.audio.count {
+            let start = self.analysedBytes
+            self.analysedBytes += frame
+            let voiced = Level.dBFS(muLaw: self.audio[start..<(start + frame)]) > self.voicedThresholdDBFS
+            out += self.analyse(frameStart: start, voiced: voiced, now: now)
+        }
+        return out
+    }
+
+    mutating func analyse(frameStart: Int, voiced: Bool, now: CallInstant) -> [String] {
+        let frame = AudioFrame.byteCount
+        if voiced {
+            self.voicedRun += 1
+            self.silentRun = 0
+            self.lastVoicedEnd = frameStart + frame
+            if self.utteranceStart == nil && self.voicedRun >= self.configuration.startFrames {
+                let onset = frameStart + frame - self.voicedRun * frame
+                self.utteranceStart = onset
+                return self.speechStarted(onsetByte: onset, now: now)
+            }
+            return []
+        }
+        self.voicedRun = 0
+        self.silentRun += 1
+        guard let start = self.utteranceStart,
+            self.silentRun * 20 >= self.turnDetection.silenceDurationMs
+        else { return [] }
+        return self.speechStopped(onsetByte: start, endByte: self.lastVoicedEnd, now: now)
+    }
+
+    mutating func speechStarted(onsetByte: Int, now: CallInstant) -> [String] {
+        let item = self.makeID("item")
+        self.userItemID = item
+        var out = [
+            self.event(
+                "input_audio_buffer.speech_started",
+                ["audio_start_ms": String(onsetByte / 8), "item_id": JSONText.quoted(item)]
+            )
+        ]
+        if self.reply != nil && self.turnDetection.interruptResponse {
+            out += self.finishReply(status: "cancelled", reason: "turn_detected")
+        }
+        return out
+    }
+
+    mutating func speechStopped(onsetByte: Int, endByte: Int, now: CallInstant) -> [String] {
+        let item = self.userItemID ?? self.makeID("item")
+        let paddingBytes = self.turnDetection.prefixPaddingMs * 8
+        let from = max(0, onsetByte - paddingBytes)
+        let to = min(self.audio.count, endByte + self.configuration.trailingAudioMs * 8)
+        let utterance = Array(self.audio[from..<to])
+        let endMs = self.audio.count / 8
+        var out = [
+            self.event("input_audio_buffer.speech_stopped", ["audio_end_ms": String(endMs), "item_id": JSONText.quoted(item)]),
+            self.event("input_audio_buffer.committed", ["item_id": JSONText.quoted(item)]),
+            self.event(
+                "conversation.item.created",
+                ["item": "{\"id\":\(JSONText.quoted(item)),\"type\":\"message\",\"role\":\"user\"}"]
+            ),
+        ]
+        self.resetTurn()
+        if self.turnDetection.createResponse && self.reply == nil {
+            out += self.startReply(utterance, now: now)
+        }
+        return out
+    }
+
+    mutating func resetTurn() {
+        // Keep the last prefix-padding worth of audio so the next utterance can include it.
+        let keep = self.turnDetection.prefixPaddingMs * 8
+        if self.audio.count > keep {
+            let drop = self.audio.count - keep
+            self.audio.removeFirst(drop)
+            self.analysedBytes = max(0, self.analysedBytes - drop)
+        }
+        self.utteranceStart = nil
+        self.voicedRun = 0
+        self.silentRun = 0
+        self.lastVoicedEnd = 0
+        self.userItemID = nil
+    }
+
+    // MARK: Replies
+
+    mutating func startReply(_ audio: [UInt8], now: CallInstant) -> [String] {
+        let responseID = self.makeID("resp")
+        let itemID = self.makeID("item")
+        self.reply = Reply(responseID: responseID, itemID: itemID, audio: audio, nextBurst: now)
+        let rid = JSONText.quoted(responseID)
+        let item = "{\"id\":\(JSONText.quoted(itemID)),\"type\":\"message\",\"role\":\"assistant\",\"status\":\"in_progress\"}"
+        return [
+            self.event("response.created", ["response": "{\"id\":\(rid),\"object\":\"realtime.response\",\"status\":\"in_progress\"}"]),
+            self.event("response.output_item.added", ["response_id": rid, "output_index": "0", "item": item]),
+            self.event("conversation.item.created", ["item": item]),
+            self.event(
+                "response.content_part.added",
+                ["response_id": rid, "item_id": JSONText.quoted(itemID), "output_index": "0", "content_index": "0",
+                 "part": "{\"type\":\"audio\"}"]
+            ),
+        ] + self.tick(now: now)
+    }
+
+    mutating func finishReply(status: String, reason: String?) -> [String] {
+        guard let reply = self.reply else { return [] }
+        self.reply = nil
+        let rid = JSONText.quoted(reply.responseID)
+        let iid = JSONText.quoted(reply.itemID)
+        var out: [String] = []
+        if status == "completed" {
+            let ids = ["response_id": rid, "item_id": iid, "output_index": "0", "content_index": "0"]
+            out.append(self.event(self.dialect == .ga ? "response.output_audio.done" : "response.audio.done", ids))
+            out.append(
+                self.event(
+                    self.dialect == .ga ? "response.output_audio_transcript.done" : "response.audio_transcript.done",
+                    ids.merging(["transcript": "\"(echo)\""]) { a, _ in a }
+                )
+            )
+            out.append(self.event("response.content_part.done", ids.merging(["part": "{\"type\":\"audio\"}"]) { a, _ in a }))
+            out.append(
+                self.event(
+                    "response.output_item.done",
+                    ["response_id": rid, "output_index": "0",
+                     "item": "{\"id\":\(iid),\"type\":\"message\",\"role\":\"assistant\",\"status\":\"completed\"}"]
+                )
+            )
+        }
+        let details = reason.map { ",\"status_details\":{\"type\":\(JSONText.quoted(status)),\"reason\":\(JSONText.quoted($0))}" } ?? ""
+        out.append(
+            self.event(
+                "response.done",
+                ["response": "{\"id\":\(rid),\"object\":\"realtime.response\",\"status\":\(JSONText.quoted(status))\(details)}"]
+            )
+        )
+        return out
+    }
+
+    mutating func truncate(itemID: String?, audioEndMs: Int?, eventID: String?) -> [String] {
+        guard let itemID, let produced = self.producedBytes[itemID] else {
+            return [self.error(type: "invalid_request_error", code: "item_not_found", message: "no such assistant item", eventID: eventID)]
+        }
+        guard let ms = audioEndMs, ms >= 0, ms <= produced / 8 else {
+            return [self.error(type: "invalid_request_error", code: "invalid_value",
+                               message: "audio_end_ms is longer than the audio", eventID: eventID)]
+        }
+        return [
+            self.event(
+                "conversation.item.truncated",
+                ["item_id": JSONText.quoted(itemID), "content_index": "0", "audio_end_ms": String(ms)]
+            )
+        ]
+    }
+
+    // MARK: JSON
+
+    mutating func event(_ type: String, _ fields: [String: String]) -> String {
+        var text = "{\"type\":\(JSONText.quoted(type)),\"event_id\":\(JSONText.quoted(self.makeID("event")))"
+        for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
+            text += ",\(JSONText.quoted(key)):\(value)"
+        }
+        return text + "}"
+    }
+
+    mutating func error(type: String, code: String, message: String, eventID: String? = nil) -> String {
+        let eid = eventID.map { ",\"event_id\":\(JSONText.quoted($0))" } ?? ""
+        return self.event(
+            "error",
+            ["error": "{\"type\":\(JSONText.quoted(type)),\"code\":\(JSONText.quoted(code)),\"message\":\(JSONText.quoted(message))\(eid)}"]
+        )
+    }
+
+    mutating func makeID(_ prefix: String) -> String {
+        defer { self.nextID += 1 }
+        return "\(prefix)_echo\(self.nextID)"
+    }
+
+    mutating func nextRandom() -> UInt64 {
+        self.rng = self.rng &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+        return self.rng >> 33
+    }
+
+    // Field names mirror the wire.
+    struct ClientMessage: Decodable {
+        var type: String
+        var event_id: String?
+        var session: Session?
+        var audio: String?
+        var response_id: String?
+        var item_id: String?
+        var audio_end_ms: Int?
+
+        struct Session: Decodable {
+            var type: String?
+            var audio: Audio?
+            var input_audio_format: String?
+            var output_audio_format: String?
+            var turn_detection: TurnDetection?
+        }
+        struct Audio: Decodable {
+            var input: Direction?
+            var output: Direction?
+        }
+        struct Direction: Decodable {
+            var format: Format?
+            var turn_detection: TurnDetection?
+        }
+        struct Format: Decodable { var type: String? }
+        struct TurnDetection: Decodable {
+            var threshold: Double?
+            var prefix_padding_ms: Int?
+            var silence_duration_ms: Int?
+            var create_response: Bool?
+            var interrupt_response: Bool?
+        }
+    }
+}

@@ -1,0 +1,164 @@
+/// What the call simulator observed, times relative to the first caller frame.
+public struct DialTrace: Sendable, Equatable {
+    public struct Arrival: Sendable, Equatable {
+        public var at: Duration
+        public var bytes: Int
+        public init(at: Duration, bytes: Int) {
+            self.at = at
+            self.bytes = bytes
+        }
+    }
+
+    public var mediaArrivals: [Arrival] = []
+    public var clears: [Duration] = []
+    public var marksReceived = 0
+    public var marksEchoed = 0
+    /// Ends of the caller's utterances in the audio sent (see `utteranceEnds`).
+    public var callerUtteranceEnds: [Duration] = []
+    /// First voiced frame of the barge-in audio, when a barge-in was played.
+    public var bargeInOnset: Duration?
+    /// Assistant audio played to the caller between the barge-in onset and the first `clear` after it.
+    public var playedAfterBargeInBytes = 0
+    public var connectedAfter: Duration?
+
+    public init() {}
+}
+
+/// The summary `callbridge dial` prints.
+public struct DialReport: Sendable, Equatable {
+    public var mediaMessages: Int
+    public var frameSizes: [Int: Int]
+    /// First assistant audio after the first caller utterance ended.
+    public var firstAudioAfterSpeechMs: Double?
+    /// Absolute deviation of steady-state inter-arrival times from 20 ms.
+    public var jitterP50Ms: Double?
+    public var jitterP95Ms: Double?
+    public var jitterMaxMs: Double?
+    public var intervalsMeasured: Int
+    public var clears: Int
+    public var bargeInToClearMs: Double?
+    /// Assistant audio heard after the barge-in onset: played before the clear took effect, plus audio received
+    /// between the clear and the end of the barge-in utterance (which can only be the interrupted reply).
+    public var heardAfterBargeInMs: Double?
+    public var marksReceived: Int
+    public var marksEchoed: Int
+
+    /// Arrivals closer than this belong to the same run of frames.
+    static let runGap: Duration = .milliseconds(100)
+    /// Frames sent ahead at the start of a run (the pacer's lead) arrive together and are not jitter.
+    static let leadArrivalsSkipped = 3
+
+    public init(trace: DialTrace) {
+        self.mediaMessages = trace.mediaArrivals.count
+        self.frameSizes = Dictionary(trace.mediaArrivals.map { ($0.bytes, 1) }, uniquingKeysWith: +)
+        self.clears = trace.clears.count
+        self.marksReceived = trace.marksReceived
+        self.marksEchoed = trace.marksEchoed
+        if let end = trace.callerUtteranceEnds.first, let first = trace.mediaArrivals.first(where: { $0.at > end }) {
+            self.firstAudioAfterSpeechMs = (first.at - end).millisecondsValue
+        }
+        var deviations: [Double] = []
+        var runIndex = 0
+        for (i, arrival) in trace.mediaArrivals.enumerated() {
+            if i == 0 || arrival.at - trace.mediaArrivals[i - 1].at > Self.runGap {
+                runIndex = 0
+            } else {
+                runIndex += 1
+            }
+            if runIndex >= Self.leadArrivalsSkipped {
+                let interval = (arrival.at - trace.mediaArrivals[i - 1].at).millisecondsValue
+                deviations.append(abs(interval - 20))
+            }
+        }
+        deviations.sort()
+        self.intervalsMeasured = deviations.count
+        if !deviations.isEmpty {
+            self.jitterP50Ms = deviations[deviations.count / 2]
+            self.jitterP95Ms = deviations[min(deviations.count - 1, Int(Double(deviations.count) * 0.95))]
+            self.jitterMaxMs = deviations.last
+        }
+        if let onset = trace.bargeInOnset {
+            let clear = trace.clears.first(where: { $0 >= onset })
+            self.bargeInToClearMs = clear.map { ($0 - onset).millisecondsValue }
+            let utteranceEnd = trace.callerUtteranceEnds.first(where: { $0 > onset })
+            var stale = 0
+            if let clear {
+                for arrival in trace.mediaArrivals where arrival.at > clear && (utteranceEnd.map { arrival.at < $0 } ?? true) {
+                    stale += arrival.bytes
+                }
+            }
+            self.heardAfterBargeInMs = Double(trace.playedAfterBargeInBytes + stale) / 8
+        }
+    }
+
+    /// Utterance ends in μ-law audio: the end of a voiced stretch (20 ms frames above `thresholdDBFS`) followed by
+    /// at least `minimumSilence`.
+    public static func utteranceEnds(
+        in audio: [UInt8],
+        thresholdDBFS: Double = -40,
+        minimumSilence: Duration = .milliseconds(300)
+    ) -> [Duration] {
+        let frame = AudioFrame.byteCount
+        let silenceFrames = max(1, minimumSilence.wholeMilliseconds / 20)
+        var ends: [Duration] = []
+        var lastVoicedEnd: Int?
+        var silent = 0
+        var index = 0
+        while index * frame < audio.count {
+            let slice = audio[(index * frame)..<min(audio.count, (index + 1) * frame)]
+            if Level.dBFS(muLaw: slice) > thresholdDBFS {
+                lastVoicedEnd = index + 1
+                silent = 0
+            } else if let end = lastVoicedEnd {
+                silent += 1
+                if silent >= silenceFrames {
+                    ends.append(.milliseconds(end * 20))
+                    lastVoicedEnd = nil
+                }
+            }
+            index += 1
+        }
+        if let end = lastVoicedEnd { ends.append(.milliseconds(end * 20)) }
+        return ends
+    }
+
+    /// First voiced 20 ms frame at or after `from` (a frame index).
+    public static func firstVoicedFrame(in audio: [UInt8], from: Int = 0, thresholdDBFS: Double = -40) -> Int? {
+        let frame = AudioFrame.byteCount
+        var index = from
+        while index * frame < audio.count {
+            let slice = audio[(index * frame)..<min(audio.count, (index + 1) * frame)]
+            if Level.dBFS(muLaw: slice) > thresholdDBFS { return index }
+            index += 1
+        }
+        return nil
+    }
+
+    public var text: String {
+        func ms(_ v: Double?) -> String { v.map { String(format1: $0) + " ms" } ?? "n/a" }
+        let sizes = self.frameSizes.sorted { $0.key < $1.key }.map { "\($0.key) B × \($0.value)" }.joined(separator: ", ")
+        var lines = [
+            "media messages received: \(self.mediaMessages)",
+            "frame sizes: \(sizes.isEmpty ? "none" : sizes)",
+            "time to first audio after caller speech: \(ms(self.firstAudioAfterSpeechMs))",
+            "pacing jitter (|interval − 20 ms| over \(self.intervalsMeasured) intervals): p50 \(ms(self.jitterP50Ms)), "
+                + "p95 \(ms(self.jitterP95Ms)), max \(ms(self.jitterMaxMs))",
+            "marks: \(self.marksReceived) received, \(self.marksEchoed) echoed; clears: \(self.clears)",
+        ]
+        if self.heardAfterBargeInMs != nil || self.bargeInToClearMs != nil {
+            lines.append("barge-in → clear: \(ms(self.bargeInToClearMs))")
+            lines.append("audio heard after the barge-in: \(ms(self.heardAfterBargeInMs))")
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+extension String {
+    /// One decimal place, without Foundation.
+    init(format1 value: Double) {
+        let tenths = (value * 10).rounded()
+        let sign = tenths < 0 ? "-" : ""
+        let magnitude = Int(abs(tenths))
+        self = "\(sign)\(magnitude / 10).\(magnitude % 10)"
+    }
+}

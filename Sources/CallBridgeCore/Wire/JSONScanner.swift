@@ -1,0 +1,90 @@
+/// A byte scanner for the two hot-path message shapes (Twilio `media`, Realtime audio deltas).
+///
+/// It only answers when the answer is certain: the message starts with `{`, ends with `}`, contains no
+/// backslash (so no string value can hide a quote), and the key is written `"key":"` with no whitespace.
+/// Without a backslash a quote always ends a string, so the pattern `"key":"` can only be a real key.
+/// Anything else returns nil and the caller falls back to Codable.
+struct JSONScanner {
+    let bytes: UnsafeBufferPointer<UInt8>
+
+    /// Runs `body` over the UTF-8 bytes of `text` when they pass the structural pre-checks.
+    static func withScanner<R>(_ text: String, _ body: (JSONScanner) -> R?) -> R? {
+        var text = text
+        return text.withUTF8 { buffer -> R? in
+            guard Self.isPlainObject(buffer) else { return nil }
+            return body(JSONScanner(bytes: buffer))
+        }
+    }
+
+    static func isPlainObject(_ buffer: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard buffer.count >= 2 else { return false }
+        var first = 0
+        var last = buffer.count - 1
+        while first < last, Self.isWhitespace(buffer[first]) { first += 1 }
+        while last > first, Self.isWhitespace(buffer[last]) { last -= 1 }
+        guard buffer[first] == UInt8(ascii: "{"), buffer[last] == UInt8(ascii: "}") else { return false }
+        // memchr-style check: no escapes anywhere.
+        return !buffer.contains(UInt8(ascii: "\\"))
+    }
+
+    static func isWhitespace(_ byte: UInt8) -> Bool {
+        byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09
+    }
+
+    /// Number of occurrences of `byte` (used to require a flat object: exactly one `{`).
+    func count(of byte: UInt8) -> Int {
+        var n = 0
+        for b in self.bytes where b == byte { n += 1 }
+        return n
+    }
+
+    /// The byte range of the string value of `key`, if `"key":"` occurs exactly once.
+    func stringValueRange(forKey key: StaticString) -> Range<Int>? {
+        let pattern = UnsafeBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount)
+        var found: Range<Int>?
+        var i = 0
+        let n = self.bytes.count
+        let needed = pattern.count + 4  // quote key quote colon quote
+        while i + needed <= n {
+            if self.bytes[i] == UInt8(ascii: "\"") && self.matches(pattern, at: i + 1)
+                && self.bytes[i + 1 + pattern.count] == UInt8(ascii: "\"")
+                && self.bytes[i + 2 + pattern.count] == UInt8(ascii: ":")
+                && self.bytes[i + 3 + pattern.count] == UInt8(ascii: "\"")
+            {
+                let start = i + needed
+                var end = start
+                while end < n && self.bytes[end] != UInt8(ascii: "\"") { end += 1 }
+                guard end < n else { return nil }
+                if found != nil { return nil }  // duplicate key: let Codable decide
+                found = start..<end
+                i = end + 1
+                continue
+            }
+            i += 1
+        }
+        return found
+    }
+
+    func string(_ range: Range<Int>) -> String {
+        String(decoding: UnsafeBufferPointer(rebasing: self.bytes[range]), as: UTF8.self)
+    }
+
+    func equals(_ range: Range<Int>, _ value: StaticString) -> Bool {
+        guard range.count == value.utf8CodeUnitCount else { return false }
+        let pattern = UnsafeBufferPointer(start: value.utf8Start, count: value.utf8CodeUnitCount)
+        return self.matches(pattern, at: range.lowerBound)
+    }
+
+    /// True when every byte in `range` is in the standard base64 alphabet (with `=` padding only at the end).
+    func isBase64(_ range: Range<Int>) -> Bool {
+        Base64.isValid(UnsafeBufferPointer(rebasing: self.bytes[range]))
+    }
+
+    private func matches(_ pattern: UnsafeBufferPointer<UInt8>, at offset: Int) -> Bool {
+        guard offset + pattern.count <= self.bytes.count else { return false }
+        for j in 0..<pattern.count where self.bytes[offset + j] != pattern[j] {
+            return false
+        }
+        return true
+    }
+}

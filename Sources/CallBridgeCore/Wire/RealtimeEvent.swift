@@ -1,0 +1,258 @@
+import FoundationEssentials
+
+/// Which shape of the Realtime protocol the bridge speaks to the service.
+public enum RealtimeDialect: String, Sendable, Equatable, CaseIterable {
+    /// Current protocol: `output_modalities`, `audio.input.format {"type":"audio/pcmu"}`, `response.output_audio.*`.
+    case ga
+    /// Preview protocol (Azure preview, compatible servers): `OpenAI-Beta: realtime=v1`, `g711_ulaw`,
+    /// `response.audio.*`.
+    case beta
+}
+
+/// Server turn detection as sent in `session.update`.
+public struct TurnDetectionSettings: Sendable, Equatable {
+    public var threshold: Double
+    public var prefixPaddingMs: Int
+    public var silenceDurationMs: Int
+    public var createResponse: Bool
+    public var interruptResponse: Bool
+
+    public init(
+        threshold: Double = 0.5,
+        prefixPaddingMs: Int = 300,
+        silenceDurationMs: Int = 500,
+        createResponse: Bool = true,
+        interruptResponse: Bool = true
+    ) {
+        self.threshold = threshold
+        self.prefixPaddingMs = prefixPaddingMs
+        self.silenceDurationMs = silenceDurationMs
+        self.createResponse = createResponse
+        self.interruptResponse = interruptResponse
+    }
+}
+
+public struct RealtimeSessionSettings: Sendable, Equatable {
+    public var instructions: String
+    public var voice: String
+    public var turnDetection: TurnDetectionSettings
+
+    public init(
+        instructions: String = "You are a helpful voice agent on a phone call. Keep answers short.",
+        voice: String = "marin",
+        turnDetection: TurnDetectionSettings = .init()
+    ) {
+        self.instructions = instructions
+        self.voice = voice
+        self.turnDetection = turnDetection
+    }
+}
+
+/// Events the bridge sends to the Realtime service.
+public enum RealtimeClientEvent: Sendable, Equatable {
+    case sessionUpdate(RealtimeSessionSettings)
+    /// Caller audio, base64 μ-law straight from the Twilio `media` payload.
+    case inputAudioAppend(base64: String)
+    case responseCancel(responseID: String, eventID: String)
+    case itemTruncate(itemID: String, audioEndMs: Int, eventID: String)
+
+    public var type: String {
+        switch self {
+        case .sessionUpdate: "session.update"
+        case .inputAudioAppend: "input_audio_buffer.append"
+        case .responseCancel: "response.cancel"
+        case .itemTruncate: "conversation.item.truncate"
+        }
+    }
+}
+
+public struct RealtimeErrorInfo: Sendable, Equatable {
+    public var type: String?
+    public var code: String?
+    public var message: String
+    public var eventID: String?
+
+    public init(type: String? = nil, code: String? = nil, message: String, eventID: String? = nil) {
+        self.type = type
+        self.code = code
+        self.message = message
+        self.eventID = eventID
+    }
+
+    /// `response.cancel` raced the end of the response: harmless by protocol.
+    public var isCancelNotActive: Bool {
+        self.code == "response_cancel_not_active" || self.message.lowercased().contains("no active response")
+    }
+}
+
+/// Events from the Realtime service that the bridge acts on. Both spellings of the audio events are accepted
+/// whatever the configured dialect.
+public enum RealtimeServerEvent: Sendable, Equatable {
+    case sessionCreated(sessionID: String?)
+    case sessionUpdated
+    case speechStarted(audioStartMs: Int?, itemID: String?)
+    case speechStopped(audioEndMs: Int?, itemID: String?)
+    case responseCreated(responseID: String)
+    case outputItemAdded(responseID: String, itemID: String)
+    case audioDelta(responseID: String, itemID: String, audio: [UInt8])
+    case audioDone(responseID: String, itemID: String)
+    case responseDone(responseID: String, status: String)
+    case itemTruncated(itemID: String, audioEndMs: Int)
+    case error(RealtimeErrorInfo)
+    /// Any other event: valid, not needed by the bridge.
+    case ignored(type: String)
+}
+
+public enum RealtimeDecodingError: Error, Sendable, Equatable {
+    case invalidJSON
+    case missingField(String)
+    case invalidBase64
+}
+
+public enum RealtimeCodec {
+    static let audioDeltaTypes: Set<String> = ["response.output_audio.delta", "response.audio.delta"]
+    static let audioDoneTypes: Set<String> = ["response.output_audio.done", "response.audio.done"]
+
+    public static func decode(_ text: String) throws(RealtimeDecodingError) -> RealtimeServerEvent {
+        if let delta = scanAudioDelta(text) {
+            return delta
+        }
+        return try decodeWithCodable(text)
+    }
+
+    /// The fast path for audio deltas: a flat object with no escapes.
+    static func scanAudioDelta(_ text: String) -> RealtimeServerEvent? {
+        JSONScanner.withScanner(text) { scanner -> RealtimeServerEvent? in
+            guard scanner.count(of: UInt8(ascii: "{")) == 1,
+                let type = scanner.stringValueRange(forKey: "type"),
+                scanner.equals(type, "response.output_audio.delta") || scanner.equals(type, "response.audio.delta"),
+                let responseID = scanner.stringValueRange(forKey: "response_id"),
+                let itemID = scanner.stringValueRange(forKey: "item_id"),
+                let delta = scanner.stringValueRange(forKey: "delta"),
+                let audio = Base64.decode(bytes: UnsafeBufferPointer(rebasing: scanner.bytes[delta]))
+            else { return nil }
+            return .audioDelta(responseID: scanner.string(responseID), itemID: scanner.string(itemID), audio: audio)
+        }
+    }
+
+    static func decodeWithCodable(_ text: String) throws(RealtimeDecodingError) -> RealtimeServerEvent {
+        let e: Envelope
+        do {
+            e = try JSONDecoder().decode(Envelope.self, from: Data(text.utf8))
+        } catch {
+            throw .invalidJSON
+        }
+        switch e.type {
+        case "session.created":
+            return .sessionCreated(sessionID: e.session?.id)
+        case "session.updated":
+            return .sessionUpdated
+        case "input_audio_buffer.speech_started":
+            return .speechStarted(audioStartMs: e.audio_start_ms, itemID: e.item_id)
+        case "input_audio_buffer.speech_stopped":
+            return .speechStopped(audioEndMs: e.audio_end_ms, itemID: e.item_id)
+        case "response.created":
+            guard let id = e.response?.id else { throw .missingField("response.id") }
+            return .responseCreated(responseID: id)
+        case "response.output_item.added":
+            guard let rid = e.response_id else { throw .missingField("response_id") }
+            guard let iid = e.item?.id else { throw .missingField("item.id") }
+            return .outputItemAdded(responseID: rid, itemID: iid)
+        case let t where audioDeltaTypes.contains(t):
+            guard let rid = e.response_id else { throw .missingField("response_id") }
+            guard let iid = e.item_id else { throw .missingField("item_id") }
+            guard let delta = e.delta else { throw .missingField("delta") }
+            guard let audio = Base64.decode(delta) else { throw .invalidBase64 }
+            return .audioDelta(responseID: rid, itemID: iid, audio: audio)
+        case let t where audioDoneTypes.contains(t):
+            guard let rid = e.response_id else { throw .missingField("response_id") }
+            guard let iid = e.item_id else { throw .missingField("item_id") }
+            return .audioDone(responseID: rid, itemID: iid)
+        case "response.done":
+            guard let id = e.response?.id else { throw .missingField("response.id") }
+            return .responseDone(responseID: id, status: e.response?.status ?? "completed")
+        case "conversation.item.truncated":
+            guard let iid = e.item_id else { throw .missingField("item_id") }
+            return .itemTruncated(itemID: iid, audioEndMs: e.audio_end_ms ?? 0)
+        case "error":
+            let info = e.error
+            return .error(
+                RealtimeErrorInfo(
+                    type: info?.type,
+                    code: info?.code,
+                    message: info?.message ?? "",
+                    eventID: info?.event_id
+                )
+            )
+        default:
+            return .ignored(type: e.type)
+        }
+    }
+
+    // MARK: Client events
+
+    /// The JSON text of a client event in the given dialect.
+    public static func encode(_ event: RealtimeClientEvent, dialect: RealtimeDialect) -> String {
+        switch event {
+        case .inputAudioAppend(let base64):
+            // Hot path: the payload was validated as base64 on the way in, so it needs no escaping.
+            return "{\"type\":\"input_audio_buffer.append\",\"audio\":\"" + base64 + "\"}"
+        case .responseCancel(let responseID, let eventID):
+            return "{\"type\":\"response.cancel\",\"event_id\":" + JSONText.quoted(eventID) + ",\"response_id\":"
+                + JSONText.quoted(responseID) + "}"
+        case .itemTruncate(let itemID, let audioEndMs, let eventID):
+            return "{\"type\":\"conversation.item.truncate\",\"event_id\":" + JSONText.quoted(eventID)
+                + ",\"item_id\":" + JSONText.quoted(itemID) + ",\"content_index\":0,\"audio_end_ms\":"
+                + String(audioEndMs) + "}"
+        case .sessionUpdate(let settings):
+            return encodeSessionUpdate(settings, dialect: dialect)
+        }
+    }
+
+    static func encodeSessionUpdate(_ s: RealtimeSessionSettings, dialect: RealtimeDialect) -> String {
+        let td = s.turnDetection
+        let turnDetection =
+            "{\"type\":\"server_vad\",\"threshold\":\(td.threshold),\"prefix_padding_ms\":\(td.prefixPaddingMs),"
+            + "\"silence_duration_ms\":\(td.silenceDurationMs),\"create_response\":\(td.createResponse),"
+            + "\"interrupt_response\":\(td.interruptResponse)}"
+        switch dialect {
+        case .ga:
+            return "{\"type\":\"session.update\",\"session\":{\"type\":\"realtime\",\"output_modalities\":[\"audio\"],"
+                + "\"instructions\":" + JSONText.quoted(s.instructions) + ",\"audio\":{\"input\":{\"format\":"
+                + "{\"type\":\"audio/pcmu\"},\"turn_detection\":" + turnDetection + "},\"output\":{\"format\":"
+                + "{\"type\":\"audio/pcmu\"},\"voice\":" + JSONText.quoted(s.voice) + "}}}}"
+        case .beta:
+            return "{\"type\":\"session.update\",\"session\":{\"modalities\":[\"audio\",\"text\"],\"instructions\":"
+                + JSONText.quoted(s.instructions) + ",\"voice\":" + JSONText.quoted(s.voice)
+                + ",\"input_audio_format\":\"g711_ulaw\",\"output_audio_format\":\"g711_ulaw\",\"turn_detection\":"
+                + turnDetection + "}}"
+        }
+    }
+
+    // Field names mirror the wire.
+    private struct Envelope: Decodable {
+        var type: String
+        var session: Session?
+        var response: Response?
+        var response_id: String?
+        var item_id: String?
+        var item: Item?
+        var delta: String?
+        var audio_start_ms: Int?
+        var audio_end_ms: Int?
+        var error: ErrorBody?
+
+        struct Session: Decodable { var id: String? }
+        struct Response: Decodable {
+            var id: String?
+            var status: String?
+        }
+        struct Item: Decodable { var id: String? }
+        struct ErrorBody: Decodable {
+            var type: String?
+            var code: String?
+            var message: String?
+            var event_id: String?
+        }
+    }
+}

@@ -1,0 +1,73 @@
+/// TwiML for the voice webhook.
+public enum TwiML {
+    /// `<Connect><Stream>` to the bridge; parameters come back in the `start` message's `customParameters`.
+    /// Twilio limits each name + value pair to under 500 characters, so longer values are cut.
+    public static func connectStream(url: String, parameters: [(name: String, value: String)]) -> String {
+        var xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Connect><Stream url=\"" + escape(url) + "\">"
+        for (name, value) in parameters {
+            let room = max(0, 499 - name.count)
+            xml += "<Parameter name=\"" + escape(name) + "\" value=\"" + escape(String(value.prefix(room))) + "\"/>"
+        }
+        return xml + "</Stream></Connect></Response>"
+    }
+
+    /// Refuses a call (used while draining).
+    public static let reject = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Reject/></Response>"
+
+    public static func escape(_ text: String) -> String {
+        var out = ""
+        out.reserveCapacity(text.utf8.count)
+        for ch in text {
+            switch ch {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "\"": out += "&quot;"
+            case "'": out += "&apos;"
+            default: out.append(ch)
+            }
+        }
+        return out
+    }
+}
+
+/// `application/x-www-form-urlencoded` bodies (Twilio webhooks).
+public enum FormURLEncoded {
+    /// Pairs in order; `+` is a space, `%XX` is a byte; invalid escapes are kept literally.
+    public static func parse(_ body: String) -> [(name: String, value: String)] {
+        body.split(separator: "&", omittingEmptySubsequences: true).map { pair in
+            if let eq = pair.firstIndex(of: "=") {
+                return (decode(pair[..<eq]), decode(pair[pair.index(after: eq)...]))
+            }
+            return (decode(pair[...]), "")
+        }
+    }
+
+    static func decode(_ text: Substring) -> String {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(text.utf8.count)
+        var iterator = Array(text.utf8)[...]
+        while let byte = iterator.popFirst() {
+            if byte == UInt8(ascii: "+") {
+                bytes.append(0x20)
+            } else if byte == UInt8(ascii: "%"), iterator.count >= 2,
+                let hi = hexValue(iterator[iterator.startIndex]), let lo = hexValue(iterator[iterator.startIndex + 1])
+            {
+                bytes.append(hi << 4 | lo)
+                iterator = iterator.dropFirst(2)
+            } else {
+                bytes.append(byte)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    static func hexValue(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+}

@@ -1,0 +1,164 @@
+import FoundationEssentials
+
+/// The `start` message's call metadata.
+public struct TwilioStart: Sendable, Equatable {
+    public var streamSid: String
+    public var callSid: String
+    public var accountSid: String
+    public var tracks: [String]
+    public var customParameters: [String: String]
+    public var encoding: String
+    public var sampleRate: Int
+    public var channels: Int
+
+    public init(
+        streamSid: String,
+        callSid: String,
+        accountSid: String = "",
+        tracks: [String] = ["inbound"],
+        customParameters: [String: String] = [:],
+        encoding: String = "audio/x-mulaw",
+        sampleRate: Int = 8000,
+        channels: Int = 1
+    ) {
+        self.streamSid = streamSid
+        self.callSid = callSid
+        self.accountSid = accountSid
+        self.tracks = tracks
+        self.customParameters = customParameters
+        self.encoding = encoding
+        self.sampleRate = sampleRate
+        self.channels = channels
+    }
+}
+
+/// A message from Twilio on the Media Streams WebSocket.
+public enum TwilioInbound: Sendable, Equatable {
+    case connected
+    case start(TwilioStart)
+    /// Caller audio: base64 μ-law exactly as received (it is forwarded without re-encoding).
+    case media(payload: String)
+    case mark(name: String)
+    case dtmf(digit: String)
+    case stop
+    /// An event this bridge does not handle; Twilio adds events without notice.
+    case unhandled(event: String)
+}
+
+public enum TwilioDecodingError: Error, Sendable, Equatable {
+    case invalidJSON
+    case missingField(String)
+    case invalidBase64
+}
+
+/// Messages the bridge sends to Twilio.
+public enum TwilioOutbound: Sendable, Equatable {
+    case media([UInt8])
+    case mark(name: String)
+    case clear
+}
+
+public enum TwilioCodec {
+    /// Decodes one text frame. `media` takes the byte-scanner path; everything else, and any `media` the scanner
+    /// cannot vouch for, goes through Codable.
+    public static func decode(_ text: String) throws(TwilioDecodingError) -> TwilioInbound {
+        if let payload = scanMedia(text) {
+            return .media(payload: payload)
+        }
+        return try decodeWithCodable(text)
+    }
+
+    /// The fast path: nil unless the message is certainly a `media` event with a valid base64 payload.
+    static func scanMedia(_ text: String) -> String? {
+        JSONScanner.withScanner(text) { scanner -> String? in
+            guard let event = scanner.stringValueRange(forKey: "event"), scanner.equals(event, "media"),
+                let payload = scanner.stringValueRange(forKey: "payload"), scanner.isBase64(payload)
+            else { return nil }
+            return scanner.string(payload)
+        }
+    }
+
+    static func decodeWithCodable(_ text: String) throws(TwilioDecodingError) -> TwilioInbound {
+        let envelope: Envelope
+        do {
+            envelope = try JSONDecoder().decode(Envelope.self, from: Data(text.utf8))
+        } catch {
+            throw .invalidJSON
+        }
+        switch envelope.event {
+        case "connected":
+            return .connected
+        case "start":
+            guard let start = envelope.start else { throw .missingField("start") }
+            guard let streamSid = start.streamSid ?? envelope.streamSid else { throw .missingField("streamSid") }
+            return .start(
+                TwilioStart(
+                    streamSid: streamSid,
+                    callSid: start.callSid ?? "",
+                    accountSid: start.accountSid ?? "",
+                    tracks: start.tracks ?? [],
+                    customParameters: start.customParameters ?? [:],
+                    encoding: start.mediaFormat?.encoding ?? "audio/x-mulaw",
+                    sampleRate: start.mediaFormat?.sampleRate ?? 8000,
+                    channels: start.mediaFormat?.channels ?? 1
+                )
+            )
+        case "media":
+            guard let payload = envelope.media?.payload else { throw .missingField("media.payload") }
+            var copy = payload
+            let valid = copy.withUTF8 { Base64.isValid($0) }
+            guard valid else { throw .invalidBase64 }
+            return .media(payload: payload)
+        case "mark":
+            guard let name = envelope.mark?.name else { throw .missingField("mark.name") }
+            return .mark(name: name)
+        case "dtmf":
+            guard let digit = envelope.dtmf?.digit else { throw .missingField("dtmf.digit") }
+            return .dtmf(digit: digit)
+        case "stop":
+            return .stop
+        default:
+            return .unhandled(event: envelope.event)
+        }
+    }
+
+    /// The outbound JSON, built as a string (the hot path sends 50 of these per second per call).
+    public static func encode(_ message: TwilioOutbound, quotedStreamSid: String) -> String {
+        switch message {
+        case .media(let bytes):
+            return "{\"event\":\"media\",\"streamSid\":" + quotedStreamSid + ",\"media\":{\"payload\":\""
+                + Base64.encode(bytes) + "\"}}"
+        case .mark(let name):
+            return "{\"event\":\"mark\",\"streamSid\":" + quotedStreamSid + ",\"mark\":{\"name\":"
+                + JSONText.quoted(name) + "}}"
+        case .clear:
+            return "{\"event\":\"clear\",\"streamSid\":" + quotedStreamSid + "}"
+        }
+    }
+
+    private struct Envelope: Decodable {
+        var event: String
+        var streamSid: String?
+        var start: Start?
+        var media: Media?
+        var mark: Mark?
+        var dtmf: DTMF?
+
+        struct Start: Decodable {
+            var streamSid: String?
+            var callSid: String?
+            var accountSid: String?
+            var tracks: [String]?
+            var customParameters: [String: String]?
+            var mediaFormat: MediaFormat?
+        }
+        struct MediaFormat: Decodable {
+            var encoding: String?
+            var sampleRate: Int?
+            var channels: Int?
+        }
+        struct Media: Decodable { var payload: String? }
+        struct Mark: Decodable { var name: String? }
+        struct DTMF: Decodable { var digit: String? }
+    }
+}

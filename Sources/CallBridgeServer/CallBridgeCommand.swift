@@ -1,0 +1,309 @@
+import ArgumentParser
+import CallBridge
+import CallBridgeCore
+import Foundation
+import Logging
+import NIOSSL
+
+@main
+struct CallBridgeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "callbridge",
+        abstract: "Puts a realtime speech-to-speech model on the phone: Twilio Media Streams ⇄ OpenAI Realtime.",
+        subcommands: [Run.self, Dial.self, EchoAgentCommand.self],
+        defaultSubcommand: Run.self
+    )
+}
+
+/// Reads an option, then its environment variable, then the default.
+func resolve<T>(_ value: T?, _ variable: String, _ parse: (String) -> T?, default fallback: T) throws -> T {
+    if let value { return value }
+    if let raw = ProcessInfo.processInfo.environment[variable], !raw.isEmpty {
+        guard let parsed = parse(raw) else {
+            throw ValidationError("environment variable \(variable) has an invalid value '\(raw)'")
+        }
+        return parsed
+    }
+    return fallback
+}
+
+func environment(_ variable: String) -> String? {
+    ProcessInfo.processInfo.environment[variable].flatMap { $0.isEmpty ? nil : $0 }
+}
+
+func makeLogger(label: String, level: String) throws -> Logger {
+    guard let parsed = Logger.Level(rawValue: level) else {
+        throw ValidationError("log level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+    }
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = parsed
+        return handler
+    }
+    var logger = Logger(label: label)
+    logger.logLevel = parsed
+    return logger
+}
+
+extension RealtimeDialect: ExpressibleByArgument {}
+extension RealtimeAuth: ExpressibleByArgument {}
+extension AgentMode: ExpressibleByArgument {}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Start the bridge.",
+        discussion: """
+            Every option also reads the environment variable shown. With no OPENAI_API_KEY and the default \
+            --realtime-url, calls are answered by the embedded echo agent, which plays each caller utterance back.
+            """
+    )
+
+    @Option(help: "Address to listen on. (env: CALLBRIDGE_HOST, default: 0.0.0.0)")
+    var host: String?
+
+    @Option(help: "Port to listen on. (env: CALLBRIDGE_PORT, default: 8080)")
+    var port: Int?
+
+    @Option(help: "Public https base URL Twilio reaches; the wss://…/twilio/media Stream URL is derived from it. (env: CALLBRIDGE_PUBLIC_URL, default: http://localhost:<port>)")
+    var publicURL: String?
+
+    @Option(help: "Realtime WebSocket URL. (env: CALLBRIDGE_REALTIME_URL, default: \(AppConfiguration.defaultRealtimeURL))")
+    var realtimeURL: String?
+
+    @Option(help: "How the API key (env: OPENAI_API_KEY) is sent: bearer or api-key (Azure). (env: CALLBRIDGE_REALTIME_AUTH, default: bearer)")
+    var realtimeAuth: RealtimeAuth?
+
+    @Option(help: "Realtime protocol shape: ga or beta. (env: CALLBRIDGE_DIALECT, default: ga)")
+    var dialect: RealtimeDialect?
+
+    @Option(help: "PEM file of a CA to trust in addition to the system roots. (env: CALLBRIDGE_REALTIME_CA_FILE)")
+    var realtimeCAFile: String?
+
+    @Option(help: "Who answers: auto, echo or remote. (env: CALLBRIDGE_AGENT, default: auto)")
+    var agent: AgentMode?
+
+    @Option(help: "Model instructions. (env: CALLBRIDGE_INSTRUCTIONS, default: a short phone-agent prompt)")
+    var instructions: String?
+
+    @Option(help: "Model voice. (env: CALLBRIDGE_VOICE, default: marin)")
+    var voice: String?
+
+    @Option(help: "Server VAD threshold, 0…1. (env: CALLBRIDGE_VAD_THRESHOLD, default: 0.5)")
+    var vadThreshold: Double?
+
+    @Option(help: "Server VAD prefix padding in ms. (env: CALLBRIDGE_VAD_PREFIX_PADDING_MS, default: 300)")
+    var vadPrefixPaddingMs: Int?
+
+    @Option(help: "Server VAD silence duration in ms. (env: CALLBRIDGE_VAD_SILENCE_DURATION_MS, default: 500)")
+    var vadSilenceDurationMs: Int?
+
+    @Option(help: "Frames sent ahead of their 20 ms deadline. (env: CALLBRIDGE_TX_LEAD_FRAMES, default: 2)")
+    var txLeadFrames: Int?
+
+    @Option(help: "File the per-call JSON lines are appended to. (env: CALLBRIDGE_CALL_LOG, default: standard output)")
+    var callLog: String?
+
+    @Option(help: "trace, debug, info, notice, warning, error or critical. (env: CALLBRIDGE_LOG_LEVEL, default: info)")
+    var logLevel: String?
+
+    func makeConfiguration() throws -> AppConfiguration {
+        let port = try resolve(self.port, "CALLBRIDGE_PORT", { Int($0) }, default: 8080)
+        let turnDetection = TurnDetectionSettings(
+            threshold: try resolve(self.vadThreshold, "CALLBRIDGE_VAD_THRESHOLD", { Double($0) }, default: 0.5),
+            prefixPaddingMs: try resolve(self.vadPrefixPaddingMs, "CALLBRIDGE_VAD_PREFIX_PADDING_MS", { Int($0) }, default: 300),
+            silenceDurationMs: try resolve(self.vadSilenceDurationMs, "CALLBRIDGE_VAD_SILENCE_DURATION_MS", { Int($0) }, default: 500)
+        )
+        let defaults = RealtimeSessionSettings()
+        let session = RealtimeSessionSettings(
+            instructions: try resolve(self.instructions, "CALLBRIDGE_INSTRUCTIONS", { $0 }, default: defaults.instructions),
+            voice: try resolve(self.voice, "CALLBRIDGE_VOICE", { $0 }, default: defaults.voice),
+            turnDetection: turnDetection
+        )
+        let pacer = TxPacer.Configuration(
+            leadFrames: try resolve(self.txLeadFrames, "CALLBRIDGE_TX_LEAD_FRAMES", { Int($0) }, default: 2)
+        )
+        return AppConfiguration(
+            host: try resolve(self.host, "CALLBRIDGE_HOST", { $0 }, default: "0.0.0.0"),
+            port: port,
+            publicURL: self.publicURL ?? environment("CALLBRIDGE_PUBLIC_URL"),
+            realtimeURL: try resolve(self.realtimeURL, "CALLBRIDGE_REALTIME_URL", { $0 }, default: AppConfiguration.defaultRealtimeURL),
+            apiKey: environment("OPENAI_API_KEY"),
+            realtimeAuth: try resolve(self.realtimeAuth, "CALLBRIDGE_REALTIME_AUTH", { RealtimeAuth(rawValue: $0) }, default: .bearer),
+            dialect: try resolve(self.dialect, "CALLBRIDGE_DIALECT", { RealtimeDialect(rawValue: $0) }, default: .ga),
+            realtimeCAFile: self.realtimeCAFile ?? environment("CALLBRIDGE_REALTIME_CA_FILE"),
+            agent: try resolve(self.agent, "CALLBRIDGE_AGENT", { AgentMode(rawValue: $0) }, default: .auto),
+            call: CallConfiguration(pacer: pacer, session: session),
+            callLogPath: self.callLog ?? environment("CALLBRIDGE_CALL_LOG")
+        )
+    }
+
+    func run() async throws {
+        let logger = try makeLogger(label: "callbridge", level: try resolve(self.logLevel, "CALLBRIDGE_LOG_LEVEL", { $0 }, default: "info"))
+        let configuration = try self.makeConfiguration()
+        do {
+            try configuration.validate()
+        } catch {
+            throw ValidationError(error.description)
+        }
+        if configuration.usesEchoAgent {
+            logger.notice(
+                "embedded echo agent answers calls",
+                metadata: ["reason": .string(configuration.agent == .echo ? "--agent echo" : "no OPENAI_API_KEY and the default --realtime-url")]
+            )
+        } else {
+            logger.notice("realtime service", metadata: ["realtime.url": .string(configuration.realtimeURL), "dialect": .string(configuration.dialect.rawValue)])
+        }
+        if configuration.publicURL == nil {
+            logger.notice("no --public-url: the TwiML Stream URL points at localhost, which Twilio cannot reach", metadata: ["stream.url": .string(configuration.streamURL)])
+        }
+        let callLog = try CallLog(path: configuration.callLogPath)
+        let server = BridgeServer(configuration: configuration, logger: logger, callLog: callLog)
+        try await server.run { ready in
+            var metadata: Logger.Metadata = [
+                "port": .stringConvertible(ready.port),
+                "twilio.voice": .string("POST http://\(configuration.host):\(ready.port)/twilio/voice"),
+                "twilio.media": .string("ws://\(configuration.host):\(ready.port)/twilio/media"),
+            ]
+            if let agent = ready.echoAgentURL { metadata["echo_agent.url"] = .string(agent) }
+            logger.notice("callbridge listening", metadata: metadata)
+        }
+    }
+}
+
+struct Dial: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Call a bridge the way Twilio does, without a phone.",
+        discussion: """
+            Streams FILE.wav (any common rate and sample width, converted to 8 kHz μ-law) as real-time 20 ms media \
+            messages, plays back what the bridge sends at 8000 bytes/s with Twilio's mark and clear semantics, \
+            and prints time to first audio, frame sizes, pacing jitter and barge-in figures.
+            """
+    )
+
+    @Argument(help: "The bridge's media stream URL, e.g. ws://127.0.0.1:8080/twilio/media.")
+    var url: String
+
+    @Option(help: "Caller audio (WAV).")
+    var audio: String
+
+    @Option(help: "Write what the caller hears to this WAV file (8 kHz, 16-bit).")
+    var record: String?
+
+    @Option(help: "Seconds into the call at which the caller talks over the AI (plays --barge-in-audio, or the same file again).")
+    var bargeInAt: Double?
+
+    @Option(help: "Audio for the barge-in (WAV); default: the --audio file.")
+    var bargeInAudio: String?
+
+    @Option(help: "Call length in seconds (default: the audio's length plus 8 s, plus the barge-in audio).")
+    var duration: Double?
+
+    @Option(help: "PEM CA file to trust for wss:// URLs, in addition to the system roots.")
+    var caFile: String?
+
+    @Flag(help: "Print the report as one JSON object.")
+    var json = false
+
+    @Option(help: "Log level for the simulator's own logs (standard error).")
+    var logLevel: String = "warning"
+
+    func run() async throws {
+        let logger = try makeLogger(label: "callbridge.dial", level: self.logLevel)
+        let caller = try loadTelephoneAudio(self.audio)
+        let barge = try self.bargeInAudio.map { try loadTelephoneAudio($0) }
+        let callerSeconds = Double(caller.count) / 8000
+        var seconds = self.duration ?? (callerSeconds + 8)
+        if self.duration == nil, let at = self.bargeInAt {
+            seconds = max(seconds, at + Double((barge ?? caller).count) / 8000 + 4)
+        }
+        let options = DialClient.Options(
+            url: self.url,
+            callerAudio: caller,
+            bargeInAt: self.bargeInAt.map { .milliseconds(Int($0 * 1000)) },
+            bargeInAudio: barge,
+            duration: .milliseconds(Int(seconds * 1000)),
+            caFile: self.caFile
+        )
+        let result: DialClient.Result
+        do {
+            result = try await DialClient(options: options, logger: logger).run()
+        } catch {
+            throw CallBridgeError(.dialFailed, "could not call \(self.url): \(error)")
+        }
+        if let record = self.record {
+            let pcm = result.heard.map { MuLaw.decode($0) }
+            try Data(WAV.encode(samples: pcm, sampleRate: 8000)).write(to: URL(fileURLWithPath: record))
+        }
+        print(self.json ? reportJSON(result.report) : result.report.text)
+    }
+}
+
+func loadTelephoneAudio(_ path: String) throws -> [UInt8] {
+    guard let data = FileManager.default.contents(atPath: path) else {
+        throw ValidationError("cannot read audio file '\(path)'")
+    }
+    do {
+        let wav = try WAV.decode(Array(data))
+        return MuLaw.encode(Resampler.resample(wav.samples, from: wav.sampleRate, to: 8000))
+    } catch {
+        throw ValidationError("\(path): \(error.description)")
+    }
+}
+
+func reportJSON(_ r: DialReport) -> String {
+    func num(_ v: Double?) -> String { v.map { String($0) } ?? "null" }
+    let sizes = r.frameSizes.sorted { $0.key < $1.key }.map { "\"\($0.key)\":\($0.value)" }.joined(separator: ",")
+    return "{\"media_messages\":\(r.mediaMessages),\"frame_sizes\":{\(sizes)},"
+        + "\"first_audio_after_speech_ms\":\(num(r.firstAudioAfterSpeechMs)),\"jitter_p50_ms\":\(num(r.jitterP50Ms)),"
+        + "\"jitter_p95_ms\":\(num(r.jitterP95Ms)),\"jitter_max_ms\":\(num(r.jitterMaxMs)),"
+        + "\"intervals_measured\":\(r.intervalsMeasured),\"clears\":\(r.clears),"
+        + "\"barge_in_to_clear_ms\":\(num(r.bargeInToClearMs)),\"heard_after_barge_in_ms\":\(num(r.heardAfterBargeInMs)),"
+        + "\"marks_received\":\(r.marksReceived),\"marks_echoed\":\(r.marksEchoed)}"
+}
+
+struct EchoAgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "echo-agent",
+        abstract: "Run the echo agent alone, as a Realtime-protocol server (for trying remote mode, TLS or auth)."
+    )
+
+    @Option(help: "Address to listen on.")
+    var host: String = "127.0.0.1"
+
+    @Option(help: "Port to listen on (0: any free port).")
+    var port: Int = 8090
+
+    @Option(help: "PEM certificate chain to serve TLS (wss://) with.")
+    var tlsCert: String?
+
+    @Option(help: "PEM private key for --tls-cert.")
+    var tlsKey: String?
+
+    @Option(help: "Require this API key (Authorization: Bearer or api-key header).")
+    var apiKey: String?
+
+    @Option(help: "Log level.")
+    var logLevel: String = "info"
+
+    func run() async throws {
+        let logger = try makeLogger(label: "callbridge.echo-agent", level: self.logLevel)
+        var tls: TLSConfiguration?
+        switch (self.tlsCert, self.tlsKey) {
+        case (let cert?, let key?):
+            tls = TLSConfiguration.makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+            )
+        case (nil, nil):
+            tls = nil
+        default:
+            throw ValidationError("--tls-cert and --tls-key go together")
+        }
+        let scheme = tls == nil ? "ws" : "wss"
+        let server = EchoAgentServer(host: self.host, port: self.port, tlsConfiguration: tls, expectedAPIKey: self.apiKey, logger: logger)
+        let app = try server.makeApplication { port in
+            logger.notice("echo agent listening", metadata: ["realtime.url": .string("\(scheme)://\(self.host):\(port)/v1/realtime")])
+        }
+        try await app.runService()
+    }
+}
