@@ -288,9 +288,11 @@ public struct CallStateMachine: Sendable {
 
     // MARK: Barge-in (server VAD)
 
-    /// Assistant audio is queued here, held in the chunker, or sent and not yet confirmed played.
+    /// The AI is mid-utterance: its audio is queued here, held in the chunker, sent and not yet confirmed played,
+    /// or its response is still streaming (a service that streams at real time leaves moments with nothing queued).
     var assistantAudioOutstanding: Bool {
         !self.queue.isEmpty || self.chunker.bufferedByteCount > 0 || self.marks.outstandingCount > 0
+            || (self.isStreamingAudio && self.playback != nil)
     }
 
     /// One transition: clear Twilio, flush, bump the generation, cancel the response if still active, truncate the

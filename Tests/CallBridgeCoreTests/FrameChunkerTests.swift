@@ -1,0 +1,69 @@
+import Testing
+
+@testable import CallBridgeCore
+
+@Suite struct FrameChunkerTests {
+    @Test func firstChunkIsAWholeFrame() {
+        var chunker = FrameChunker()
+        chunker.append(ramp(159))
+        #expect(chunker.nextFrame() == nil)
+        chunker.append([159])
+        #expect(chunker.nextFrame() == ramp(160))
+        #expect(chunker.nextFrame() == nil)
+    }
+
+    /// The same 1000 bytes split at every offset give the same frames and the same padded tail.
+    @Test func splitAtEveryOffsetGivesTheSameFrames() {
+        let audio = ramp(1000, from: 7)
+        var reference = FrameChunker()
+        reference.append(audio)
+        var expected: [[UInt8]] = []
+        while let frame = reference.nextFrame() { expected.append(frame) }
+        let expectedTail = reference.finish()
+        #expect(expected.count == 6)
+        #expect(expectedTail == Array(audio[960...]) + Array(repeating: 0xFF, count: 120))
+
+        for split in 0...audio.count {
+            var chunker = FrameChunker()
+            var frames: [[UInt8]] = []
+            chunker.append(audio[..<split])
+            while let frame = chunker.nextFrame() { frames.append(frame) }
+            chunker.append(audio[split...])
+            while let frame = chunker.nextFrame() { frames.append(frame) }
+            #expect(frames == expected, "split at \(split)")
+            #expect(chunker.finish() == expectedTail, "tail, split at \(split)")
+        }
+    }
+
+    @Test func manySmallDeltasKeepTheOrder() {
+        let audio = ramp(160 * 5 + 3)
+        var chunker = FrameChunker()
+        var out: [UInt8] = []
+        for byte in audio {
+            chunker.append([byte])
+            while let frame = chunker.nextFrame() {
+                #expect(frame.count == 160)
+                out += frame
+            }
+        }
+        #expect(out == Array(audio.prefix(800)))
+        #expect(chunker.bufferedByteCount == 3)
+    }
+
+    @Test func finishWithoutTailReturnsNil() {
+        var chunker = FrameChunker()
+        chunker.append(ramp(320))
+        _ = chunker.nextFrame()
+        _ = chunker.nextFrame()
+        #expect(chunker.finish() == nil)
+    }
+
+    @Test func resetDropsEverything() {
+        var chunker = FrameChunker()
+        chunker.append(ramp(250))
+        chunker.reset()
+        #expect(chunker.bufferedByteCount == 0)
+        chunker.append(ramp(160, from: 50))
+        #expect(chunker.nextFrame() == ramp(160, from: 50))
+    }
+}

@@ -1,0 +1,250 @@
+import CallBridge
+import CallBridgeCore
+import Foundation
+import HummingbirdWSClient
+import Logging
+import NIOSSL
+import Synchronization
+import Testing
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// Whole calls over real loopback sockets: a Twilio-protocol client (the `dial` simulator), the bridge as
+/// `callbridge run` builds it, and the echo agent as the Realtime test double behind a real TLS handshake.
+@Suite(.serialized) struct EndToEndTests {
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Fixtures")
+    static let caFile = fixtures.appendingPathComponent("tls/test-ca.pem").path
+    static let apiKey = "sk-test-e2e"
+
+    static var logger: Logger {
+        var logger = Logger(label: "e2e")
+        logger.logLevel = ProcessInfo.processInfo.environment["E2E_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .critical
+        return logger
+    }
+
+    /// A loud, speech-like stretch (well above every detector's threshold), 20 ms frames.
+    static func speech(_ frames: Int) -> [UInt8] {
+        (0..<(frames * 160)).map { i in
+            let envelope = 0.6 + 0.4 * sin(Double(i) / 8000 * 2 * .pi * 4)
+            return MuLaw.encode(Int16(9000 * envelope * sin(Double(i) / 8000 * 2 * .pi * 300)))
+        }
+    }
+
+    static func silence(_ frames: Int) -> [UInt8] { Array(repeating: MuLaw.silence, count: frames * 160) }
+
+    /// Runs the echo agent over TLS and the bridge against it, then `body` with the bridge's port.
+    static func withBridge(
+        dialect: RealtimeDialect,
+        trustTestCA: Bool = true,
+        agent: EchoAgent.Configuration = .init(),
+        _ body: @escaping @Sendable (_ port: Int, _ agentEvents: Observations<EchoAgentServer.Observation>, _ calls: Observations<CallSummary>) async throws -> Void
+    ) async throws {
+        let agentEvents = Observations<EchoAgentServer.Observation>()
+        let calls = Observations<CallSummary>()
+        let tls = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMFile(Self.fixtures.appendingPathComponent("tls/localhost.pem").path).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(file: Self.fixtures.appendingPathComponent("tls/localhost.key").path, format: .pem))
+        )
+        let agentServer = EchoAgentServer(
+            tlsConfiguration: tls,
+            agent: agent,
+            expectedAPIKey: Self.apiKey,
+            logger: Self.logger,
+            observer: { agentEvents.record($0) }
+        )
+        let agentPort = AsyncStream.makeStream(of: Int.self)
+        let bridgePort = AsyncStream.makeStream(of: Int.self)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            let agentApp = try agentServer.makeApplication { port in agentPort.continuation.yield(port) }
+            group.addTask { try await agentApp.run() }
+            var ports = agentPort.stream.makeAsyncIterator()
+            let port = try #require(await ports.next())
+            let configuration = AppConfiguration(
+                host: "127.0.0.1",
+                port: 0,
+                publicURL: "https://bridge.example.com",
+                realtimeURL: "wss://localhost:\(port)/v1/realtime",
+                apiKey: Self.apiKey,
+                dialect: dialect,
+                realtimeCAFile: trustTestCA ? Self.caFile : nil,
+                agent: .remote
+            )
+            let log = try CallLog(path: FileManager.default.temporaryDirectory.appendingPathComponent("callbridge-e2e-\(UUID()).jsonl").path)
+            log.observe { calls.record($0) }
+            let bridge = BridgeServer(configuration: configuration, logger: Self.logger, callLog: log)
+            group.addTask { try await bridge.run(handleSignals: false) { ready in bridgePort.continuation.yield(ready.port) } }
+            var bridgePorts = bridgePort.stream.makeAsyncIterator()
+            let listening = try #require(await bridgePorts.next())
+            try await body(listening, agentEvents, calls)
+            group.cancelAll()
+        }
+    }
+
+    // MARK: The whole call
+
+    @Test(arguments: RealtimeDialect.allCases)
+    func wholeCallWithServerVADBargeIn(dialect: RealtimeDialect) async throws {
+        // The agent streams in real time here so its reply is still in progress when the caller barges in.
+        try await Self.withBridge(dialect: dialect, agent: .init(speedFactor: 1)) { port, agentEvents, calls in
+            // Caller: 1.2 s of speech, then silence. The echo starts about 0.5 s after it and lasts about 1.5 s;
+            // at 2.6 s the caller talks over it.
+            let caller = Self.silence(10) + Self.speech(60)
+            let options = DialClient.Options(
+                url: "ws://127.0.0.1:\(port)/twilio/media",
+                callerAudio: caller,
+                bargeInAt: .milliseconds(2600),
+                bargeInAudio: Self.speech(20),
+                duration: .milliseconds(3800),
+                customParameters: ["tenant": "acme"]
+            )
+            let result = try await withTimeout(.seconds(20)) { try await DialClient(options: options, logger: Self.logger).run() }
+            try await calls.wait(upTo: .seconds(10)) { $0.count == 1 }
+            try await agentEvents.wait(upTo: .seconds(10)) { $0.contains { if case .disconnected = $0 { true } else { false } } }
+
+            // Twilio leg: 160-byte frames, each followed by its mark; one clear; nothing of the old reply after it.
+            let received = result.received
+            let media = received.compactMap { if case .media(let bytes) = $0 { bytes.count } else { nil } }
+            #expect(!media.isEmpty)
+            #expect(media.allSatisfy { $0 == 160 })
+            for (index, message) in received.enumerated() where index + 1 < received.count {
+                if case .media = message {
+                    guard case .mark = received[index + 1] else {
+                        Issue.record("media at \(index) is not followed by its mark")
+                        break
+                    }
+                }
+            }
+            #expect(received.filter { $0 == .clear }.count == 1)
+            let clearAt = try #require(result.trace.clears.first)
+            let bargeInEnd = try #require(result.trace.callerUtteranceEnds.last)
+            let stale = result.trace.mediaArrivals.filter { $0.at > clearAt && $0.at < bargeInEnd }
+            #expect(stale.isEmpty, "nothing of the interrupted reply arrives after the clear")
+            let bargeInToClear = try #require(result.report.bargeInToClearMs)
+            #expect(bargeInToClear < 1000)
+
+            // Realtime leg, as the service saw it: configuration first, audio, then the barge-in pair in order.
+            let clientTypes = agentEvents.all.compactMap { if case .clientEvent(_, let type) = $0 { type } else { nil } }
+            #expect(clientTypes.first == "session.update")
+            #expect(clientTypes.dropFirst().first == "input_audio_buffer.append")
+            let cancel = try #require(clientTypes.firstIndex(of: "response.cancel"))
+            let truncate = try #require(clientTypes.firstIndex(of: "conversation.item.truncate"))
+            #expect(cancel < truncate)
+            let serverTypes = agentEvents.all.compactMap { if case .serverEvent(_, let type) = $0 { type } else { nil } }
+            let deltaName = dialect == .ga ? "response.output_audio.delta" : "response.audio.delta"
+            #expect(serverTypes.contains(deltaName))
+            #expect(serverTypes.contains("conversation.item.truncated"), "the truncate was accepted: audio_end_ms within the audio")
+            #expect(agentEvents.all.contains(.connected(connection: 1, dialect: dialect)))
+
+            // The call log line.
+            let summary = try #require(calls.all.first)
+            #expect(summary.endReason == .twilioStop)
+            #expect(summary.counters.firstChunkBytes == 160)
+            #expect(summary.counters.txFrames == media.count)
+            #expect(summary.counters.bargeInEvents == 1)
+            #expect(summary.counters.upstreamErrors == 0)
+            #expect(summary.counters.badMessages == 0)
+            #expect(summary.counters.cancelsSent == 1)
+            #expect(summary.customParameters == ["tenant": "acme"])
+            #expect(summary.callSid.hasPrefix("CA"))
+        }
+    }
+
+    @Test func replyIsTheCallersOwnAudioPacedAt20ms() async throws {
+        try await Self.withBridge(dialect: .ga) { port, _, calls in
+            let caller = Self.silence(5) + Self.speech(25)
+            let options = DialClient.Options(
+                url: "ws://127.0.0.1:\(port)/twilio/media",
+                callerAudio: caller,
+                duration: .milliseconds(4000),
+                stopWhen: { trace in
+                    // Stop once the reply has played out.
+                    trace.mediaArrivals.count >= 40 && trace.marksEchoed == trace.marksReceived
+                }
+            )
+            let result = try await withTimeout(.seconds(20)) { try await DialClient(options: options, logger: Self.logger).run() }
+            try await calls.wait(upTo: .seconds(10)) { $0.count == 1 }
+            // The echo: what the caller heard contains their own speech, byte for byte.
+            let spoken = Array(Self.speech(25).prefix(160 * 20))
+            let heard = result.heard
+            let found = (0...(heard.count - spoken.count)).contains { Array(heard[$0..<($0 + spoken.count)]) == spoken }
+            #expect(found, "the caller hears their own words echoed back")
+            #expect(result.report.frameSizes.keys.sorted() == [160])
+            #expect(result.report.marksEchoed == result.report.marksReceived)
+            #expect(calls.all.first?.counters.marksPlayed == result.report.marksEchoed)
+        }
+    }
+
+    // MARK: Failures end calls cleanly
+
+    @Test func untrustedCertificateFailsTheRealtimeLegAndEndsTheCallCleanly() async throws {
+        try await Self.withBridge(dialect: .ga, trustTestCA: false) { port, agentEvents, calls in
+            let options = DialClient.Options(
+                url: "ws://127.0.0.1:\(port)/twilio/media",
+                callerAudio: Self.speech(10),
+                duration: .seconds(10)
+            )
+            let result = try await withTimeout(.seconds(20)) { try await DialClient(options: options, logger: Self.logger).run() }
+            try await calls.wait(upTo: .seconds(10)) { $0.count == 1 }
+            #expect(result.closedByBridge, "the bridge hangs up the Twilio leg")
+            #expect(calls.all.first?.endReason == .realtimeConnectFailed)
+            #expect(!agentEvents.all.contains { if case .connected = $0 { true } else { false } }, "verification was not skipped")
+        }
+    }
+
+    @Test func malformedTwilioMessagesAreCountedAndTheCallGoesOn() async throws {
+        try await Self.withBridge(dialect: .ga) { port, agentEvents, calls in
+            try await withTimeout(.seconds(20)) {
+                try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/twilio/media", logger: Self.logger) { inbound, outbound, _ in
+                    let start = TwilioStart(streamSid: "MZbad", callSid: "CAbad")
+                    try await outbound.write(.text(TwilioSimulatorCodec.connected()))
+                    try await outbound.write(.text(TwilioSimulatorCodec.start(start, sequence: 1)))
+                    try await outbound.write(.text("this is not json"))
+                    try await outbound.write(.text("{\"event\":\"media\",\"media\":{\"payload\":\"***\"}}"))
+                    try await outbound.write(.binary(.init(bytes: [1, 2, 3])))
+                    try await outbound.write(.text("{\"event\":\"brand_new_event\"}"))
+                    try await outbound.write(.text(TwilioSimulatorCodec.media(Self.silence(1), sequence: 2, chunk: 1, timestampMs: 0, streamSid: "MZbad")))
+                    // The audio still reaches the service.
+                    try await agentEvents.wait(upTo: .seconds(10)) {
+                        $0.contains(.clientEvent(connection: 1, type: "input_audio_buffer.append"))
+                    }
+                    try await outbound.write(.text(TwilioSimulatorCodec.stop(sequence: 3, accountSid: "AC", callSid: "CAbad", streamSid: "MZbad")))
+                    for try await _ in inbound {}
+                }
+            }
+            try await calls.wait(upTo: .seconds(10)) { $0.count == 1 }
+            let summary = try #require(calls.all.first)
+            #expect(summary.counters.badMessages == 3)
+            #expect(summary.endReason == .twilioStop)
+            #expect(summary.callSid == "CAbad")
+        }
+    }
+
+    // MARK: HTTP routes
+
+    @Test func voiceWebhookAndHealth() async throws {
+        try await Self.withBridge(dialect: .ga) { port, _, _ in
+            var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/twilio/voice")!)
+            request.httpMethod = "POST"
+            request.setValue("application/x-www-form-urlencoded", forHTTPHeaderField: "Content-Type")
+            request.httpBody = Data("CallSid=CA42&From=%2B14155550100&To=%2B15005550006&CallerName=Zo%C3%AB+%26+Co".utf8)
+            // The Host header must not leak into the Stream URL.
+            request.setValue("attacker.example", forHTTPHeaderField: "Host")
+            let (body, response) = try await URLSession.shared.data(for: request)
+            #expect((response as? HTTPURLResponse)?.statusCode == 200)
+            #expect((response as? HTTPURLResponse)?.value(forHTTPHeaderField: "Content-Type") == "text/xml")
+            let xml = String(decoding: body, as: UTF8.self)
+            #expect(xml.contains("<Connect><Stream url=\"wss://bridge.example.com/twilio/media\">"))
+            #expect(xml.contains("<Parameter name=\"From\" value=\"+14155550100\"/>"))
+            #expect(xml.contains("<Parameter name=\"To\" value=\"+15005550006\"/>"))
+            #expect(xml.contains("<Parameter name=\"CallSid\" value=\"CA42\"/>"))
+            #expect(!xml.contains("attacker"))
+
+            let (health, healthResponse) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)/healthz")!)
+            #expect((healthResponse as? HTTPURLResponse)?.statusCode == 200)
+            #expect(String(decoding: health, as: UTF8.self).contains("\"status\":\"ok\""))
+        }
+    }
+}
