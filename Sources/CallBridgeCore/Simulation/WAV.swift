@@ -42,7 +42,7 @@ public enum WAV {
             if id == "fmt " {
                 guard size >= 16, end - start >= 16 else { throw .malformed("short fmt chunk") }
                 var tag = Int(readLE(data, start, 2))
-                if tag == 0xFFFE, size >= 26 {  // WAVE_FORMAT_EXTENSIBLE: the real tag opens the sub-format GUID
+                if tag == 0xFFFE, end - start >= 26 {  // WAVE_FORMAT_EXTENSIBLE: the real tag opens the sub-format GUID
                     tag = Int(readLE(data, start + 24, 2))
                 }
                 format = (tag, Int(readLE(data, start + 2, 2)), Int(readLE(data, start + 4, 4)), Int(readLE(data, start + 14, 2)))

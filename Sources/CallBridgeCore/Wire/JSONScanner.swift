@@ -1,7 +1,7 @@
 /// A byte scanner for the two hot-path message shapes (Twilio `media`, Realtime audio deltas).
 ///
 /// It only answers when the answer is certain: the message starts with `{`, ends with `}`, contains no
-/// backslash (so no string value can hide a quote), and the key is written `"key":"` with no whitespace.
+/// backslash (so no string value can hide a quote), has no whitespace outside strings, and has the key once.
 /// Without a backslash a quote always ends a string, so the pattern `"key":"` can only be a real key.
 /// Anything else returns nil and the caller falls back to Codable.
 struct JSONScanner {
@@ -16,15 +16,23 @@ struct JSONScanner {
         }
     }
 
+    /// `{…}` with no backslash anywhere and no whitespace outside strings (compact JSON, as both peers send).
+    /// Without escapes a quote always toggles "inside a string", so one pass decides both; whitespace could
+    /// otherwise hide a second copy of a key from the duplicate check (`"type" : …` next to `"type":…`).
     static func isPlainObject(_ buffer: UnsafeBufferPointer<UInt8>) -> Bool {
-        guard buffer.count >= 2 else { return false }
-        var first = 0
-        var last = buffer.count - 1
-        while first < last, Self.isWhitespace(buffer[first]) { first += 1 }
-        while last > first, Self.isWhitespace(buffer[last]) { last -= 1 }
-        guard buffer[first] == UInt8(ascii: "{"), buffer[last] == UInt8(ascii: "}") else { return false }
-        // memchr-style check: no escapes anywhere.
-        return !buffer.contains(UInt8(ascii: "\\"))
+        guard buffer.count >= 2, buffer[0] == UInt8(ascii: "{"), buffer[buffer.count - 1] == UInt8(ascii: "}") else {
+            return false
+        }
+        var inString = false
+        for byte in buffer {
+            if byte == UInt8(ascii: "\\") { return false }
+            if byte == UInt8(ascii: "\"") {
+                inString.toggle()
+            } else if !inString && Self.isWhitespace(byte) {
+                return false
+            }
+        }
+        return !inString
     }
 
     static func isWhitespace(_ byte: UInt8) -> Bool {
