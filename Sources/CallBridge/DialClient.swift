@@ -101,6 +101,7 @@ public struct DialClient: Sendable {
         let sentAudio = Self.mix(options.callerAudio, bargeAudio, at: bargeStartFrame, totalFrames: options.duration.wholeMilliseconds / 20)
         shared.state.withLock {
             $0.trace.callerUtteranceEnds = DialReport.utteranceEnds(in: sentAudio)
+            $0.trace.callerVoicedFrames = DialReport.voicedFrames(in: sentAudio)
             $0.trace.bargeInOnset = bargeOnsetFrame.map { .milliseconds($0 * 20) }
         }
 

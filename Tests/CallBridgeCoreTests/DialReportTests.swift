@@ -21,6 +21,8 @@ import Testing
     @Test func reportMeasuresLatencyJitterAndBargeIn() {
         var trace = DialTrace()
         trace.callerUtteranceEnds = [.milliseconds(1000), .milliseconds(3000)]
+        // Voiced until 1000 ms (frames 0…49), with a pause at 400–500 ms that must not count.
+        trace.callerVoicedFrames = (0..<150).map { $0 < 50 && !(20..<25).contains($0) }
         // A reply at 1500 ms: a burst of three (the lead), then 20 ms steps with one 2 ms-late arrival.
         let times = [1500, 1500, 1501, 1520, 1540, 1562, 1580, 1600]
         trace.mediaArrivals = times.map { .init(at: .milliseconds($0), bytes: 160) }

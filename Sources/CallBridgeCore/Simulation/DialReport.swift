@@ -15,6 +15,8 @@ public struct DialTrace: Sendable, Equatable {
     public var marksEchoed = 0
     /// Ends of the caller's utterances in the audio sent (see `utteranceEnds`).
     public var callerUtteranceEnds: [Duration] = []
+    /// Per 20 ms frame of the audio sent: whether it was voiced.
+    public var callerVoicedFrames: [Bool] = []
     /// First voiced frame of the barge-in audio, when a barge-in was played.
     public var bargeInOnset: Duration?
     /// Assistant audio played to the caller between the barge-in onset and the first `clear` after it.
@@ -28,7 +30,7 @@ public struct DialTrace: Sendable, Equatable {
 public struct DialReport: Sendable, Equatable {
     public var mediaMessages: Int
     public var frameSizes: [Int: Int]
-    /// First assistant audio after the first caller utterance ended.
+    /// The silence the caller sits through: from the end of their last voiced frame to the first assistant audio.
     public var firstAudioAfterSpeechMs: Double?
     /// Absolute deviation of steady-state inter-arrival times from 20 ms.
     public var jitterP50Ms: Double?
@@ -54,8 +56,11 @@ public struct DialReport: Sendable, Equatable {
         self.clears = trace.clears.count
         self.marksReceived = trace.marksReceived
         self.marksEchoed = trace.marksEchoed
-        if let end = trace.callerUtteranceEnds.first, let first = trace.mediaArrivals.first(where: { $0.at > end }) {
-            self.firstAudioAfterSpeechMs = (first.at - end).millisecondsValue
+        if let first = trace.mediaArrivals.first {
+            let framesBefore = min(trace.callerVoicedFrames.count, first.at.wholeMilliseconds / 20)
+            if let last = trace.callerVoicedFrames[..<framesBefore].lastIndex(of: true) {
+                self.firstAudioAfterSpeechMs = (first.at - .milliseconds((last + 1) * 20)).millisecondsValue
+            }
         }
         var deviations: [Double] = []
         var runIndex = 0
@@ -122,6 +127,13 @@ public struct DialReport: Sendable, Equatable {
         return ends
     }
 
+    /// Whether each 20 ms frame of μ-law audio is voiced.
+    public static func voicedFrames(in audio: [UInt8], thresholdDBFS: Double = -40) -> [Bool] {
+        stride(from: 0, to: audio.count, by: AudioFrame.byteCount).map { start in
+            Level.dBFS(muLaw: audio[start..<min(audio.count, start + AudioFrame.byteCount)]) > thresholdDBFS
+        }
+    }
+
     /// First voiced 20 ms frame at or after `from` (a frame index).
     public static func firstVoicedFrame(in audio: [UInt8], from: Int = 0, thresholdDBFS: Double = -40) -> Int? {
         let frame = AudioFrame.byteCount
@@ -140,7 +152,7 @@ public struct DialReport: Sendable, Equatable {
         var lines = [
             "media messages received: \(self.mediaMessages)",
             "frame sizes: \(sizes.isEmpty ? "none" : sizes)",
-            "time to first audio after caller speech: \(ms(self.firstAudioAfterSpeechMs))",
+            "time to first audio (caller stops talking → AI audio arrives): \(ms(self.firstAudioAfterSpeechMs))",
             "pacing jitter (|interval − 20 ms| over \(self.intervalsMeasured) intervals): p50 \(ms(self.jitterP50Ms)), "
                 + "p95 \(ms(self.jitterP95Ms)), max \(ms(self.jitterMaxMs))",
             "marks: \(self.marksReceived) received, \(self.marksEchoed) echoed; clears: \(self.clears)",

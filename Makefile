@@ -1,0 +1,47 @@
+# callbridge — the two commands a newcomer needs are `make run` and `make test`.
+SWIFT ?= swift
+PORT ?= 8080
+BIN := .build/debug/callbridge
+RELEASE_BIN := .build/release/callbridge
+
+.PHONY: run run-release test build build-release deps demo fixtures certs clean
+
+## Start the bridge (embedded echo agent unless OPENAI_API_KEY is set). Options: make run ARGS="--port 9000".
+run: build
+	$(BIN) run $(ARGS)
+
+## Same, with an optimized build (what you deploy).
+run-release: build-release
+	$(RELEASE_BIN) run $(ARGS)
+
+## Install what is missing, build, and run every test.
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+build: deps
+	$(SWIFT) build --product callbridge
+
+build-release: deps
+	$(SWIFT) build -c release --product callbridge
+
+deps:
+	@scripts/ensure-deps.sh
+
+## Call a running bridge (make run in another terminal) with a spoken fixture, talk over the reply, print the report.
+demo: build
+	$(BIN) dial ws://127.0.0.1:$(PORT)/twilio/media --audio Fixtures/audio/hello.wav \
+		--barge-in-at 6.5 --barge-in-audio Fixtures/audio/interrupt.wav --record heard.wav
+
+## Regenerate the spoken audio fixtures (espeak-ng + sox from Debian).
+fixtures:
+	@scripts/ensure-deps.sh espeak-ng sox
+	Fixtures/audio/generate.sh
+
+## Regenerate the test-only CA and localhost certificate.
+certs:
+	@scripts/ensure-deps.sh openssl
+	Fixtures/tls/generate.sh
+
+clean:
+	rm -rf .build
