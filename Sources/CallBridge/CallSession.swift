@@ -200,7 +200,12 @@ final class CallSession: Sendable {
                     }
                 }
             }
-            let detail = closeFrame.map { "close \($0.closeCode) \($0.reason ?? "")" } ?? "closed"
+            // A close frame back means the close handshake completed; nil means the connection just dropped.
+            let detail = closeFrame.map { "close \($0.closeCode) \($0.reason ?? "")" } ?? "connection closed without a close frame"
+            logger.info(
+                "realtime leg closed",
+                metadata: ["close.handshake": .stringConvertible(closeFrame != nil), "close.detail": .string(detail)]
+            )
             continuation.yield(.event(.realtimeClosed(.closed(detail))))
         } catch {
             if connected.load(ordering: .relaxed) {

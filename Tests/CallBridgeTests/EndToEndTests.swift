@@ -19,11 +19,18 @@ import FoundationNetworking
     static let caFile = fixtures.appendingPathComponent("tls/test-ca.pem").path
     static let apiKey = "sk-test-e2e"
 
-    static var logger: Logger {
-        var logger = Logger(label: "e2e")
-        logger.logLevel = ProcessInfo.processInfo.environment["E2E_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .critical
+    static func logger(capturing lines: Observations<LogLine>? = nil) -> Logger {
+        let level = ProcessInfo.processInfo.environment["E2E_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .critical
+        var logger = Logger(label: "e2e") { label in
+            var handlers: [any LogHandler] = [StreamLogHandler.standardError(label: label)]
+            if let lines { handlers.append(CapturingLogHandler(lines: lines)) }
+            return MultiplexLogHandler(handlers)
+        }
+        logger.logLevel = lines == nil ? level : .debug
         return logger
     }
+
+    static var logger: Logger { Self.logger() }
 
     /// A loud, speech-like stretch (well above every detector's threshold), 20 ms frames.
     static func speech(_ frames: Int) -> [UInt8] {
@@ -40,9 +47,10 @@ import FoundationNetworking
         dialect: RealtimeDialect,
         trustTestCA: Bool = true,
         agent: EchoAgent.Configuration = .init(),
-        _ body: @escaping @Sendable (_ port: Int, _ agentEvents: Observations<EchoAgentServer.Observation>, _ calls: Observations<CallSummary>) async throws -> Void
+        _ body: @escaping @Sendable (_ call: Harness) async throws -> Void
     ) async throws {
         let agentEvents = Observations<EchoAgentServer.Observation>()
+        let logs = Observations<LogLine>()
         let calls = Observations<CallSummary>()
         let tls = TLSConfiguration.makeServerConfiguration(
             certificateChain: try NIOSSLCertificate.fromPEMFile(Self.fixtures.appendingPathComponent("tls/localhost.pem").path).map { .certificate($0) },
@@ -59,7 +67,8 @@ import FoundationNetworking
         let bridgePort = AsyncStream.makeStream(of: Int.self)
         try await withThrowingTaskGroup(of: Void.self) { group in
             let agentApp = try agentServer.makeApplication { port in agentPort.continuation.yield(port) }
-            group.addTask { try await agentApp.run() }
+            let agentTask = Task { try await agentApp.run() }
+            defer { agentTask.cancel() }
             var ports = agentPort.stream.makeAsyncIterator()
             let port = try #require(await ports.next())
             let configuration = AppConfiguration(
@@ -74,11 +83,11 @@ import FoundationNetworking
             )
             let log = try CallLog(path: FileManager.default.temporaryDirectory.appendingPathComponent("callbridge-e2e-\(UUID()).jsonl").path)
             log.observe { calls.record($0) }
-            let bridge = BridgeServer(configuration: configuration, logger: Self.logger, callLog: log)
+            let bridge = BridgeServer(configuration: configuration, logger: Self.logger(capturing: logs), callLog: log)
             group.addTask { try await bridge.run(handleSignals: false) { ready in bridgePort.continuation.yield(ready.port) } }
             var bridgePorts = bridgePort.stream.makeAsyncIterator()
             let listening = try #require(await bridgePorts.next())
-            try await body(listening, agentEvents, calls)
+            try await body(Harness(port: listening, agentEvents: agentEvents, calls: calls, logs: logs, stopAgent: { agentTask.cancel() }))
             group.cancelAll()
         }
     }
@@ -88,7 +97,8 @@ import FoundationNetworking
     @Test(arguments: RealtimeDialect.allCases)
     func wholeCallWithServerVADBargeIn(dialect: RealtimeDialect) async throws {
         // The agent streams in real time here so its reply is still in progress when the caller barges in.
-        try await Self.withBridge(dialect: dialect, agent: .init(speedFactor: 1)) { port, agentEvents, calls in
+        try await Self.withBridge(dialect: dialect, agent: .init(speedFactor: 1)) { call in
+            let (port, agentEvents, calls) = (call.port, call.agentEvents, call.calls)
             // Caller: 1.2 s of speech, then silence. The echo starts about 0.5 s after it and lasts about 1.5 s;
             // at 2.6 s the caller talks over it.
             let caller = Self.silence(10) + Self.speech(60)
@@ -137,6 +147,10 @@ import FoundationNetworking
             #expect(serverTypes.contains(deltaName))
             #expect(serverTypes.contains("conversation.item.truncated"), "the truncate was accepted: audio_end_ms within the audio")
             #expect(agentEvents.all.contains(.connected(connection: 1, dialect: dialect)))
+            // The Realtime leg ended with a completed close handshake, not a dropped connection.
+            try await call.logs.wait(upTo: .seconds(10)) { $0.contains { $0.message == "realtime leg closed" } }
+            let closed = try #require(call.logs.all.first { $0.message == "realtime leg closed" })
+            #expect(closed.metadata["close.handshake"] == "true")
 
             // The call log line.
             let summary = try #require(calls.all.first)
@@ -153,7 +167,8 @@ import FoundationNetworking
     }
 
     @Test func replyIsTheCallersOwnAudioPacedAt20ms() async throws {
-        try await Self.withBridge(dialect: .ga) { port, _, calls in
+        try await Self.withBridge(dialect: .ga) { call in
+            let (port, calls) = (call.port, call.calls)
             let caller = Self.silence(5) + Self.speech(25)
             let options = DialClient.Options(
                 url: "ws://127.0.0.1:\(port)/twilio/media",
@@ -179,8 +194,28 @@ import FoundationNetworking
 
     // MARK: Failures end calls cleanly
 
+    @Test func realtimeServiceGoingAwayEndsTheCallOnTheTwilioLeg() async throws {
+        try await Self.withBridge(dialect: .ga) { call in
+            let options = DialClient.Options(
+                url: "ws://127.0.0.1:\(call.port)/twilio/media",
+                callerAudio: Self.silence(5) + Self.speech(20),
+                duration: .seconds(15)
+            )
+            async let dialed = withTimeout(.seconds(20)) { try await DialClient(options: options, logger: Self.logger).run() }
+            try await call.agentEvents.wait(upTo: .seconds(10)) {
+                $0.contains(.clientEvent(connection: 1, type: "input_audio_buffer.append"))
+            }
+            call.stopAgent()
+            let result = try await dialed
+            try await call.calls.wait(upTo: .seconds(10)) { $0.count == 1 }
+            #expect(result.closedByBridge, "the bridge hangs up the Twilio leg when the service goes away")
+            #expect(call.calls.all.first?.endReason == .realtimeClosed)
+        }
+    }
+
     @Test func untrustedCertificateFailsTheRealtimeLegAndEndsTheCallCleanly() async throws {
-        try await Self.withBridge(dialect: .ga, trustTestCA: false) { port, agentEvents, calls in
+        try await Self.withBridge(dialect: .ga, trustTestCA: false) { call in
+            let (port, agentEvents, calls) = (call.port, call.agentEvents, call.calls)
             let options = DialClient.Options(
                 url: "ws://127.0.0.1:\(port)/twilio/media",
                 callerAudio: Self.speech(10),
@@ -195,7 +230,8 @@ import FoundationNetworking
     }
 
     @Test func malformedTwilioMessagesAreCountedAndTheCallGoesOn() async throws {
-        try await Self.withBridge(dialect: .ga) { port, agentEvents, calls in
+        try await Self.withBridge(dialect: .ga) { call in
+            let (port, agentEvents, calls) = (call.port, call.agentEvents, call.calls)
             try await withTimeout(.seconds(20)) {
                 try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/twilio/media", logger: Self.logger) { inbound, outbound, _ in
                     let start = TwilioStart(streamSid: "MZbad", callSid: "CAbad")
@@ -225,7 +261,8 @@ import FoundationNetworking
     // MARK: HTTP routes
 
     @Test func voiceWebhookAndHealth() async throws {
-        try await Self.withBridge(dialect: .ga) { port, _, _ in
+        try await Self.withBridge(dialect: .ga) { call in
+            let port = call.port
             var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/twilio/voice")!)
             request.httpMethod = "POST"
             request.setValue("application/x-www-form-urlencoded", forHTTPHeaderField: "Content-Type")
@@ -246,5 +283,37 @@ import FoundationNetworking
             #expect((healthResponse as? HTTPURLResponse)?.statusCode == 200)
             #expect(String(decoding: health, as: UTF8.self).contains("\"status\":\"ok\""))
         }
+    }
+}
+
+/// What a running bridge under test exposes.
+struct Harness: Sendable {
+    var port: Int
+    var agentEvents: Observations<EchoAgentServer.Observation>
+    var calls: Observations<CallSummary>
+    var logs: Observations<LogLine>
+    var stopAgent: @Sendable () -> Void
+}
+
+struct LogLine: Sendable {
+    var level: Logger.Level
+    var message: String
+    var metadata: [String: String]
+}
+
+/// Records every log line (swift-log's test-kit pattern) so tests can assert on what the shell logged.
+struct CapturingLogHandler: LogHandler {
+    let lines: Observations<LogLine>
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { self.metadata[key] }
+        set { self.metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        let merged = self.metadata.merging(event.metadata ?? [:]) { _, new in new }
+        self.lines.record(LogLine(level: event.level, message: "\(event.message)", metadata: merged.mapValues { "\($0)" }))
     }
 }
