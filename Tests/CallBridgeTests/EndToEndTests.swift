@@ -46,6 +46,8 @@ import FoundationNetworking
     static func withBridge(
         dialect: RealtimeDialect,
         trustTestCA: Bool = true,
+        auth: RealtimeAuth = .bearer,
+        apiKey: String = Self.apiKey,
         agent: EchoAgent.Configuration = .init(),
         _ body: @escaping @Sendable (_ call: Harness) async throws -> Void
     ) async throws {
@@ -76,7 +78,8 @@ import FoundationNetworking
                 port: 0,
                 publicURL: "https://bridge.example.com",
                 realtimeURL: "wss://localhost:\(port)/v1/realtime",
-                apiKey: Self.apiKey,
+                apiKey: apiKey,
+                realtimeAuth: auth,
                 dialect: dialect,
                 realtimeCAFile: trustTestCA ? Self.caFile : nil,
                 agent: .remote
@@ -229,8 +232,23 @@ import FoundationNetworking
         }
     }
 
+    @Test func aWrongAPIKeyFailsTheRealtimeLegAndEndsTheCallCleanly() async throws {
+        try await Self.withBridge(dialect: .ga, apiKey: "sk-wrong") { call in
+            let options = DialClient.Options(
+                url: "ws://127.0.0.1:\(call.port)/twilio/media",
+                callerAudio: Self.speech(10),
+                duration: .seconds(10)
+            )
+            let result = try await withTimeout(.seconds(20)) { try await DialClient(options: options, logger: Self.logger).run() }
+            try await call.calls.wait(upTo: .seconds(10)) { $0.count == 1 }
+            #expect(result.closedByBridge)
+            #expect(call.calls.all.first?.endReason == .realtimeConnectFailed)
+        }
+    }
+
+    /// Also the Azure-style `api-key` header path.
     @Test func malformedTwilioMessagesAreCountedAndTheCallGoesOn() async throws {
-        try await Self.withBridge(dialect: .ga) { call in
+        try await Self.withBridge(dialect: .ga, auth: .apiKey) { call in
             let (port, agentEvents, calls) = (call.port, call.agentEvents, call.calls)
             try await withTimeout(.seconds(20)) {
                 try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/twilio/media", logger: Self.logger) { inbound, outbound, _ in
