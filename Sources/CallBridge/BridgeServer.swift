@@ -80,17 +80,19 @@ public struct BridgeServer: Sendable {
                 body: .init(byteBuffer: ByteBuffer(string: body))
             )
         }
-        router.post("/twilio/voice") { request, _ -> Response in
-            let body = try await request.body.collect(upTo: 64 * 1024)
-            let form = FormURLEncoded.parse(String(buffer: body))
+        // Twilio calls the voice webhook with POST (form body) by default, or GET (query string) if so configured.
+        @Sendable func twiml(_ form: [(name: String, value: String)]) -> Response {
             let wanted = ["From", "To", "CallSid"]
             let parameters = wanted.compactMap { name in form.first(where: { $0.name == name }) }
             let xml = TwiML.connectStream(url: configuration.streamURL, parameters: parameters)
-            return Response(
-                status: .ok,
-                headers: [.contentType: "text/xml"],
-                body: .init(byteBuffer: ByteBuffer(string: xml))
-            )
+            return Response(status: .ok, headers: [.contentType: "text/xml"], body: .init(byteBuffer: ByteBuffer(string: xml)))
+        }
+        router.post("/twilio/voice") { request, _ -> Response in
+            let body = try await request.body.collect(upTo: 64 * 1024)
+            return twiml(FormURLEncoded.parse(String(buffer: body)))
+        }
+        router.get("/twilio/voice") { request, _ -> Response in
+            twiml(FormURLEncoded.parse(request.uri.query ?? ""))
         }
         let session = CallSession(
             configuration: configuration.call,

@@ -4,8 +4,6 @@ public struct CallBridgeError: Error, CustomStringConvertible, Sendable {
         let name: String
         public static let configurationInvalid = Code(name: "configurationInvalid")
         public static let realtimeConnectFailed = Code(name: "realtimeConnectFailed")
-        public static let twilioProtocol = Code(name: "twilioProtocol")
-        public static let audioFile = Code(name: "audioFile")
         public static let dialFailed = Code(name: "dialFailed")
         public var description: String { self.name }
     }

@@ -22,8 +22,6 @@ public final class PacingTicker: Sendable {
         _ = self.subscribers.withLock { $0.removeValue(forKey: id) }
     }
 
-    public var registeredCount: Int { self.subscribers.withLock { $0.count } }
-
     /// Runs until cancelled.
     public func run(clock: ContinuousClock = ContinuousClock()) async {
         var deadline = clock.now

@@ -5,28 +5,11 @@ import Testing
 
 /// RFC 4648 base64 (standard alphabet, padded), the transport of every audio payload.
 struct Base64Tests {
-    /// SplitMix64: a tiny seeded generator so the data is the same on every run and platform.
-    struct SeededBytes {
-        var state: UInt64
-
-        mutating func next() -> UInt64 {
-            self.state &+= 0x9E37_79B9_7F4A_7C15
-            var z = self.state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-
-        mutating func bytes(_ count: Int) -> [UInt8] {
-            (0..<count).map { _ in UInt8(truncatingIfNeeded: self.next() >> 24) }
-        }
-    }
-
     static let alphabet = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
 
     @Test("round trip for every length 0...300 of seeded random bytes")
     func roundTripAllLengths() throws {
-        var rng = SeededBytes(state: 0x00C0_FFEE)
+        var rng = SplitMix64(state: 0x00C0_FFEE)
         for length in 0...300 {
             let bytes = rng.bytes(length)
             let text = Base64.encode(bytes)
@@ -43,7 +26,7 @@ struct Base64Tests {
 
     @Test("decodes what Foundation encodes")
     func decodesFoundationOutput() throws {
-        var rng = SeededBytes(state: 42)
+        var rng = SplitMix64(state: 42)
         for length in [1, 2, 3, 59, 160, 161, 162, 960, 4000] {
             let bytes = rng.bytes(length)
             let decoded = try #require(Base64.decode(Data(bytes).base64EncodedString()))
@@ -120,7 +103,7 @@ struct Base64Tests {
     @Test("isValid and decode agree on seeded junk strings")
     func validatorAgreesWithDecoder() {
         let pool: [UInt8] = Array("AZaz09+/=-_ !\u{7F}".utf8) + [0x80, 0xC3]
-        var rng = SeededBytes(state: 7)
+        var rng = SplitMix64(state: 7)
         var accepted = 0
         for _ in 0..<5000 {
             let length = Int(rng.next() % 3) * 4 + Int(rng.next() % 5 == 0 ? rng.next() % 4 : 0)

@@ -18,3 +18,33 @@ extension Array where Element == CallAction {
         self.compactMap { if case .sendTwilio(.mark(let name)) = $0 { return name } else { return nil } }
     }
 }
+
+/// SplitMix64: a tiny seeded generator, so generated data and fuzz cases are the same on every run and platform.
+struct SplitMix64 {
+    var state: UInt64
+
+    mutating func next() -> UInt64 {
+        self.state &+= 0x9E37_79B9_7F4A_7C15
+        var z = self.state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// Uniform in 0..<bound (bound > 0).
+    mutating func below(_ bound: Int) -> Int {
+        Int(self.next() % UInt64(bound))
+    }
+
+    mutating func chance(_ numerator: Int, in denominator: Int) -> Bool {
+        self.below(denominator) < numerator
+    }
+
+    mutating func pick<T>(_ items: [T]) -> T {
+        items[self.below(items.count)]
+    }
+
+    mutating func bytes(_ count: Int) -> [UInt8] {
+        (0..<count).map { _ in UInt8(truncatingIfNeeded: self.next() >> 40) }
+    }
+}

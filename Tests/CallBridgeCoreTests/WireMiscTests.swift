@@ -111,10 +111,6 @@ struct TwiMLTests {
         #expect(elements.last?.attributes["value"] == String(repeating: "&", count: 498))
     }
 
-    @Test("reject document")
-    func reject() throws {
-        #expect(try Self.parse(TwiML.reject).map(\.name) == ["Response", "Reject"])
-    }
 }
 
 // MARK: - Form bodies

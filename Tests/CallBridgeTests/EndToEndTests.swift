@@ -297,6 +297,12 @@ import FoundationNetworking
             #expect(xml.contains("<Parameter name=\"CallSid\" value=\"CA42\"/>"))
             #expect(!xml.contains("attacker"))
 
+            // The GET form of the webhook reads the query string.
+            let (getBody, _) = try await URLSession.shared.data(
+                from: URL(string: "http://127.0.0.1:\(port)/twilio/voice?CallSid=CA43&From=%2B14155550101&To=%2B15005550006")!
+            )
+            #expect(String(decoding: getBody, as: UTF8.self).contains("<Parameter name=\"From\" value=\"+14155550101\"/>"))
+
             let (health, healthResponse) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)/healthz")!)
             #expect((healthResponse as? HTTPURLResponse)?.statusCode == 200)
             #expect(String(decoding: health, as: UTF8.self).contains("\"status\":\"ok\""))

@@ -23,32 +23,5 @@ public enum Level {
         }
         return decibels(amplitude: (sum / Double(bytes.count)).squareRoot() / 32768)
     }
-
-    /// RMS of PCM16 samples, in dBFS.
-    public static func dBFS<C: Collection>(pcm samples: C) -> Double where C.Element == Int16 {
-        guard !samples.isEmpty else { return -120 }
-        var sum = 0.0
-        for sample in samples {
-            let s = Double(sample)
-            sum += s * s
-        }
-        return decibels(amplitude: (sum / Double(samples.count)).squareRoot() / 32768)
-    }
 }
 
-/// libm access without Foundation.
-enum Math {
-    static func sin(_ x: Double) -> Double {
-        #if canImport(Glibc) || canImport(Musl) || canImport(Darwin)
-        return _sin(x)
-        #endif
-    }
-    static func cos(_ x: Double) -> Double {
-        #if canImport(Glibc) || canImport(Musl) || canImport(Darwin)
-        return _cos(x)
-        #endif
-    }
-}
-
-@inline(__always) private func _sin(_ x: Double) -> Double { sin(x) }
-@inline(__always) private func _cos(_ x: Double) -> Double { cos(x) }

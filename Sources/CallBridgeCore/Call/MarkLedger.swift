@@ -23,7 +23,6 @@ public struct MarkLedger: Sendable, Equatable {
     /// Marks with a sequence at or below this were outstanding when a `clear` was sent.
     private var clearedThrough: UInt64 = 0
     private var playedBytes: [String: Int] = [:]
-    public private(set) var playedMarkCount = 0
 
     public init() {}
 
@@ -37,9 +36,6 @@ public struct MarkLedger: Sendable, Equatable {
 
     /// Frames sent and not yet echoed.
     public var outstandingCount: Int { self.outstanding.count - self.outstandingHead }
-    public var outstandingBytes: Int {
-        self.outstanding[self.outstandingHead...].reduce(0) { $0 + $1.byteCount }
-    }
 
     /// Bytes of `itemID` that Twilio confirmed as played.
     public func playedBytes(of itemID: String) -> Int { self.playedBytes[itemID, default: 0] }
@@ -74,7 +70,6 @@ public struct MarkLedger: Sendable, Equatable {
             return .cleared(itemID: entry.itemID, byteCount: entry.byteCount)
         }
         self.playedBytes[entry.itemID, default: 0] += entry.byteCount
-        self.playedMarkCount += 1
         return .played(itemID: entry.itemID, byteCount: entry.byteCount)
     }
 

@@ -45,7 +45,6 @@ public struct EchoAgent: Sendable {
     public let configuration: Configuration
     public let dialect: RealtimeDialect
     var turnDetection = TurnDetectionSettings()
-    var sessionConfigured = false
     var nextID = 1
     var rng: UInt64
 
@@ -179,7 +178,6 @@ public struct EchoAgent: Sendable {
                 interruptResponse: detection.interrupt_response ?? true
             )
         }
-        self.sessionConfigured = true
         return [self.event("session.updated", ["session": "{\"id\":\"echo\"}"])]
     }
 

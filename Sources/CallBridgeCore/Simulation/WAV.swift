@@ -1,3 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Minimal RIFF/WAVE reading and writing for `callbridge dial`: PCM 8/16/24/32-bit, IEEE float 32/64,
 /// μ-law and A-law, any rate and channel count in; 16-bit mono out.
 public struct WAVAudio: Sendable, Equatable {
@@ -155,6 +163,6 @@ public enum Resampler {
         return out
     }
 
-    static func sinPi(_ x: Double) -> Double { Math.sin(Double.pi * x) }
-    static func cosPi(_ x: Double) -> Double { Math.cos(Double.pi * x) }
+    static func sinPi(_ x: Double) -> Double { sin(Double.pi * x) }
+    static func cosPi(_ x: Double) -> Double { cos(Double.pi * x) }
 }

@@ -11,9 +11,6 @@ public enum TwiML {
         return xml + "</Stream></Connect></Response>"
     }
 
-    /// Refuses a call (used while draining).
-    public static let reject = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Reject/></Response>"
-
     public static func escape(_ text: String) -> String {
         var out = ""
         out.reserveCapacity(text.utf8.count)
