@@ -106,7 +106,7 @@ public struct BridgeServer: Sendable {
             await session.run(twilioInbound: inbound, twilioOutbound: outbound, logger: context.logger)
         }
         let wsConfiguration = HTTP1WebSocketUpgradeChannel.Configuration(
-            ws: WebSocketServerConfiguration(maxFrameSize: 1 << 16, autoPing: .disabled, closeTimeout: .seconds(3))
+            ws: WebSocketServerConfiguration(maxFrameSize: 1 << 16, autoPing: .enabled(timePeriod: .seconds(20)), closeTimeout: .seconds(3))
         )
         return Application(
             router: router,

@@ -3,20 +3,29 @@ import HummingbirdWSClient
 import HummingbirdWebSocket
 import Logging
 import NIOCore
+import ServiceLifecycle
 import Synchronization
 
-/// Runs phone calls; each `run` is one call: the Twilio leg it was accepted on, the Realtime leg it opens, and the single consumer loop that
-/// feeds every event to the call's state machine and executes its actions in order.
+/// Runs phone calls; each `run` is one call: the Twilio leg it was accepted on, the Realtime leg it opens, and the
+/// single consumer loop that feeds every event to the call's state machine and executes its actions in order.
 ///
-/// This is the per-call actor: state is mutated only by the loop, synchronously, and a transition's actions finish
-/// before the next event is read.
+/// This is the per-call actor: state is mutated only by the loop, synchronously, and the loop never awaits a socket.
+/// Writes go to one ordered queue per leg, drained by that leg's writer task, so a slow peer cannot stall pacing or
+/// the other leg, and a transition's actions are all issued before the next event is read.
 final class CallSession: Sendable {
     enum Input: Sendable {
         case event(CallEvent)
-        case realtimeAttached(WebSocketOutboundWriter)
+        case realtimeAttached(LegWriter)
         case realtimeFinished
         case twilioFinished
+        /// The ended call's close handshakes took too long: stop waiting for the peers.
+        case closeGraceExpired
     }
+
+    /// How long an ended call waits for the peers to answer its close frames.
+    static let closeGrace: Duration = .seconds(3)
+    /// How long a call waits for the embedded agent to be listening.
+    static let endpointWait: Duration = .seconds(5)
 
     let configuration: CallConfiguration
     let endpoint: @Sendable () async -> RealtimeEndpoint
@@ -42,116 +51,142 @@ final class CallSession: Sendable {
     }
 
     func run(twilioInbound: WebSocketInboundStream, twilioOutbound: WebSocketOutboundWriter, logger baseLogger: Logger) async {
-        let endpoint = await self.endpoint()
         let (inputs, continuation) = AsyncStream.makeStream(of: Input.self)
         let id = self.registry.callStarted()
+        let tickPending = TickFlag()
         defer {
             self.ticker.unregister(id)
             self.registry.callEnded()
         }
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await Self.readTwilio(twilioInbound, into: continuation, logger: baseLogger) }
-            group.addTask { await Self.runRealtimeLeg(endpoint, into: continuation, logger: baseLogger) }
-
-            var machine = CallStateMachine(configuration: self.configuration, now: self.timeline.now)
-            var logger = baseLogger
-            var realtime: WebSocketOutboundWriter?
-            var quotedStreamSid = JSONText.quoted("")
-            var ticking = false
-            var twilioOpen = true
-            var realtimeOpen = true
-
-            loop: for await input in inputs {
-                let event: CallEvent
-                switch input {
-                case .event(let e):
-                    event = e
-                case .realtimeAttached(let writer):
-                    realtime = writer
-                    if machine.isEnded {
-                        try? await writer.close(.normalClosure, reason: "call ended")
+        await withGracefulShutdownHandler {
+            await withTaskGroup(of: Void.self) { group in
+                let twilio = LegWriter()
+                group.addTask { await Self.readTwilio(twilioInbound, into: continuation, logger: baseLogger) }
+                group.addTask { await twilio.drain(into: twilioOutbound, logger: baseLogger) }
+                group.addTask {
+                    let endpoint = try? await withTimeout(Self.endpointWait) { await self.endpoint() }
+                    guard let endpoint else {
+                        continuation.yield(.event(.realtimeClosed(.connectFailed("the Realtime endpoint is not ready"))))
+                        continuation.yield(.realtimeFinished)
+                        return
                     }
-                    continue
-                case .realtimeFinished:
-                    realtimeOpen = false
-                    realtime = nil
-                    if machine.isEnded && !twilioOpen { break loop }
-                    continue
-                case .twilioFinished:
-                    twilioOpen = false
-                    if machine.isEnded && (!realtimeOpen || realtime == nil) { break loop }
-                    continue
+                    await Self.runRealtimeLeg(endpoint, into: continuation, logger: baseLogger)
                 }
-                if case .twilioReceived(.start(let start)) = event {
-                    quotedStreamSid = JSONText.quoted(start.streamSid)
-                    logger[metadataKey: "call.sid"] = .string(start.callSid)
-                    logger[metadataKey: "stream.sid"] = .string(start.streamSid)
-                    logger.info("call started", metadata: ["call.parameters": .string("\(start.customParameters)")])
-                }
-                if case .realtimeReceived(.sessionCreated(let sid?)) = event {
-                    logger[metadataKey: "realtime.session.id"] = .string(sid)
-                }
-                let actions = machine.handle(event, now: self.timeline.now)
-                for action in actions {
-                    switch action {
-                    case .sendTwilio(let message):
-                        guard twilioOpen else { continue }
-                        do {
-                            try await twilioOutbound.write(.text(TwilioCodec.encode(message, quotedStreamSid: quotedStreamSid)))
-                        } catch {
-                            logger.debug("twilio write failed", metadata: ["error": "\(error)"])
-                        }
-                    case .sendRealtime(let clientEvent):
-                        guard let writer = realtime else { continue }
-                        do {
-                            try await writer.write(.text(RealtimeCodec.encode(clientEvent, dialect: endpoint.dialect)))
-                        } catch {
-                            logger.debug("realtime write failed", metadata: ["error": "\(error)"])
-                        }
-                    case .logBadMessage(let kind):
-                        logger.warning("bad message", metadata: ["message.kind": .string(kind)])
-                    case .logUpstreamError(let info):
+
+                var machine = CallStateMachine(configuration: self.configuration, now: self.timeline.now)
+                var logger = baseLogger
+                var realtime: LegWriter?
+                var dialect = RealtimeDialect.ga
+                var quotedStreamSid = JSONText.quoted("")
+                var ticking = false
+                var twilioOpen = true
+                var realtimeOpen = true
+
+                loop: for await input in inputs {
+                    let event: CallEvent
+                    switch input {
+                    case .event(let e):
+                        event = e
+                    case .realtimeAttached(let writer):
+                        realtime = writer
+                        dialect = writer.dialect
+                        if machine.isEnded { writer.close(reason: "call ended") }
+                        continue
+                    case .realtimeFinished:
+                        realtimeOpen = false
+                        realtime = nil
+                        if machine.isEnded && !twilioOpen { break loop }
+                        continue
+                    case .twilioFinished:
+                        twilioOpen = false
+                        twilio.finish()
+                        if machine.isEnded && (!realtimeOpen || realtime == nil) { break loop }
+                        continue
+                    case .closeGraceExpired:
                         logger.warning(
-                            "realtime error",
-                            metadata: [
-                                "error.type": .string(info.type ?? ""), "error.code": .string(info.code ?? ""),
-                                "error.message": .string(info.message), "error.event_id": .string(info.eventID ?? ""),
-                            ]
+                            "close handshake timed out",
+                            metadata: ["twilio.open": .stringConvertible(twilioOpen), "realtime.open": .stringConvertible(realtimeOpen)]
                         )
-                    case .endCall(let reason):
-                        if let summary = machine.summary {
-                            self.callLog.write(summary)
-                            logger.info(
-                                "call ended",
+                        break loop
+                    }
+                    if case .tick = event { tickPending.clear() }
+                    if case .twilioReceived(.start(let start)) = event {
+                        quotedStreamSid = JSONText.quoted(start.streamSid)
+                        logger[metadataKey: "call.sid"] = .string(start.callSid)
+                        logger[metadataKey: "stream.sid"] = .string(start.streamSid)
+                        logger.info("call started", metadata: ["call.parameters": .string("\(start.customParameters)")])
+                    }
+                    if case .realtimeReceived(.sessionCreated(let sid?)) = event {
+                        logger[metadataKey: "realtime.session.id"] = .string(sid)
+                    }
+                    for action in machine.handle(event, now: self.timeline.now) {
+                        switch action {
+                        case .sendTwilio(let message):
+                            twilio.send(TwilioCodec.encode(message, quotedStreamSid: quotedStreamSid))
+                        case .sendRealtime(let clientEvent):
+                            realtime?.send(RealtimeCodec.encode(clientEvent, dialect: dialect))
+                        case .scheduleTimer(let timer, let at):
+                            let deadline = self.timeline.instant(at)
+                            let clock = self.timeline.clock
+                            group.addTask {
+                                guard (try? await clock.sleep(until: deadline, tolerance: .zero)) != nil else { return }
+                                continuation.yield(.event(.timerFired(timer)))
+                            }
+                        case .logBadMessage(let kind):
+                            logger.warning("bad message", metadata: ["message.kind": .string(kind)])
+                        case .logUpstreamError(let info):
+                            logger.warning(
+                                "realtime error",
                                 metadata: [
-                                    "end.reason": .string(reason.rawValue), "tx.frames": .stringConvertible(summary.counters.txFrames),
-                                    "tx.resets": .stringConvertible(summary.counters.txScheduleResets),
-                                    "barge_in.events": .stringConvertible(summary.counters.bargeInEvents),
+                                    "error.type": .string(info.type ?? ""), "error.code": .string(info.code ?? ""),
+                                    "error.message": .string(info.message), "error.event_id": .string(info.eventID ?? ""),
                                 ]
                             )
-                        }
-                        if let writer = realtime {
-                            try? await writer.close(.normalClosure, reason: "call ended")
-                        }
-                        if twilioOpen {
-                            try? await twilioOutbound.close(.normalClosure, reason: "call ended")
+                        case .endCall(let reason):
+                            if let summary = machine.summary {
+                                self.callLog.write(summary)
+                                logger.info(
+                                    "call ended",
+                                    metadata: [
+                                        "end.reason": .string(reason.rawValue),
+                                        "tx.frames": .stringConvertible(summary.counters.txFrames),
+                                        "tx.resets": .stringConvertible(summary.counters.txScheduleResets),
+                                        "barge_in.events": .stringConvertible(summary.counters.bargeInEvents),
+                                    ]
+                                )
+                            }
+                            realtime?.close(reason: "call ended")
+                            twilio.close(reason: "call ended")
+                            let clock = self.timeline.clock
+                            group.addTask {
+                                guard (try? await clock.sleep(for: Self.closeGrace)) != nil else { return }
+                                continuation.yield(.closeGraceExpired)
+                            }
                         }
                     }
-                }
-                if machine.wantsTicks != ticking {
-                    ticking = machine.wantsTicks
-                    if ticking {
-                        self.ticker.register(id) { continuation.yield(.event(.tick)) }
-                    } else {
-                        self.ticker.unregister(id)
+                    if machine.wantsTicks != ticking {
+                        ticking = machine.wantsTicks
+                        if ticking {
+                            self.ticker.register(id) {
+                                // At most one tick waits in the queue: a stalled loop must not pile them up.
+                                if tickPending.set() { continuation.yield(.event(.tick)) }
+                            }
+                        } else {
+                            self.ticker.unregister(id)
+                        }
                     }
+                    // Once ended, wait for both legs to finish their close handshakes; a leg still connecting is cancelled.
+                    if machine.isEnded && !twilioOpen && (!realtimeOpen || realtime == nil) { break loop }
                 }
-                // Once ended, wait for both legs to finish their close handshakes; a leg still connecting is cancelled.
-                if machine.isEnded && !twilioOpen && (!realtimeOpen || realtime == nil) { break loop }
+                continuation.finish()
+                twilio.finish()
+                realtime?.finish()
+                group.cancelAll()
             }
-            continuation.finish()
-            group.cancelAll()
+        } onGracefulShutdown: {
+            continuation.yield(.event(.shutdownRequested))
         }
+        baseLogger.debug("call released", metadata: ["call.number": .stringConvertible(id)])
     }
 
     static func readTwilio(_ inbound: WebSocketInboundStream, into continuation: AsyncStream<Input>.Continuation, logger: Logger) async {
@@ -185,19 +220,25 @@ final class CallSession: Sendable {
                 logger: logger
             ) { inbound, outbound, _ in
                 connected.store(true, ordering: .relaxed)
-                continuation.yield(.realtimeAttached(outbound))
+                let writer = LegWriter(dialect: endpoint.dialect)
+                continuation.yield(.realtimeAttached(writer))
                 continuation.yield(.event(.realtimeConnected))
-                for try await message in inbound.messages(maxSize: 4 << 20) {
-                    switch message {
-                    case .text(let text):
-                        do throws(RealtimeDecodingError) {
-                            continuation.yield(.event(.realtimeReceived(try RealtimeCodec.decode(text))))
-                        } catch {
-                            continuation.yield(.event(.realtimeMalformed(error)))
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { await writer.drain(into: outbound, logger: logger) }
+                    for try await message in inbound.messages(maxSize: 4 << 20) {
+                        switch message {
+                        case .text(let text):
+                            do throws(RealtimeDecodingError) {
+                                continuation.yield(.event(.realtimeReceived(try RealtimeCodec.decode(text))))
+                            } catch {
+                                continuation.yield(.event(.realtimeMalformed(error)))
+                            }
+                        case .binary:
+                            continuation.yield(.event(.realtimeUnexpectedFrame))
                         }
-                    case .binary:
-                        continuation.yield(.event(.realtimeUnexpectedFrame))
                     }
+                    writer.finish()
+                    group.cancelAll()
                 }
             }
             // A close frame back means the close handshake completed; nil means the connection just dropped.
@@ -218,6 +259,53 @@ final class CallSession: Sendable {
         }
         continuation.yield(.realtimeFinished)
     }
+}
+
+/// One leg's outbound queue: the consumer loop enqueues without waiting; a writer task sends in order.
+struct LegWriter: Sendable {
+    enum Output: Sendable {
+        case text(String)
+        case close(String)
+    }
+
+    let dialect: RealtimeDialect
+    private let stream: AsyncStream<Output>
+    private let continuation: AsyncStream<Output>.Continuation
+
+    init(dialect: RealtimeDialect = .ga) {
+        self.dialect = dialect
+        (self.stream, self.continuation) = AsyncStream.makeStream(of: Output.self)
+    }
+
+    func send(_ text: String) { self.continuation.yield(.text(text)) }
+    func close(reason: String) { self.continuation.yield(.close(reason)) }
+    func finish() { self.continuation.finish() }
+
+    /// Sends everything queued, in order, until closed; a failed write ends the writer (the reader sees the socket go).
+    func drain(into outbound: WebSocketOutboundWriter, logger: Logger) async {
+        for await output in self.stream {
+            do {
+                switch output {
+                case .text(let text):
+                    try await outbound.write(.text(text))
+                case .close(let reason):
+                    try await outbound.close(.normalClosure, reason: reason)
+                    return
+                }
+            } catch {
+                logger.debug("leg write failed", metadata: ["error": "\(error)"])
+                return
+            }
+        }
+    }
+}
+
+/// Whether a tick is already waiting in a call's queue.
+final class TickFlag: Sendable {
+    private let pending = Atomic<Bool>(false)
+    /// Marks a tick pending; true when none was.
+    func set() -> Bool { !self.pending.exchange(true, ordering: .acquiringAndReleasing) }
+    func clear() { self.pending.store(false, ordering: .releasing) }
 }
 
 /// Active-call bookkeeping shared by the routes (health, drain).

@@ -153,37 +153,28 @@ public struct DialClient: Sendable {
                     }
                     shared.state.withLock { $0.closedByBridge = true }
                 }
-                // The caller: one 20 ms frame out and 20 ms of playout per tick, on absolute deadlines.
+                // The caller: one 20 ms frame out and 20 ms of playout per tick, on absolute deadlines. A write that
+                // fails because the bridge hung up ends the call; the report is still produced.
                 group.addTask {
-                    let totalFrames = options.duration.wholeMilliseconds / 20
-                    for frameIndex in 0..<totalFrames {
-                        try await clock.sleep(until: t0.advanced(by: .milliseconds(20 * frameIndex)), tolerance: .zero)
-                        let (ended, stop) = shared.state.withLock { s in (s.closedByBridge, options.stopWhen?(s.trace) ?? false) }
-                        if ended || stop { break }
-                        let frame = Array(sentAudio[(frameIndex * 160)..<((frameIndex + 1) * 160)])
-                        try await outbound.write(
-                            .text(
-                                TwilioSimulatorCodec.media(
-                                    frame,
-                                    sequence: nextSequence(),
-                                    chunk: frameIndex + 1,
-                                    timestampMs: frameIndex * 20,
-                                    streamSid: streamSid
-                                )
-                            )
+                    do {
+                        try await Self.speak(
+                            sentAudio: sentAudio,
+                            frames: options.duration.wholeMilliseconds / 20,
+                            from: t0,
+                            clock: clock,
+                            shared: shared,
+                            options: options,
+                            bargeOnsetFrame: bargeOnsetFrame,
+                            streamSid: streamSid,
+                            nextSequence: nextSequence,
+                            outbound: outbound
                         )
-                        let echoes: [String] = shared.state.withLock { s in
-                            let played = s.playout.play(AudioFrame.byteCount)
-                            s.heard.append(contentsOf: played.audio)
-                            if let onset = bargeOnsetFrame, frameIndex >= onset, !s.clearSeenAfterBargeIn {
-                                s.trace.playedAfterBargeInBytes += played.audioBytes
-                            }
-                            return played.echoes
-                        }
-                        for name in echoes {
-                            try await outbound.write(.text(TwilioSimulatorCodec.mark(name, sequence: nextSequence(), streamSid: streamSid)))
-                            shared.state.withLock { $0.trace.marksEchoed += 1 }
-                        }
+                    } catch is CancellationError {
+                        return
+                    } catch {
+                        let bridgeGone = shared.state.withLock { $0.closedByBridge }
+                        if !bridgeGone { throw error }
+                        return
                     }
                     let bridgeGone = shared.state.withLock { $0.closedByBridge }
                     if !bridgeGone {
@@ -202,12 +193,55 @@ public struct DialClient: Sendable {
         }
     }
 
+    static func speak(
+        sentAudio: [UInt8],
+        frames totalFrames: Int,
+        from t0: ContinuousClock.Instant,
+        clock: ContinuousClock,
+        shared: Shared,
+        options: Options,
+        bargeOnsetFrame: Int?,
+        streamSid: String,
+        nextSequence: @Sendable () -> Int,
+        outbound: WebSocketOutboundWriter
+    ) async throws {
+        for frameIndex in 0..<totalFrames {
+            try await clock.sleep(until: t0.advanced(by: .milliseconds(20 * frameIndex)), tolerance: .zero)
+            let (ended, stop) = shared.state.withLock { s in (s.closedByBridge, options.stopWhen?(s.trace) ?? false) }
+            if ended || stop { return }
+            let frame = Array(sentAudio[(frameIndex * 160)..<((frameIndex + 1) * 160)])
+            try await outbound.write(
+                .text(
+                    TwilioSimulatorCodec.media(
+                        frame,
+                        sequence: nextSequence(),
+                        chunk: frameIndex + 1,
+                        timestampMs: frameIndex * 20,
+                        streamSid: streamSid
+                    )
+                )
+            )
+            let echoes: [String] = shared.state.withLock { s in
+                let played = s.playout.play(AudioFrame.byteCount)
+                s.heard.append(contentsOf: played.audio)
+                if let onset = bargeOnsetFrame, frameIndex >= onset, !s.clearSeenAfterBargeIn {
+                    s.trace.playedAfterBargeInBytes += played.audioBytes
+                }
+                return played.echoes
+            }
+            for name in echoes {
+                try await outbound.write(.text(TwilioSimulatorCodec.mark(name, sequence: nextSequence(), streamSid: streamSid)))
+                shared.state.withLock { $0.trace.marksEchoed += 1 }
+            }
+        }
+    }
+
     /// The caller's audio for the whole call: the file, then silence, with the barge-in audio mixed in from its frame.
     static func mix(_ main: [UInt8], _ barge: [UInt8], at startFrame: Int?, totalFrames: Int) -> [UInt8] {
         var pcm = [Int32](repeating: 0, count: totalFrames * 160)
         for (i, byte) in main.prefix(pcm.count).enumerated() { pcm[i] = Int32(MuLaw.decode(byte)) }
         if let startFrame {
-            let offset = startFrame * 160
+            let offset = max(0, startFrame) * 160
             for (i, byte) in barge.enumerated() where offset + i < pcm.count {
                 pcm[offset + i] += Int32(MuLaw.decode(byte))
             }

@@ -23,12 +23,21 @@ public struct EchoAgentServer: Sendable {
         case disconnected(connection: Int)
     }
 
+    /// How the agent behaves on a connection.
+    public enum Behavior: String, Sendable, CaseIterable {
+        /// Detect utterances and play them back.
+        case echo
+        /// A hung service: send `session.created`, then never read, answer or close (for timeout and watchdog tests).
+        case unresponsive
+    }
+
     public var host: String
     public var port: Int
     public var tlsConfiguration: TLSConfiguration?
     public var agent: EchoAgent.Configuration
     /// When set, connections must present this key (Bearer or `api-key`), or get 401.
     public var expectedAPIKey: String?
+    public var behavior: Behavior
     public var logger: Logger
     public var observer: (@Sendable (Observation) -> Void)?
 
@@ -38,9 +47,11 @@ public struct EchoAgentServer: Sendable {
         tlsConfiguration: TLSConfiguration? = nil,
         agent: EchoAgent.Configuration = .init(),
         expectedAPIKey: String? = nil,
+        behavior: Behavior = .echo,
         logger: Logger,
         observer: (@Sendable (Observation) -> Void)? = nil
     ) {
+        self.behavior = behavior
         self.host = host
         self.port = port
         self.tlsConfiguration = tlsConfiguration
@@ -61,6 +72,7 @@ public struct EchoAgentServer: Sendable {
         let expectedKey = self.expectedAPIKey
         let agentConfiguration = self.agent
         let observer = self.observer
+        let behavior = self.behavior
         for path in Self.paths {
             router.ws(path) { request, _ in
                 if let expectedKey {
@@ -76,6 +88,16 @@ public struct EchoAgentServer: Sendable {
                     context.request.headers[HTTPField.Name("OpenAI-Beta")!] == "realtime=v1" ? .beta : .ga
                 let connection = counter.next()
                 observer?(.connected(connection: connection, dialect: dialect))
+                if behavior == .unresponsive {
+                    var agent = EchoAgent(dialect: dialect, configuration: agentConfiguration)
+                    for event in agent.connected() { try? await outbound.write(.text(event)) }
+                    // Never iterate the inbound sequence: pings, events and close frames all go unanswered.
+                    let (never, keepOpen) = AsyncStream.makeStream(of: Never.self)
+                    for await _ in never {}  // ends only when the server cancels the connection
+                    keepOpen.finish()
+                    observer?(.disconnected(connection: connection))
+                    return
+                }
                 await Self.serve(
                     EchoAgent(dialect: dialect, configuration: agentConfiguration),
                     connection: connection,
@@ -148,7 +170,7 @@ public struct EchoAgentServer: Sendable {
                 switch input {
                 case .message(let text):
                     out = agent.received(text, now: now)
-                    if let observer, let type = agent.receivedTypes.last {
+                    if let observer, let type = agent.lastReceivedType {
                         observer(.clientEvent(connection: connection, type: type))
                     }
                 case .wake:

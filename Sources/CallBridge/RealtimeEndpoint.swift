@@ -42,7 +42,8 @@ public struct RealtimeEndpoint: Sendable {
             maxFrameSize: 4 << 20,
             additionalHeaders: self.headers,
             closeTimeout: .seconds(3),
-            autoPing: .disabled
+            // A peer that vanishes without a FIN is noticed within a ping period (no pong → close).
+            autoPing: .enabled(timePeriod: .seconds(20))
         )
     }
 }

@@ -48,6 +48,7 @@ func makeLogger(label: String, level: String) throws -> Logger {
 extension RealtimeDialect: ExpressibleByArgument {}
 extension RealtimeAuth: ExpressibleByArgument {}
 extension AgentMode: ExpressibleByArgument {}
+extension EchoAgentServer.Behavior: ExpressibleByArgument {}
 
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -85,7 +86,7 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Model instructions. (env: CALLBRIDGE_INSTRUCTIONS, default: a short phone-agent prompt)")
     var instructions: String?
 
-    @Option(help: "Model voice. (env: CALLBRIDGE_VOICE, default: marin)")
+    @Option(help: "Model voice. (env: CALLBRIDGE_VOICE, default: marin with --dialect ga, alloy with beta)")
     var voice: String?
 
     @Option(help: "Server VAD threshold, 0…1. (env: CALLBRIDGE_VAD_THRESHOLD, default: 0.5)")
@@ -114,9 +115,10 @@ struct Run: AsyncParsableCommand {
             silenceDurationMs: try resolve(self.vadSilenceDurationMs, "CALLBRIDGE_VAD_SILENCE_DURATION_MS", { Int($0) }, default: 500)
         )
         let defaults = RealtimeSessionSettings()
+        let dialect = try resolve(self.dialect, "CALLBRIDGE_DIALECT", { RealtimeDialect(rawValue: $0) }, default: .ga)
         let session = RealtimeSessionSettings(
             instructions: try resolve(self.instructions, "CALLBRIDGE_INSTRUCTIONS", { $0 }, default: defaults.instructions),
-            voice: try resolve(self.voice, "CALLBRIDGE_VOICE", { $0 }, default: defaults.voice),
+            voice: try resolve(self.voice, "CALLBRIDGE_VOICE", { $0 }, default: RealtimeSessionSettings.defaultVoice(for: dialect)),
             turnDetection: turnDetection
         )
         let pacer = TxPacer.Configuration(
@@ -129,7 +131,7 @@ struct Run: AsyncParsableCommand {
             realtimeURL: try resolve(self.realtimeURL, "CALLBRIDGE_REALTIME_URL", { $0 }, default: AppConfiguration.defaultRealtimeURL),
             apiKey: environment("OPENAI_API_KEY"),
             realtimeAuth: try resolve(self.realtimeAuth, "CALLBRIDGE_REALTIME_AUTH", { RealtimeAuth(rawValue: $0) }, default: .bearer),
-            dialect: try resolve(self.dialect, "CALLBRIDGE_DIALECT", { RealtimeDialect(rawValue: $0) }, default: .ga),
+            dialect: dialect,
             realtimeCAFile: self.realtimeCAFile ?? environment("CALLBRIDGE_REALTIME_CA_FILE"),
             agent: try resolve(self.agent, "CALLBRIDGE_AGENT", { AgentMode(rawValue: $0) }, default: .auto),
             call: CallConfiguration(pacer: pacer, session: session),
@@ -207,6 +209,14 @@ struct Dial: AsyncParsableCommand {
     @Option(help: "Log level for the simulator's own logs (standard error).")
     var logLevel: String = "warning"
 
+    func validate() throws {
+        for (name, value) in [("--barge-in-at", self.bargeInAt), ("--duration", self.duration)] {
+            if let value, !(value.isFinite && value >= 0 && value < 24 * 3600) {
+                throw ValidationError("\(name) must be a number of seconds between 0 and 86400")
+            }
+        }
+    }
+
     func run() async throws {
         let logger = try makeLogger(label: "callbridge.dial", level: self.logLevel)
         let caller = try loadTelephoneAudio(self.audio)
@@ -282,6 +292,9 @@ struct EchoAgentCommand: AsyncParsableCommand {
     @Option(help: "Require this API key (Authorization: Bearer or api-key header).")
     var apiKey: String?
 
+    @Option(help: "echo (play each utterance back) or unresponsive (a hung service, for timeout tests).")
+    var behavior: EchoAgentServer.Behavior = .echo
+
     @Option(help: "Log level.")
     var logLevel: String = "info"
 
@@ -300,7 +313,14 @@ struct EchoAgentCommand: AsyncParsableCommand {
             throw ValidationError("--tls-cert and --tls-key go together")
         }
         let scheme = tls == nil ? "ws" : "wss"
-        let server = EchoAgentServer(host: self.host, port: self.port, tlsConfiguration: tls, expectedAPIKey: self.apiKey, logger: logger)
+        let server = EchoAgentServer(
+            host: self.host,
+            port: self.port,
+            tlsConfiguration: tls,
+            expectedAPIKey: self.apiKey,
+            behavior: self.behavior,
+            logger: logger
+        )
         let app = try server.makeApplication { port in
             logger.notice("echo agent listening", metadata: ["realtime.url": .string("\(scheme)://\(self.host):\(port)/v1/realtime")])
         }

@@ -5,13 +5,19 @@ import Testing
 /// Call transcripts: each test feeds events at explicit instants and checks the exact actions.
 @Suite struct CallStateMachineTests {
     static let start = TwilioStart(streamSid: "MZ1", callSid: "CA1", customParameters: ["From": "+15550001111"])
+    static let readyTimer = CallAction.scheduleTimer(TimerID(.sessionReady, generation: 0), at: t(10_000))
+
+    static func sessionUpdate(_ settings: RealtimeSessionSettings = .init()) -> CallAction {
+        .sendRealtime(.sessionUpdate(settings, eventID: "cb_session_update"))
+    }
 
     /// A call whose Realtime session is configured at t=10 ms.
     func readyCall(_ configuration: CallConfiguration = .init()) -> CallStateMachine {
         var sm = CallStateMachine(configuration: configuration, now: t(0))
-        #expect(sm.handle(.twilioReceived(.connected), now: t(0)) == [])
+        // The first event arms the session-ready deadline.
+        #expect(sm.handle(.twilioReceived(.connected), now: t(0)) == [Self.readyTimer])
         #expect(sm.handle(.twilioReceived(.start(Self.start)), now: t(1)) == [])
-        #expect(sm.handle(.realtimeConnected, now: t(5)) == [.sendRealtime(.sessionUpdate(configuration.session))])
+        #expect(sm.handle(.realtimeConnected, now: t(5)) == [Self.sessionUpdate(configuration.session)])
         #expect(sm.handle(.realtimeReceived(.sessionUpdated), now: t(10)) == [])
         return sm
     }
@@ -27,8 +33,8 @@ import Testing
 
     @Test func callerAudioIsHeldUntilTheSessionIsConfiguredThenForwardedInOrder() {
         var sm = CallStateMachine(now: t(0))
-        #expect(sm.handle(.twilioReceived(.media(payload: "AAAA")), now: t(0)) == [])
-        #expect(sm.handle(.realtimeConnected, now: t(20)) == [.sendRealtime(.sessionUpdate(.init()))])
+        #expect(sm.handle(.twilioReceived(.media(payload: "AAAA")), now: t(0)) == [Self.readyTimer])
+        #expect(sm.handle(.realtimeConnected, now: t(20)) == [Self.sessionUpdate()])
         // Connected but not configured: still held, so the μ-law format applies to every byte.
         #expect(sm.handle(.twilioReceived(.media(payload: "BBBB")), now: t(20)) == [])
         #expect(
@@ -44,7 +50,7 @@ import Testing
     @Test func heldAudioIsBoundedAndDropsTheOldest() {
         var sm = CallStateMachine(configuration: .init(maxHeldInboundMessages: 2), now: t(0))
         for payload in ["AAAA", "BBBB", "CCCC"] {
-            #expect(sm.handle(.twilioReceived(.media(payload: payload)), now: t(0)) == [])
+            #expect(sm.handle(.twilioReceived(.media(payload: payload)), now: t(0)).allSatisfy { $0 == Self.readyTimer })
         }
         _ = sm.handle(.realtimeConnected, now: t(1))
         #expect(
@@ -226,6 +232,58 @@ import Testing
         // A late delta of the done response is dropped.
         #expect(sm.handle(.realtimeReceived(.audioDelta(responseID: "r1", itemID: "i1", audio: ramp(10))), now: t(106)) == [])
         #expect(sm.counters.staleDeltasDropped == 1)
+    }
+
+    @Test func aSecondSpeechStartAfterTheClearIsNotASecondBargeIn() {
+        var sm = self.readyCall()
+        _ = self.replying(&sm, bytes: 160 * 4, at: 100)
+        _ = sm.handle(.realtimeReceived(.audioDone(responseID: "r1", itemID: "i1")), now: t(101))
+        #expect(sm.handle(.realtimeReceived(.speechStarted(audioStartMs: nil, itemID: nil)), now: t(110)).first == .sendTwilio(.clear))
+        // Twilio has not echoed the cleared marks yet; nothing of the AI can play any more.
+        #expect(sm.handle(.realtimeReceived(.speechStarted(audioStartMs: nil, itemID: nil)), now: t(115)) == [])
+        #expect(sm.counters.bargeInEvents == 1)
+    }
+
+    @Test func aCreatedButSilentResponseIsNotPlaying() {
+        var sm = self.readyCall()
+        _ = self.replying(&sm, bytes: 160, at: 100)
+        _ = sm.handle(.realtimeReceived(.audioDone(responseID: "r1", itemID: "i1")), now: t(101))
+        _ = sm.handle(.realtimeReceived(.responseDone(responseID: "r1", status: "completed")), now: t(102))
+        _ = sm.handle(.twilioReceived(.mark(name: "cb1")), now: t(120))
+        // r2 exists but has not sent a byte: the caller talking is a turn, not an interruption.
+        _ = sm.handle(.realtimeReceived(.responseCreated(responseID: "r2")), now: t(300))
+        #expect(sm.handle(.realtimeReceived(.speechStarted(audioStartMs: nil, itemID: nil)), now: t(310)) == [])
+        #expect(sm.counters.bargeInEvents == 0)
+    }
+
+    @Test func aStrayResponseIDNeverSilencesTheLiveReply() {
+        var sm = self.readyCall()
+        _ = self.replying(&sm, bytes: 160 * 3, at: 100)
+        #expect(sm.handle(.realtimeReceived(.audioDelta(responseID: "rX", itemID: "iX", audio: ramp(160))), now: t(101)) == [])
+        #expect(sm.counters.staleDeltasDropped == 1)
+        // r1 goes on playing.
+        let more = sm.handle(.realtimeReceived(.audioDelta(responseID: "r1", itemID: "i1", audio: ramp(160))), now: t(120))
+        #expect(more.mediaFrames.count == 1)
+    }
+
+    // MARK: Session readiness
+
+    @Test func aRejectedSessionUpdateEndsTheCall() {
+        var sm = CallStateMachine(now: t(0))
+        _ = sm.handle(.realtimeConnected, now: t(5))
+        let rejection = RealtimeErrorInfo(type: "invalid_request_error", code: "invalid_value", message: "voice", eventID: "cb_session_update")
+        #expect(sm.handle(.realtimeReceived(.error(rejection)), now: t(30)) == [.logUpstreamError(rejection), .endCall(.realtimeRejected)])
+    }
+
+    @Test func theSessionMustBeReadyInTime() {
+        var sm = CallStateMachine(configuration: .init(sessionReadyTimeout: .seconds(2)), now: t(0))
+        let timer = TimerID(.sessionReady, generation: 0)
+        #expect(sm.handle(.realtimeConnected, now: t(5)).first == .scheduleTimer(timer, at: t(2000)))
+        #expect(sm.handle(.timerFired(timer), now: t(2000)) == [.endCall(.realtimeNotReady)])
+
+        var ready = self.readyCall()
+        #expect(ready.handle(.timerFired(TimerID(.sessionReady, generation: 0)), now: t(10_000)) == [])
+        #expect(!ready.isEnded)
     }
 
     // MARK: Errors

@@ -21,7 +21,7 @@ import Testing
     func agent(_ dialect: RealtimeDialect = .ga) -> EchoAgent {
         var agent = EchoAgent(dialect: dialect)
         #expect(self.types(agent.connected()) == ["session.created"])
-        let update = RealtimeCodec.encode(.sessionUpdate(.init()), dialect: dialect)
+        let update = RealtimeCodec.encode(.sessionUpdate(.init(), eventID: "s1"), dialect: dialect)
         #expect(self.types(agent.received(update, now: t(0))) == ["session.updated"])
         return agent
     }
@@ -124,8 +124,21 @@ import Testing
     @Test(arguments: [(RealtimeDialect.ga, RealtimeDialect.beta), (.beta, .ga)])
     func aSessionUpdateInTheOtherDialectIsRejected(connection: RealtimeDialect, sent: RealtimeDialect) {
         var agent = EchoAgent(dialect: connection)
-        let out = self.parsed(agent.received(RealtimeCodec.encode(.sessionUpdate(.init()), dialect: sent), now: t(0)))
+        let out = self.parsed(agent.received(RealtimeCodec.encode(.sessionUpdate(.init(), eventID: "s1"), dialect: sent), now: t(0)))
         #expect(out.first?["type"] as? String == "error")
+        // The error names the rejected event, so the bridge can tell a refused configuration apart.
+        #expect((out.first?["error"] as? [String: Any])?["event_id"] as? String == "s1")
+    }
+
+    @Test func aLongSilenceDoesNotGrowTheAgentsMemory() {
+        var agent = self.agent()
+        for second in 0..<60 {
+            _ = agent.received(self.append(self.quiet(50)), now: t(second * 1000))
+        }
+        #expect(agent.audio.count <= 300 * 8)
+        // Timestamps stay absolute after trimming.
+        let out = self.parsed(agent.received(self.append(self.loud(5)), now: t(60_000)))
+        #expect(out.first?["audio_start_ms"] as? Int == 60_000)
     }
 
     @Test func garbageIsAnErrorEventNotACrash() {

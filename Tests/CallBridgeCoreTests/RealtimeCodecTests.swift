@@ -71,9 +71,10 @@ import Testing
     // MARK: Client events
 
     @Test func gaSessionUpdateShape() throws {
-        let text = RealtimeCodec.encode(.sessionUpdate(.init(instructions: "Be \"brief\".", voice: "cedar")), dialect: .ga)
+        let text = RealtimeCodec.encode(.sessionUpdate(.init(instructions: "Be \"brief\".", voice: "cedar"), eventID: "cb_session_update"), dialect: .ga)
         let root = try self.object(text)
         #expect(root["type"] as? String == "session.update")
+        #expect(root["event_id"] as? String == "cb_session_update")
         let session = try #require(root["session"] as? [String: Any])
         #expect(session["type"] as? String == "realtime")
         #expect(session["output_modalities"] as? [String] == ["audio"])
@@ -95,7 +96,7 @@ import Testing
     }
 
     @Test func betaSessionUpdateShape() throws {
-        let text = RealtimeCodec.encode(.sessionUpdate(.init(voice: "alloy", turnDetection: .init(threshold: 0.7, silenceDurationMs: 650))), dialect: .beta)
+        let text = RealtimeCodec.encode(.sessionUpdate(.init(voice: "alloy", turnDetection: .init(threshold: 0.7, silenceDurationMs: 650)), eventID: "e9"), dialect: .beta)
         let session = try #require(try self.object(text)["session"] as? [String: Any])
         #expect(session["modalities"] as? [String] == ["audio", "text"])
         #expect(session["input_audio_format"] as? String == "g711_ulaw")

@@ -49,6 +49,8 @@ import FoundationNetworking
         auth: RealtimeAuth = .bearer,
         apiKey: String = Self.apiKey,
         agent: EchoAgent.Configuration = .init(),
+        behavior: EchoAgentServer.Behavior = .echo,
+        call: CallConfiguration = .init(),
         _ body: @escaping @Sendable (_ call: Harness) async throws -> Void
     ) async throws {
         let agentEvents = Observations<EchoAgentServer.Observation>()
@@ -62,6 +64,7 @@ import FoundationNetworking
             tlsConfiguration: tls,
             agent: agent,
             expectedAPIKey: Self.apiKey,
+            behavior: behavior,
             logger: Self.logger,
             observer: { agentEvents.record($0) }
         )
@@ -82,7 +85,8 @@ import FoundationNetworking
                 realtimeAuth: auth,
                 dialect: dialect,
                 realtimeCAFile: trustTestCA ? Self.caFile : nil,
-                agent: .remote
+                agent: .remote,
+                call: call
             )
             let log = try CallLog(path: FileManager.default.temporaryDirectory.appendingPathComponent("callbridge-e2e-\(UUID()).jsonl").path)
             log.observe { calls.record($0) }
@@ -229,6 +233,25 @@ import FoundationNetworking
             #expect(result.closedByBridge, "the bridge hangs up the Twilio leg")
             #expect(calls.all.first?.endReason == .realtimeConnectFailed)
             #expect(!agentEvents.all.contains { if case .connected = $0 { true } else { false } }, "verification was not skipped")
+        }
+    }
+
+    /// A service that accepts the connection and then never answers anything (not even the close frame): the call
+    /// ends on the session-ready deadline and its resources are released after the close grace, not never.
+    @Test func aHungServiceCannotHoldACallForever() async throws {
+        let call = CallConfiguration(sessionReadyTimeout: .milliseconds(500))
+        try await Self.withBridge(dialect: .ga, behavior: .unresponsive, call: call) { harness in
+            let options = DialClient.Options(
+                url: "ws://127.0.0.1:\(harness.port)/twilio/media",
+                callerAudio: Self.speech(10),
+                duration: .seconds(10)
+            )
+            let result = try await withTimeout(.seconds(20)) { try await DialClient(options: options, logger: Self.logger).run() }
+            try await harness.calls.wait(upTo: .seconds(10)) { $0.count == 1 }
+            #expect(harness.calls.all.first?.endReason == .realtimeNotReady)
+            #expect(result.closedByBridge)
+            try await harness.logs.wait(upTo: .seconds(10)) { $0.contains { $0.message == "call released" } }
+            #expect(harness.logs.all.contains { $0.message == "close handshake timed out" })
         }
     }
 

@@ -7,14 +7,18 @@ public struct CallConfiguration: Sendable, Equatable {
     public var maxHeldInboundMessages: Int
     /// What `session.update` asks of the service.
     public var session: RealtimeSessionSettings
+    /// From the start of the call to `session.updated`; past it the call ends (`realtime_not_ready`).
+    public var sessionReadyTimeout: Duration
 
     public init(
         pacer: TxPacer.Configuration = .init(),
         maxHeldInboundMessages: Int = 150,
-        session: RealtimeSessionSettings = .init()
+        session: RealtimeSessionSettings = .init(),
+        sessionReadyTimeout: Duration = .seconds(10)
     ) {
         self.pacer = pacer
         self.maxHeldInboundMessages = maxHeldInboundMessages
         self.session = session
+        self.sessionReadyTimeout = sessionReadyTimeout
     }
 }

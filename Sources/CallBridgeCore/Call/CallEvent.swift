@@ -4,6 +4,10 @@ public enum EndReason: String, Sendable, Equatable {
     case twilioClosed = "twilio_closed"
     case realtimeClosed = "realtime_closed"
     case realtimeConnectFailed = "realtime_connect_failed"
+    /// The service answered `session.update` with an error: the call cannot work as configured.
+    case realtimeRejected = "realtime_rejected"
+    /// The Realtime session was not connected and configured in time.
+    case realtimeNotReady = "realtime_not_ready"
     case shutdown = "shutdown"
 }
 
@@ -13,6 +17,24 @@ public enum RealtimeClosure: Sendable, Equatable {
     case connectFailed(String)
     /// Was connected; closed by the peer or the network.
     case closed(String)
+}
+
+/// A timer the core asked for. A re-armed timer gets a new generation, so a stale firing does nothing.
+public struct TimerID: Hashable, Sendable, CustomStringConvertible {
+    public enum Kind: String, Hashable, Sendable {
+        /// The Realtime leg must be connected and `session.updated` by then.
+        case sessionReady
+    }
+
+    public var kind: Kind
+    public var generation: UInt64
+
+    public init(_ kind: Kind, generation: UInt64) {
+        self.kind = kind
+        self.generation = generation
+    }
+
+    public var description: String { "\(self.kind.rawValue)#\(self.generation)" }
 }
 
 /// Everything that can happen to a call: past-tense facts fed to the state machine.
@@ -28,6 +50,8 @@ public enum CallEvent: Sendable, Equatable {
     case realtimeClosed(RealtimeClosure)
     /// The shared pacing ticker fired.
     case tick
+    /// A timer requested with `scheduleTimer` is due.
+    case timerFired(TimerID)
     case shutdownRequested
 }
 
@@ -38,6 +62,8 @@ public enum CallAction: Sendable, Equatable {
     /// The first bad message of its kind on this call (later ones are only counted).
     case logBadMessage(kind: String)
     case logUpstreamError(RealtimeErrorInfo)
+    /// Deliver `timerFired(id)` at `at` (a later request with the same kind supersedes it).
+    case scheduleTimer(TimerID, at: CallInstant)
     /// Close both legs cleanly and write the call log line.
     case endCall(EndReason)
 }

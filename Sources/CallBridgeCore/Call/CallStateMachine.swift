@@ -35,11 +35,14 @@ public struct CallStateMachine: Sendable {
         var audioDone = false
     }
 
-    /// The assistant item whose audio was queued last, and how much audio the service produced for it.
+    /// The assistant item whose audio was queued last, its response, and how much audio the service produced for it.
     struct PlaybackItem: Sendable, Equatable {
+        var responseID: String
         var itemID: String
         var producedBytes: Int
     }
+
+    static let sessionUpdateEventID = "cb_session_update"
 
     public let configuration: CallConfiguration
     let startedAt: CallInstant
@@ -56,6 +59,7 @@ public struct CallStateMachine: Sendable {
     var deadResponseIDs: [String] = []
     var loggedBadKinds: Set<String> = []
     var nextEventNumber = 1
+    var timersStarted = false
     public private(set) var counters = CallCounters()
     public private(set) var start: TwilioStart?
     public private(set) var endReason: EndReason?
@@ -91,6 +95,11 @@ public struct CallStateMachine: Sendable {
     public mutating func handle(_ event: CallEvent, now: CallInstant) -> [CallAction] {
         guard self.endReason == nil else { return [] }
         var actions: [CallAction] = []
+        if !self.timersStarted {
+            self.timersStarted = true
+            let deadline = self.startedAt + self.configuration.sessionReadyTimeout
+            actions.append(.scheduleTimer(TimerID(.sessionReady, generation: 0), at: deadline))
+        }
         switch event {
         case .twilioReceived(let message):
             self.twilioReceived(message, now: now, into: &actions)
@@ -100,7 +109,7 @@ public struct CallStateMachine: Sendable {
             self.end(.twilioClosed, now: now, into: &actions)
         case .realtimeConnected:
             self.upstream = .configuring
-            actions.append(.sendRealtime(.sessionUpdate(self.configuration.session)))
+            actions.append(.sendRealtime(.sessionUpdate(self.configuration.session, eventID: Self.sessionUpdateEventID)))
         case .realtimeReceived(let serverEvent):
             self.realtimeReceived(serverEvent, now: now, into: &actions)
         case .realtimeMalformed(let error):
@@ -115,6 +124,13 @@ public struct CallStateMachine: Sendable {
             }
         case .tick:
             break
+        case .timerFired(let id):
+            switch id.kind {
+            case .sessionReady:
+                if self.upstream != .ready {
+                    self.end(.realtimeNotReady, now: now, into: &actions)
+                }
+            }
         case .shutdownRequested:
             self.end(.shutdown, now: now, into: &actions)
         }
@@ -212,9 +228,12 @@ public struct CallStateMachine: Sendable {
             break
         case .error(let info):
             // With interrupt_response on, the service often cancels before our cancel arrives: harmless.
-            if !info.isCancelNotActive {
-                self.counters.upstreamErrors += 1
-                actions.append(.logUpstreamError(info))
+            guard !info.isCancelNotActive else { break }
+            self.counters.upstreamErrors += 1
+            actions.append(.logUpstreamError(info))
+            // A rejected configuration leaves a call that can neither hear nor speak: end it now.
+            if info.eventID == Self.sessionUpdateEventID && self.upstream != .ready {
+                self.end(.realtimeRejected, now: now, into: &actions)
             }
         case .ignored:
             break
@@ -234,9 +253,9 @@ public struct CallStateMachine: Sendable {
     }
 
     mutating func audioDelta(responseID: String, itemID: String, audio: [UInt8]) {
-        if case .streaming(let active) = self.response, active.id == responseID {
-            // expected case
-        } else if !self.deadResponseIDs.contains(responseID), !self.isInterrupted(responseID) {
+        let isCurrent: Bool
+        if case .streaming(let active) = self.response { isCurrent = active.id == responseID } else { isCurrent = false }
+        if !isCurrent && self.canAdopt(responseID) {
             // Deltas may overtake response.created: adopt the response rather than lose its audio.
             self.responseStarted(id: responseID, itemID: itemID)
         }
@@ -252,7 +271,7 @@ public struct CallStateMachine: Sendable {
         }
         if self.playback?.itemID != itemID {
             self.flushChunkerTail()
-            self.playback = PlaybackItem(itemID: itemID, producedBytes: 0)
+            self.playback = PlaybackItem(responseID: responseID, itemID: itemID, producedBytes: 0)
         }
         self.playback?.producedBytes += audio.count
         self.chunker.append(audio)
@@ -275,9 +294,15 @@ public struct CallStateMachine: Sendable {
         }
     }
 
-    func isInterrupted(_ responseID: String) -> Bool {
-        if case .interrupted(let id) = self.response { return id == responseID }
-        return false
+    /// An unknown response may take over only when no other response is streaming: a stray id must never silence
+    /// the live reply.
+    func canAdopt(_ responseID: String) -> Bool {
+        guard !self.deadResponseIDs.contains(responseID) else { return false }
+        switch self.response {
+        case .idle: return true
+        case .interrupted(let id): return id != responseID
+        case .streaming: return false
+        }
     }
 
     mutating func markDead(_ responseID: String) {
@@ -291,8 +316,14 @@ public struct CallStateMachine: Sendable {
     /// The AI is mid-utterance: its audio is queued here, held in the chunker, sent and not yet confirmed played,
     /// or its response is still streaming (a service that streams at real time leaves moments with nothing queued).
     var assistantAudioOutstanding: Bool {
-        !self.queue.isEmpty || self.chunker.bufferedByteCount > 0 || self.marks.outstandingCount > 0
-            || (self.isStreamingAudio && self.playback != nil)
+        !self.queue.isEmpty || self.chunker.bufferedByteCount > 0 || self.marks.playableCount > 0
+            || self.isStreamingPlayback
+    }
+
+    /// The streaming response has already queued audio (not merely been created after an older item played).
+    var isStreamingPlayback: Bool {
+        guard case .streaming(let active) = self.response, !active.audioDone else { return false }
+        return self.playback?.responseID == active.id
     }
 
     /// One transition: clear Twilio, flush, bump the generation, cancel the response if still active, truncate the

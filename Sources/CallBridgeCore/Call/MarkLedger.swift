@@ -37,6 +37,11 @@ public struct MarkLedger: Sendable, Equatable {
     /// Frames sent and not yet echoed.
     public var outstandingCount: Int { self.outstanding.count - self.outstandingHead }
 
+    /// Frames sent, not yet echoed, and not dropped by a `clear`: what Twilio may still play.
+    public var playableCount: Int {
+        self.outstanding[self.outstandingHead...].reduce(0) { $0 + ($1.sequence > self.clearedThrough ? 1 : 0) }
+    }
+
     /// Bytes of `itemID` that Twilio confirmed as played.
     public func playedBytes(of itemID: String) -> Int { self.playedBytes[itemID, default: 0] }
 

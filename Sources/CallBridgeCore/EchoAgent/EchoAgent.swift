@@ -51,6 +51,8 @@ public struct EchoAgent: Sendable {
     // Turn detection over appended audio (time = bytes appended / 8).
     var audio: [UInt8] = []
     var analysedBytes = 0
+    /// Bytes dropped from the front of `audio` (kept small between utterances); `audio` starts at this offset.
+    var droppedBytes = 0
     var voicedRun = 0
     var silentRun = 0
     var utteranceStart: Int?
@@ -60,7 +62,8 @@ public struct EchoAgent: Sendable {
     var reply: Reply?
     /// Audio bytes sent per assistant item, to check truncation requests.
     var producedBytes: [String: Int] = [:]
-    public private(set) var receivedTypes: [String] = []
+    /// The `type` of the last client event received.
+    public private(set) var lastReceivedType: String?
 
     public init(dialect: RealtimeDialect, configuration: Configuration = .init()) {
         self.dialect = dialect
@@ -80,10 +83,10 @@ public struct EchoAgent: Sendable {
         guard let message = try? JSONDecoder().decode(ClientMessage.self, from: Data(text.utf8)) else {
             return [self.error(type: "invalid_request_error", code: "invalid_json", message: "Could not parse event")]
         }
-        self.receivedTypes.append(message.type)
+        self.lastReceivedType = message.type
         switch message.type {
         case "session.update":
-            return self.sessionUpdate(message.session)
+            return self.sessionUpdate(message.session, eventID: message.event_id)
         case "input_audio_buffer.append":
             guard let base64 = message.audio, let bytes = Base64.decode(base64) else {
                 return [self.error(type: "invalid_request_error", code: "invalid_value", message: "audio is not base64")]
@@ -145,27 +148,27 @@ public struct EchoAgent: Sendable {
 
     // MARK: Session
 
-    mutating func sessionUpdate(_ session: ClientMessage.Session?) -> [String] {
+    mutating func sessionUpdate(_ session: ClientMessage.Session?, eventID: String?) -> [String] {
         guard let session else {
-            return [self.error(type: "invalid_request_error", code: "missing_required_parameter", message: "session")]
+            return [self.error(type: "invalid_request_error", code: "missing_required_parameter", message: "session", eventID: eventID)]
         }
         let detection: ClientMessage.TurnDetection?
         switch self.dialect {
         case .ga:
             guard session.type == "realtime", session.input_audio_format == nil else {
-                return [self.error(type: "invalid_request_error", code: "unknown_parameter", message: "beta session shape")]
+                return [self.error(type: "invalid_request_error", code: "unknown_parameter", message: "beta session shape", eventID: eventID)]
             }
             guard session.audio?.input?.format?.type == "audio/pcmu", session.audio?.output?.format?.type == "audio/pcmu"
             else {
-                return [self.error(type: "invalid_request_error", code: "invalid_value", message: "echo agent needs audio/pcmu")]
+                return [self.error(type: "invalid_request_error", code: "invalid_value", message: "echo agent needs audio/pcmu", eventID: eventID)]
             }
             detection = session.audio?.input?.turn_detection
         case .beta:
             guard session.type == nil, session.audio == nil else {
-                return [self.error(type: "invalid_request_error", code: "unknown_parameter", message: "GA session shape")]
+                return [self.error(type: "invalid_request_error", code: "unknown_parameter", message: "GA session shape", eventID: eventID)]
             }
             guard session.input_audio_format == "g711_ulaw", session.output_audio_format == "g711_ulaw" else {
-                return [self.error(type: "invalid_request_error", code: "invalid_value", message: "echo agent needs g711_ulaw")]
+                return [self.error(type: "invalid_request_error", code: "invalid_value", message: "echo agent needs g711_ulaw", eventID: eventID)]
             }
             detection = session.turn_detection
         }
@@ -196,6 +199,7 @@ public struct EchoAgent: Sendable {
             let voiced = Level.dBFS(muLaw: self.audio[start..<(start + frame)]) > self.voicedThresholdDBFS
             out += self.analyse(frameStart: start, voiced: voiced, now: now)
         }
+        self.trimIdleAudio()
         return out
     }
 
@@ -226,7 +230,7 @@ public struct EchoAgent: Sendable {
         var out = [
             self.event(
                 "input_audio_buffer.speech_started",
-                ["audio_start_ms": String(onsetByte / 8), "item_id": JSONText.quoted(item)]
+                ["audio_start_ms": String((self.droppedBytes + onsetByte) / 8), "item_id": JSONText.quoted(item)]
             )
         ]
         if self.reply != nil && self.turnDetection.interruptResponse {
@@ -241,7 +245,7 @@ public struct EchoAgent: Sendable {
         let from = max(0, onsetByte - paddingBytes)
         let to = min(self.audio.count, endByte + self.configuration.trailingAudioMs * 8)
         let utterance = Array(self.audio[from..<to])
-        let endMs = self.audio.count / 8
+        let endMs = (self.droppedBytes + self.audio.count) / 8
         var out = [
             self.event("input_audio_buffer.speech_stopped", ["audio_end_ms": String(endMs), "item_id": JSONText.quoted(item)]),
             self.event("input_audio_buffer.committed", ["item_id": JSONText.quoted(item)]),
@@ -258,18 +262,24 @@ public struct EchoAgent: Sendable {
     }
 
     mutating func resetTurn() {
-        // Keep the last prefix-padding worth of audio so the next utterance can include it.
-        let keep = self.turnDetection.prefixPaddingMs * 8
-        if self.audio.count > keep {
-            let drop = self.audio.count - keep
-            self.audio.removeFirst(drop)
-            self.analysedBytes = max(0, self.analysedBytes - drop)
-        }
         self.utteranceStart = nil
         self.voicedRun = 0
         self.silentRun = 0
         self.lastVoicedEnd = 0
         self.userItemID = nil
+        self.trimIdleAudio()
+    }
+
+    /// Between utterances only the last prefix-padding worth of audio can matter: drop the rest, so a long silent
+    /// call does not grow the buffer.
+    mutating func trimIdleAudio() {
+        guard self.utteranceStart == nil, self.voicedRun == 0 else { return }
+        let keep = self.turnDetection.prefixPaddingMs * 8
+        let drop = min(self.analysedBytes, self.audio.count - keep)
+        guard drop > 0 else { return }
+        self.audio.removeFirst(drop)
+        self.analysedBytes -= drop
+        self.droppedBytes += drop
     }
 
     // MARK: Replies

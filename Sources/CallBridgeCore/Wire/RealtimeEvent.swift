@@ -37,6 +37,11 @@ public struct RealtimeSessionSettings: Sendable, Equatable {
     public var voice: String
     public var turnDetection: TurnDetectionSettings
 
+    /// The default voice of each dialect: `marin` is GA-only; beta (Azure preview) deployments know `alloy`.
+    public static func defaultVoice(for dialect: RealtimeDialect) -> String {
+        dialect == .ga ? "marin" : "alloy"
+    }
+
     public init(
         instructions: String = "You are a helpful voice agent on a phone call. Keep answers short.",
         voice: String = "marin",
@@ -50,7 +55,7 @@ public struct RealtimeSessionSettings: Sendable, Equatable {
 
 /// Events the bridge sends to the Realtime service.
 public enum RealtimeClientEvent: Sendable, Equatable {
-    case sessionUpdate(RealtimeSessionSettings)
+    case sessionUpdate(RealtimeSessionSettings, eventID: String)
     /// Caller audio, base64 μ-law straight from the Twilio `media` payload.
     case inputAudioAppend(base64: String)
     case responseCancel(responseID: String, eventID: String)
@@ -204,12 +209,13 @@ public enum RealtimeCodec {
             return "{\"type\":\"conversation.item.truncate\",\"event_id\":" + JSONText.quoted(eventID)
                 + ",\"item_id\":" + JSONText.quoted(itemID) + ",\"content_index\":0,\"audio_end_ms\":"
                 + String(audioEndMs) + "}"
-        case .sessionUpdate(let settings):
-            return encodeSessionUpdate(settings, dialect: dialect)
+        case .sessionUpdate(let settings, let eventID):
+            return encodeSessionUpdate(settings, eventID: eventID, dialect: dialect)
         }
     }
 
-    static func encodeSessionUpdate(_ s: RealtimeSessionSettings, dialect: RealtimeDialect) -> String {
+    static func encodeSessionUpdate(_ s: RealtimeSessionSettings, eventID: String, dialect: RealtimeDialect) -> String {
+        let head = "{\"type\":\"session.update\",\"event_id\":" + JSONText.quoted(eventID) + ",\"session\":"
         let td = s.turnDetection
         let turnDetection =
             "{\"type\":\"server_vad\",\"threshold\":\(td.threshold),\"prefix_padding_ms\":\(td.prefixPaddingMs),"
@@ -217,12 +223,12 @@ public enum RealtimeCodec {
             + "\"interrupt_response\":\(td.interruptResponse)}"
         switch dialect {
         case .ga:
-            return "{\"type\":\"session.update\",\"session\":{\"type\":\"realtime\",\"output_modalities\":[\"audio\"],"
+            return head + "{\"type\":\"realtime\",\"output_modalities\":[\"audio\"],"
                 + "\"instructions\":" + JSONText.quoted(s.instructions) + ",\"audio\":{\"input\":{\"format\":"
                 + "{\"type\":\"audio/pcmu\"},\"turn_detection\":" + turnDetection + "},\"output\":{\"format\":"
                 + "{\"type\":\"audio/pcmu\"},\"voice\":" + JSONText.quoted(s.voice) + "}}}}"
         case .beta:
-            return "{\"type\":\"session.update\",\"session\":{\"modalities\":[\"audio\",\"text\"],\"instructions\":"
+            return head + "{\"modalities\":[\"audio\",\"text\"],\"instructions\":"
                 + JSONText.quoted(s.instructions) + ",\"voice\":" + JSONText.quoted(s.voice)
                 + ",\"input_audio_format\":\"g711_ulaw\",\"output_audio_format\":\"g711_ulaw\",\"turn_detection\":"
                 + turnDetection + "}}"
