@@ -20,14 +20,20 @@ import FoundationNetworking
     static let apiKey = "sk-test-e2e"
 
     static func logger(capturing lines: Observations<LogLine>? = nil) -> Logger {
+        // Standard error gets only what E2E_LOG asks for (nothing by default); the capture sees debug and up.
         let level = ProcessInfo.processInfo.environment["E2E_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .critical
-        var logger = Logger(label: "e2e") { label in
-            var handlers: [any LogHandler] = [StreamLogHandler.standardError(label: label)]
-            if let lines { handlers.append(CapturingLogHandler(lines: lines)) }
+        // No `logger.logLevel =` afterwards: on a multiplex handler that would overwrite every handler's own level.
+        return Logger(label: "e2e") { label in
+            var stream = StreamLogHandler.standardError(label: label)
+            stream.logLevel = level
+            var handlers: [any LogHandler] = [stream]
+            if let lines {
+                var capture = CapturingLogHandler(lines: lines)
+                capture.logLevel = .debug
+                handlers.append(capture)
+            }
             return MultiplexLogHandler(handlers)
         }
-        logger.logLevel = lines == nil ? level : .debug
-        return logger
     }
 
     static var logger: Logger { Self.logger() }
