@@ -134,6 +134,8 @@ final class CallSession: Sendable {
                             }
                         case .logBadMessage(let kind):
                             logger.warning("bad message", metadata: ["message.kind": .string(kind)])
+                        case .logWatchdog(let kind):
+                            logger.warning("watchdog tripped", metadata: ["watchdog.kind": .string(kind)])
                         case .logUpstreamError(let info):
                             logger.warning(
                                 "realtime error",

@@ -2,8 +2,11 @@ import Testing
 
 @testable import CallBridgeCore
 
-/// Call transcripts: each test feeds events at explicit instants and checks the exact actions.
+/// Call transcripts of the server-VAD bridge (local barge-in and watchdogs off; they have their own suites): each
+/// test feeds events at explicit instants and checks the exact actions.
 @Suite struct CallStateMachineTests {
+    static let serverVAD = CallConfiguration(bargeIn: .serverOnly, watchdog: nil)
+
     static let start = TwilioStart(streamSid: "MZ1", callSid: "CA1", customParameters: ["From": "+15550001111"])
     static let readyTimer = CallAction.scheduleTimer(TimerID(.sessionReady, generation: 0), at: t(10_000))
 
@@ -12,7 +15,7 @@ import Testing
     }
 
     /// A call whose Realtime session is configured at t=10 ms.
-    func readyCall(_ configuration: CallConfiguration = .init()) -> CallStateMachine {
+    func readyCall(_ configuration: CallConfiguration = Self.serverVAD) -> CallStateMachine {
         var sm = CallStateMachine(configuration: configuration, now: t(0))
         // The first event arms the session-ready deadline.
         #expect(sm.handle(.twilioReceived(.connected), now: t(0)) == [Self.readyTimer])
@@ -32,7 +35,7 @@ import Testing
     // MARK: Caller audio
 
     @Test func callerAudioIsHeldUntilTheSessionIsConfiguredThenForwardedInOrder() {
-        var sm = CallStateMachine(now: t(0))
+        var sm = CallStateMachine(configuration: Self.serverVAD, now: t(0))
         #expect(sm.handle(.twilioReceived(.media(payload: "AAAA")), now: t(0)) == [Self.readyTimer])
         #expect(sm.handle(.realtimeConnected, now: t(20)) == [Self.sessionUpdate()])
         // Connected but not configured: still held, so the μ-law format applies to every byte.
@@ -48,7 +51,7 @@ import Testing
     }
 
     @Test func heldAudioIsBoundedAndDropsTheOldest() {
-        var sm = CallStateMachine(configuration: .init(maxHeldInboundMessages: 2), now: t(0))
+        var sm = CallStateMachine(configuration: .init(maxHeldInboundMessages: 2, bargeIn: .serverOnly, watchdog: nil), now: t(0))
         for payload in ["AAAA", "BBBB", "CCCC"] {
             #expect(sm.handle(.twilioReceived(.media(payload: payload)), now: t(0)).allSatisfy { $0 == Self.readyTimer })
         }
@@ -142,6 +145,8 @@ import Testing
             actions == [
                 .sendTwilio(.clear),
                 .sendRealtime(.responseCancel(responseID: "r1", eventID: "cb_cancel_1")),
+                // The pending-cancel lock's failsafe.
+                .scheduleTimer(TimerID(.cancelTimeout, generation: 1), at: t(3150)),
                 .sendRealtime(.itemTruncate(itemID: "i1", audioEndMs: 40, eventID: "cb_truncate_2")),
             ]
         )
@@ -193,6 +198,7 @@ import Testing
             actions == [
                 .sendTwilio(.clear),
                 .sendRealtime(.responseCancel(responseID: "r1", eventID: "cb_cancel_1")),
+                .scheduleTimer(TimerID(.cancelTimeout, generation: 1), at: t(3125)),
                 .sendRealtime(.itemTruncate(itemID: "i1", audioEndMs: 20, eventID: "cb_truncate_2")),
             ]
         )
@@ -269,14 +275,14 @@ import Testing
     // MARK: Session readiness
 
     @Test func aRejectedSessionUpdateEndsTheCall() {
-        var sm = CallStateMachine(now: t(0))
+        var sm = CallStateMachine(configuration: Self.serverVAD, now: t(0))
         _ = sm.handle(.realtimeConnected, now: t(5))
         let rejection = RealtimeErrorInfo(type: "invalid_request_error", code: "invalid_value", message: "voice", eventID: "cb_session_update")
         #expect(sm.handle(.realtimeReceived(.error(rejection)), now: t(30)) == [.logUpstreamError(rejection), .endCall(.realtimeRejected)])
     }
 
     @Test func theSessionMustBeReadyInTime() {
-        var sm = CallStateMachine(configuration: .init(sessionReadyTimeout: .seconds(2)), now: t(0))
+        var sm = CallStateMachine(configuration: .init(sessionReadyTimeout: .seconds(2), bargeIn: .serverOnly, watchdog: nil), now: t(0))
         let timer = TimerID(.sessionReady, generation: 0)
         #expect(sm.handle(.realtimeConnected, now: t(5)).first == .scheduleTimer(timer, at: t(2000)))
         #expect(sm.handle(.timerFired(timer), now: t(2000)) == [.endCall(.realtimeNotReady)])
@@ -339,7 +345,7 @@ import Testing
         (RealtimeClosure.closed("close 1011"), EndReason.realtimeClosed),
     ])
     func realtimeGoingAwayEndsTheCall(closure: RealtimeClosure, reason: EndReason) {
-        var sm = CallStateMachine(now: t(0))
+        var sm = CallStateMachine(configuration: Self.serverVAD, now: t(0))
         _ = sm.handle(.twilioReceived(.start(Self.start)), now: t(0))
         #expect(sm.handle(.realtimeClosed(closure), now: t(300)) == [.endCall(reason)])
         #expect(sm.summary?.endReason == reason)

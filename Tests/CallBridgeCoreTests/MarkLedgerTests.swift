@@ -3,41 +3,58 @@ import Testing
 @testable import CallBridgeCore
 
 @Suite struct MarkLedgerTests {
+    func frame(_ item: String, _ first: Int = 0) -> FrameQueue.Frame { .init(bytes: ramp(160, from: first), itemID: item) }
+
+    func playedItem(_ echo: MarkLedger.Echo) -> String? {
+        if case .played(let entry) = echo { return entry.frame.itemID }
+        return nil
+    }
+
+    func clearedItem(_ echo: MarkLedger.Echo) -> String? {
+        if case .cleared(let entry) = echo { return entry.frame.itemID }
+        return nil
+    }
+
     @Test func echoesCountPlayedBytesPerItem() {
         var ledger = MarkLedger()
-        let a = ledger.recordSent(itemID: "item_a", byteCount: 160)
-        let b = ledger.recordSent(itemID: "item_a", byteCount: 160)
-        let c = ledger.recordSent(itemID: "item_b", byteCount: 160)
+        let a = ledger.recordSent(self.frame("item_a"), levelDBFS: -20, at: t(0))
+        _ = ledger.recordSent(self.frame("item_a"), levelDBFS: -20, at: t(0))
+        let c = ledger.recordSent(self.frame("item_b"), levelDBFS: -20, at: t(0))
         #expect(ledger.outstandingCount == 3)
-        #expect(ledger.echoReceived(name: a) == .played(itemID: "item_a", byteCount: 160))
+        #expect(self.playedItem(ledger.echoReceived(name: a)) == "item_a")
         #expect(ledger.playedBytes(of: "item_a") == 160)
-        // An echo that overtakes: b is implied played too (Twilio echoes in order).
-        #expect(ledger.echoReceived(name: c) == .played(itemID: "item_b", byteCount: 160))
+        // An echo that overtakes: the one before it is implied played too (Twilio echoes in order).
+        #expect(self.playedItem(ledger.echoReceived(name: c)) == "item_b")
         #expect(ledger.playedBytes(of: "item_a") == 320)
         #expect(ledger.playedBytes(of: "item_b") == 160)
         #expect(ledger.outstandingCount == 0)
-        _ = b
     }
 
-    @Test func echoesAfterAClearAreClearedNotPlayed() {
+    @Test func echoesAfterAClearAreClearedNotPlayedAndTheClearReturnsWhatWasDropped() {
         var ledger = MarkLedger()
-        let first = ledger.recordSent(itemID: "i", byteCount: 160)
-        let second = ledger.recordSent(itemID: "i", byteCount: 160)
-        #expect(ledger.echoReceived(name: first) == .played(itemID: "i", byteCount: 160))
-        ledger.clearSent()
-        #expect(ledger.echoReceived(name: second) == .cleared(itemID: "i", byteCount: 160))
+        let first = ledger.recordSent(self.frame("i", 0), levelDBFS: -20, at: t(0))
+        let second = ledger.recordSent(self.frame("i", 1), levelDBFS: -20, at: t(0))
+        let third = ledger.recordSent(self.frame("i", 2), levelDBFS: -20, at: t(0))
+        #expect(self.playedItem(ledger.echoReceived(name: first)) == "i")
+        #expect(ledger.playableCount == 2)
+        #expect(ledger.clearSent() == [self.frame("i", 1), self.frame("i", 2)])
+        #expect(ledger.playableCount == 0)
+        #expect(ledger.outstandingCount == 2)
+        #expect(self.clearedItem(ledger.echoReceived(name: second)) == "i")
+        #expect(self.clearedItem(ledger.echoReceived(name: third)) == "i")
         #expect(ledger.playedBytes(of: "i") == 160)
         // Marks sent after the clear count as played again.
-        let third = ledger.recordSent(itemID: "j", byteCount: 160)
-        #expect(ledger.echoReceived(name: third) == .played(itemID: "j", byteCount: 160))
+        let fourth = ledger.recordSent(self.frame("j"), levelDBFS: -20, at: t(0))
+        #expect(ledger.playableCount == 1)
+        #expect(self.playedItem(ledger.echoReceived(name: fourth)) == "j")
     }
 
     @Test func unknownAndRepeatedNamesAreIgnored() {
         var ledger = MarkLedger()
-        let name = ledger.recordSent(itemID: "i", byteCount: 160)
+        let name = ledger.recordSent(self.frame("i"), levelDBFS: -20, at: t(0))
         #expect(ledger.echoReceived(name: "somebody else's mark") == .unknown)
         #expect(ledger.echoReceived(name: "cb999") == .unknown)
-        #expect(ledger.echoReceived(name: name) == .played(itemID: "i", byteCount: 160))
+        #expect(self.playedItem(ledger.echoReceived(name: name)) == "i")
         #expect(ledger.echoReceived(name: name) == .unknown)
         #expect(ledger.playedBytes(of: "i") == 160)
     }

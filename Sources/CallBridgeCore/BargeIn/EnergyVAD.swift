@@ -77,15 +77,20 @@ public struct EnergyVAD: Sendable, Equatable {
     }
 
     /// Feeds one frame's level; `frameStart` is when the frame began (its end is `frameStart + duration`).
-    public mutating func process(levelDBFS level: Double, frameStart: CallInstant, duration: Duration = AudioFrame.duration)
-        -> Update
-    {
+    /// A `masked` frame (the echo guard says it is only the AI's own voice) counts as unvoiced and leaves the noise
+    /// floor alone.
+    public mutating func process(
+        levelDBFS level: Double,
+        frameStart: CallInstant,
+        duration: Duration = AudioFrame.duration,
+        masked: Bool = false
+    ) -> Update {
         if !self.sawFirstFrame {
             self.sawFirstFrame = true
             self.noiseFloorDBFS = min(max(level, self.configuration.initialNoiseFloorDBFS), self.configuration.maxInitialNoiseFloorDBFS)
         }
         let threshold = self.thresholdDBFS
-        let voiced = level > threshold
+        let voiced = !masked && level > threshold
         var transition: Transition?
         if voiced {
             if self.voicedRun == 0 { self.runStart = frameStart }
@@ -105,7 +110,7 @@ public struct EnergyVAD: Sendable, Equatable {
             }
         }
         // The floor follows the line only outside speech (and outside a run that may become speech).
-        if self.speechOnset == nil && self.voicedRun == 0 {
+        if self.speechOnset == nil && self.voicedRun == 0 && !masked {
             let alpha = min(1, duration.millisecondsValue / max(1, self.configuration.noiseFloorWindow.millisecondsValue))
             self.noiseFloorDBFS += alpha * (level - self.noiseFloorDBFS)
         }

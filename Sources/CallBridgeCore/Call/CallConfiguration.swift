@@ -9,16 +9,24 @@ public struct CallConfiguration: Sendable, Equatable {
     public var session: RealtimeSessionSettings
     /// From the start of the call to `session.updated`; past it the call ends (`realtime_not_ready`).
     public var sessionReadyTimeout: Duration
+    /// Local barge-in: detection, gates, echo handling.
+    public var bargeIn: BargeInConfiguration
+    /// Watchdogs; nil turns them off.
+    public var watchdog: WatchdogConfiguration?
 
     public init(
         pacer: TxPacer.Configuration = .init(),
         maxHeldInboundMessages: Int = 150,
         session: RealtimeSessionSettings = .init(),
-        sessionReadyTimeout: Duration = .seconds(10)
+        sessionReadyTimeout: Duration = .seconds(10),
+        bargeIn: BargeInConfiguration = .init(),
+        watchdog: WatchdogConfiguration? = .init()
     ) {
         self.pacer = pacer
         self.maxHeldInboundMessages = maxHeldInboundMessages
         self.session = session
         self.sessionReadyTimeout = sessionReadyTimeout
+        self.bargeIn = bargeIn
+        self.watchdog = watchdog
     }
 }

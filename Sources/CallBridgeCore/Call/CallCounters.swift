@@ -22,6 +22,21 @@ public struct CallCounters: Sendable, Equatable {
     public var cancelsSent = 0
     public var truncatesSent = 0
     public var dtmfDigits = 0
+    /// Local barge-in: tentative pauses, and pauses that turned out to be false alarms (resumed).
+    public var bargeInPauses = 0
+    public var bargeInFalseAlarms = 0
+    /// Caller messages replaced by silence toward the service because only the AI's echo was on the line.
+    public var echoSilencedMessages = 0
+    /// Pending cancels released by their failsafe instead of an answer.
+    public var cancelTimeouts = 0
+    public var stuckResponses = 0
+    /// Stalls flagged: no caller media, or marks not echoed, for the warning time.
+    public var stallFlags = 0
+    /// Onset-to-pause delay of the last local barge-in (speech onset → Twilio stopped).
+    public var lastBargeInPause: Duration?
+    /// The echo path the echo guard learned, if it did.
+    public var echoDelay: Duration?
+    public var echoReturnLossDB: Double?
     public var firstAudioAt: Duration?
     public var realtimeReadyAt: Duration?
 
@@ -81,6 +96,15 @@ public struct CallSummary: Sendable, Equatable {
             ("dtmf_digits", String(c.dtmfDigits)),
             ("first_audio_ms", c.firstAudioAt.map { String($0.wholeMilliseconds) } ?? "null"),
             ("realtime_ready_ms", c.realtimeReadyAt.map { String($0.wholeMilliseconds) } ?? "null"),
+            ("barge_in_pauses", String(c.bargeInPauses)),
+            ("barge_in_false_alarms", String(c.bargeInFalseAlarms)),
+            ("barge_in_pause_ms", c.lastBargeInPause.map { String($0.wholeMilliseconds) } ?? "null"),
+            ("echo_silenced_messages", String(c.echoSilencedMessages)),
+            ("echo_delay_ms", c.echoDelay.map { String($0.wholeMilliseconds) } ?? "null"),
+            ("echo_return_loss_db", c.echoReturnLossDB.map { String(format1: $0) } ?? "null"),
+            ("cancel_timeouts", String(c.cancelTimeouts)),
+            ("stuck_responses", String(c.stuckResponses)),
+            ("stall_flags", String(c.stallFlags)),
         ]
         if !self.customParameters.isEmpty {
             let params = self.customParameters.sorted { $0.key < $1.key }

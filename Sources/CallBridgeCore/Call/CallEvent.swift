@@ -8,6 +8,8 @@ public enum EndReason: String, Sendable, Equatable {
     case realtimeRejected = "realtime_rejected"
     /// The Realtime session was not connected and configured in time.
     case realtimeNotReady = "realtime_not_ready"
+    /// No caller media, or no mark echoes, for the watchdog's stall limit.
+    case twilioStalled = "twilio_stalled"
     case shutdown = "shutdown"
 }
 
@@ -24,6 +26,12 @@ public struct TimerID: Hashable, Sendable, CustomStringConvertible {
     public enum Kind: String, Hashable, Sendable {
         /// The Realtime leg must be connected and `session.updated` by then.
         case sessionReady
+        /// The pending-cancel lock's failsafe.
+        case cancelTimeout
+        /// The periodic watchdog check.
+        case watchdog
+        /// AUDIO_DRAIN's limit on an ending call.
+        case audioDrain
     }
 
     public var kind: Kind
@@ -64,6 +72,8 @@ public enum CallAction: Sendable, Equatable {
     case logUpstreamError(RealtimeErrorInfo)
     /// Deliver `timerFired(id)` at `at` (a later request with the same kind supersedes it).
     case scheduleTimer(TimerID, at: CallInstant)
+    /// A watchdog tripped (logged once per trip).
+    case logWatchdog(kind: String)
     /// Close both legs cleanly and write the call log line.
     case endCall(EndReason)
 }

@@ -1,7 +1,8 @@
 /// The whole decision logic of one call: `handle(event, now:)` returns the ordered actions for the shell.
 ///
-/// It owns the response state, the 160-byte chunker, the TX queue and pacer, and the mark ledger. It never reads
-/// a clock, never awaits, never logs, and never traps on peer input.
+/// It owns the response state, the 160-byte chunker, the TX queue and pacer, the mark ledger, the barge-in engine
+/// (VAD, echo guard, gates, pending-cancel lock) and the watchdogs. It never reads a clock, never awaits, never
+/// logs, and never traps on peer input.
 public struct CallStateMachine: Sendable {
     /// The Realtime leg, as far as caller audio is concerned.
     enum Upstream: Sendable, Equatable {
@@ -21,11 +22,16 @@ public struct CallStateMachine: Sendable {
     enum Response: Sendable, Equatable {
         /// Nothing streaming. → `.streaming` on `response.created` or a first delta of a new response.
         case idle
-        /// Audio of this response is accepted. → `.idle` on `response.done`; → `.interrupted` on barge-in.
+        /// Audio of this response is accepted. → `.idle` on `response.done` or a watchdog reset;
+        /// → `.cancelling` on a barge-in that cancels it; → `.interrupted` on a barge-in after its audio was done.
         case streaming(ActiveResponse)
-        /// Barged in: its late deltas are dropped until its `response.done`.
-        /// → `.idle` on `response.done` for this id; → `.streaming` when another response starts.
-        case interrupted(responseID: String)
+        /// The pending-cancel lock: `response.cancel` sent, its late deltas are dropped.
+        /// → `.idle` on `response.done` for this id, on an error answering this cancel, or on the cancel timeout;
+        /// → `.streaming` when another response starts. The safety fuse never touches this state.
+        case cancelling(responseID: String, eventID: String, timer: TimerID)
+        /// Barged in after its audio was complete (nothing to cancel): late deltas are dropped until its `response.done`.
+        /// → `.idle` on `response.done` for this id or a watchdog reset; → `.streaming` when another response starts.
+        case interrupted(responseID: String, since: CallInstant)
     }
 
     struct ActiveResponse: Sendable, Equatable {
@@ -33,6 +39,8 @@ public struct CallStateMachine: Sendable {
         var itemID: String?
         var generation: UInt64
         var audioDone = false
+        var createdAt: CallInstant
+        var lastAudioAt: CallInstant?
     }
 
     /// The assistant item whose audio was queued last, its response, and how much audio the service produced for it.
@@ -59,20 +67,42 @@ public struct CallStateMachine: Sendable {
     var deadResponseIDs: [String] = []
     var loggedBadKinds: Set<String> = []
     var nextEventNumber = 1
+    var nextTimerGeneration: UInt64 = 1
     var timersStarted = false
-    public private(set) var counters = CallCounters()
-    public private(set) var start: TwilioStart?
-    public private(set) var endReason: EndReason?
-    public private(set) var endedAt: CallInstant?
+
+    // Barge-in engine (see CallStateMachine+BargeIn.swift).
+    var vad: EnergyVAD
+    var echoGuard: EchoGuard
+    var inboundFrames = FrameChunker()
+    var bargeIn: BargeInState = .listening
+    var lastBargeInAt: CallInstant?
+    var recoveryUntil: CallInstant?
+    /// Playout truth: until when the caller may still hear the AI (nil after a flush).
+    var playoutUntil: CallInstant?
+    var preRoll: [PreRollEntry] = []
+    var silenceCache: (count: Int, base64: String)?
+
+    // Watchdogs (see CallStateMachine+Watchdogs.swift).
+    var lastInboundAt: CallInstant
+    var stallFlagged = false
+    var draining: CallInstant?
+
+    public internal(set) var counters = CallCounters()
+    public internal(set) var start: TwilioStart?
+    public internal(set) var endReason: EndReason?
+    public internal(set) var endedAt: CallInstant?
 
     public init(configuration: CallConfiguration = .init(), now: CallInstant) {
         self.configuration = configuration
         self.startedAt = now
+        self.lastInboundAt = now
         self.pacer = TxPacer(configuration: configuration.pacer)
+        self.vad = EnergyVAD(configuration: configuration.bargeIn.vad)
+        self.echoGuard = EchoGuard(configuration: configuration.bargeIn.echo)
     }
 
     /// True while frames wait for the pacer: the shell then delivers `.tick` from the shared ticker.
-    public var wantsTicks: Bool { !self.queue.isEmpty && self.endReason == nil }
+    public var wantsTicks: Bool { !self.queue.isEmpty && !self.isPaused && self.endReason == nil }
 
     /// The earliest instant at which the next queued frame may be sent.
     public var nextReleaseTime: CallInstant? { self.queue.isEmpty ? nil : self.pacer.nextReleaseTime }
@@ -82,12 +112,17 @@ public struct CallStateMachine: Sendable {
     /// The record for the call log, once the call has ended.
     public var summary: CallSummary? {
         guard let reason = self.endReason, let endedAt = self.endedAt else { return nil }
+        var counters = self.counters
+        if let estimate = self.echoGuard.estimate {
+            counters.echoDelay = estimate.delay
+            counters.echoReturnLossDB = estimate.returnLossDB
+        }
         return CallSummary(
             callSid: self.start?.callSid ?? "",
             streamSid: self.start?.streamSid ?? "",
             durationMs: (endedAt - self.startedAt).wholeMilliseconds,
             endReason: reason,
-            counters: self.counters,
+            counters: counters,
             customParameters: self.start?.customParameters ?? [:]
         )
     }
@@ -99,6 +134,9 @@ public struct CallStateMachine: Sendable {
             self.timersStarted = true
             let deadline = self.startedAt + self.configuration.sessionReadyTimeout
             actions.append(.scheduleTimer(TimerID(.sessionReady, generation: 0), at: deadline))
+            if let watchdog = self.configuration.watchdog {
+                actions.append(.scheduleTimer(TimerID(.watchdog, generation: 0), at: now + watchdog.checkInterval))
+            }
         }
         switch event {
         case .twilioReceived(let message):
@@ -125,19 +163,35 @@ public struct CallStateMachine: Sendable {
         case .tick:
             break
         case .timerFired(let id):
-            switch id.kind {
-            case .sessionReady:
-                if self.upstream != .ready {
-                    self.end(.realtimeNotReady, now: now, into: &actions)
-                }
-            }
+            self.timerFired(id, now: now, into: &actions)
         case .shutdownRequested:
-            self.end(.shutdown, now: now, into: &actions)
+            self.shutdownRequested(now: now, into: &actions)
         }
         if self.endReason == nil {
             self.pump(now: now, into: &actions)
+            self.checkDrain(now: now, into: &actions)
         }
         return actions
+    }
+
+    mutating func timerFired(_ id: TimerID, now: CallInstant, into actions: inout [CallAction]) {
+        switch id.kind {
+        case .sessionReady:
+            if self.upstream != .ready {
+                self.end(.realtimeNotReady, now: now, into: &actions)
+            }
+        case .cancelTimeout:
+            self.cancelTimedOut(id, now: now, into: &actions)
+        case .watchdog:
+            self.watchdogCheck(now: now, into: &actions)
+        case .audioDrain:
+            if self.draining != nil { self.end(.shutdown, now: now, into: &actions) }
+        }
+    }
+
+    mutating func makeTimer(_ kind: TimerID.Kind) -> TimerID {
+        defer { self.nextTimerGeneration += 1 }
+        return TimerID(kind, generation: self.nextTimerGeneration)
     }
 
     // MARK: Twilio leg
@@ -150,14 +204,20 @@ public struct CallStateMachine: Sendable {
             self.start = start
         case .media(let payload):
             self.counters.rxMessages += 1
-            self.forwardCallerAudio(payload)
-                .map { actions.append(.sendRealtime(.inputAudioAppend(base64: $0))) }
+            self.lastInboundAt = now
+            self.callerAudio(payload, now: now, into: &actions)
         case .mark(let name):
             switch self.marks.echoReceived(name: name) {
-            case .played: self.counters.marksPlayed += 1
-            case .cleared: self.counters.marksCleared += 1
-            case .unknown: break
+            case .played(let entry):
+                self.counters.marksPlayed += 1
+                // The frame finished playing now: it began one frame earlier.
+                self.echoGuard.played(levelDBFS: entry.levelDBFS, start: now - AudioFrame.duration)
+            case .cleared:
+                self.counters.marksCleared += 1
+            case .unknown:
+                break
             }
+            self.refreshPlayout(now: now)
         case .dtmf:
             self.counters.dtmfDigits += 1
         case .stop:
@@ -167,20 +227,19 @@ public struct CallStateMachine: Sendable {
         }
     }
 
-    /// Caller audio goes straight through once the session is configured; before that it is held, bounded.
-    mutating func forwardCallerAudio(_ payload: String) -> String? {
+    /// Sends caller audio to the service once the session is configured; before that it is held, bounded.
+    mutating func forward(_ payload: String, into actions: inout [CallAction]) {
         switch self.upstream {
         case .ready:
-            return payload
+            actions.append(.sendRealtime(.inputAudioAppend(base64: payload)))
         case .connecting, .configuring:
             if self.heldInbound.count >= self.configuration.maxHeldInboundMessages {
                 self.heldInbound.removeFirst()
                 self.counters.rxDroppedBeforeReady += 1
             }
             self.heldInbound.append(payload)
-            return nil
         case .closed:
-            return nil
+            break
         }
     }
 
@@ -199,18 +258,18 @@ public struct CallStateMachine: Sendable {
             }
             self.heldInbound.removeAll()
         case .speechStarted:
-            self.bargeIn(into: &actions)
+            self.serverSpeechStarted(now: now, into: &actions)
         case .speechStopped:
             break
         case .responseCreated(let id):
-            self.responseStarted(id: id, itemID: nil)
+            self.responseStarted(id: id, itemID: nil, now: now)
         case .outputItemAdded(let responseID, let itemID):
             if case .streaming(var active) = self.response, active.id == responseID, active.itemID == nil {
                 active.itemID = itemID
                 self.response = .streaming(active)
             }
         case .audioDelta(let responseID, let itemID, let audio):
-            self.audioDelta(responseID: responseID, itemID: itemID, audio: audio)
+            self.audioDelta(responseID: responseID, itemID: itemID, audio: audio, now: now)
         case .audioDone(let responseID, _):
             self.audioFinished(responseID: responseID)
         case .responseDone(let responseID, _):
@@ -218,7 +277,9 @@ public struct CallStateMachine: Sendable {
             switch self.response {
             case .streaming(let active) where active.id == responseID:
                 self.response = .idle
-            case .interrupted(let id) where id == responseID:
+            case .cancelling(let id, _, _) where id == responseID:
+                self.response = .idle  // the pending-cancel lock is released by the answer
+            case .interrupted(let id, _) where id == responseID:
                 self.response = .idle
             default:
                 break
@@ -227,20 +288,28 @@ public struct CallStateMachine: Sendable {
         case .itemTruncated:
             break
         case .error(let info):
-            // With interrupt_response on, the service often cancels before our cancel arrives: harmless.
-            guard !info.isCancelNotActive else { break }
-            self.counters.upstreamErrors += 1
-            actions.append(.logUpstreamError(info))
-            // A rejected configuration leaves a call that can neither hear nor speak: end it now.
-            if info.eventID == Self.sessionUpdateEventID && self.upstream != .ready {
-                self.end(.realtimeRejected, now: now, into: &actions)
-            }
+            self.upstreamError(info, now: now, into: &actions)
         case .ignored:
             break
         }
     }
 
-    mutating func responseStarted(id: String, itemID: String?) {
+    mutating func upstreamError(_ info: RealtimeErrorInfo, now: CallInstant, into actions: inout [CallAction]) {
+        // An error answering our cancel releases the pending-cancel lock (for this id only).
+        if case .cancelling(_, let eventID, _) = self.response, info.eventID == eventID || info.isCancelNotActive {
+            self.response = .idle
+        }
+        // With interrupt_response on, the service often cancels before our cancel arrives: harmless.
+        guard !info.isCancelNotActive else { return }
+        self.counters.upstreamErrors += 1
+        actions.append(.logUpstreamError(info))
+        // A rejected configuration leaves a call that can neither hear nor speak: end it now.
+        if info.eventID == Self.sessionUpdateEventID && self.upstream != .ready {
+            self.end(.realtimeRejected, now: now, into: &actions)
+        }
+    }
+
+    mutating func responseStarted(id: String, itemID: String?, now: CallInstant) {
         guard !self.deadResponseIDs.contains(id) else { return }
         if case .streaming(let active) = self.response {
             if active.id == id { return }
@@ -249,15 +318,15 @@ public struct CallStateMachine: Sendable {
             self.markDead(active.id)
         }
         self.counters.responses += 1
-        self.response = .streaming(ActiveResponse(id: id, itemID: itemID, generation: self.generation))
+        self.response = .streaming(ActiveResponse(id: id, itemID: itemID, generation: self.generation, createdAt: now))
     }
 
-    mutating func audioDelta(responseID: String, itemID: String, audio: [UInt8]) {
+    mutating func audioDelta(responseID: String, itemID: String, audio: [UInt8], now: CallInstant) {
         let isCurrent: Bool
         if case .streaming(let active) = self.response { isCurrent = active.id == responseID } else { isCurrent = false }
         if !isCurrent && self.canAdopt(responseID) {
             // Deltas may overtake response.created: adopt the response rather than lose its audio.
-            self.responseStarted(id: responseID, itemID: itemID)
+            self.responseStarted(id: responseID, itemID: itemID, now: now)
         }
         guard case .streaming(var active) = self.response, active.id == responseID,
             active.generation == self.generation, !active.audioDone
@@ -265,10 +334,9 @@ public struct CallStateMachine: Sendable {
             self.counters.staleDeltasDropped += 1
             return
         }
-        if active.itemID == nil {
-            active.itemID = itemID
-            self.response = .streaming(active)
-        }
+        if active.itemID == nil { active.itemID = itemID }
+        active.lastAudioAt = now
+        self.response = .streaming(active)
         if self.playback?.itemID != itemID {
             self.flushChunkerTail()
             self.playback = PlaybackItem(responseID: responseID, itemID: itemID, producedBytes: 0)
@@ -278,6 +346,7 @@ public struct CallStateMachine: Sendable {
         while let frame = self.chunker.nextFrame() {
             self.queue.append(.init(bytes: frame, itemID: itemID))
         }
+        self.refreshPlayout(now: now)
     }
 
     mutating func audioFinished(responseID: String) {
@@ -300,7 +369,7 @@ public struct CallStateMachine: Sendable {
         guard !self.deadResponseIDs.contains(responseID) else { return false }
         switch self.response {
         case .idle: return true
-        case .interrupted(let id): return id != responseID
+        case .cancelling(let id, _, _), .interrupted(let id, _): return id != responseID
         case .streaming: return false
         }
     }
@@ -311,57 +380,6 @@ public struct CallStateMachine: Sendable {
         if self.deadResponseIDs.count > 32 { self.deadResponseIDs.removeFirst() }
     }
 
-    // MARK: Barge-in (server VAD)
-
-    /// The AI is mid-utterance: its audio is queued here, held in the chunker, sent and not yet confirmed played,
-    /// or its response is still streaming (a service that streams at real time leaves moments with nothing queued).
-    var assistantAudioOutstanding: Bool {
-        !self.queue.isEmpty || self.chunker.bufferedByteCount > 0 || self.marks.playableCount > 0
-            || self.isStreamingPlayback
-    }
-
-    /// The streaming response has already queued audio (not merely been created after an older item played).
-    var isStreamingPlayback: Bool {
-        guard case .streaming(let active) = self.response, !active.audioDone else { return false }
-        return self.playback?.responseID == active.id
-    }
-
-    /// One transition: clear Twilio, flush, bump the generation, cancel the response if still active, truncate the
-    /// item to what Twilio confirmed as played.
-    mutating func bargeIn(into actions: inout [CallAction]) {
-        guard self.assistantAudioOutstanding else { return }
-        self.pacer.stop()
-        self.queue.removeAll()
-        self.chunker.reset()
-        actions.append(.sendTwilio(.clear))
-        self.marks.clearSent()
-        self.generation += 1
-        if case .streaming(let active) = self.response {
-            self.response = .interrupted(responseID: active.id)
-            self.markDead(active.id)
-            // Once its audio is done the service is finishing anyway; a cancel then only earns an error.
-            if !active.audioDone {
-                actions.append(.sendRealtime(.responseCancel(responseID: active.id, eventID: self.makeEventID("cancel"))))
-                self.counters.cancelsSent += 1
-            }
-        }
-        if let playback = self.playback {
-            let played = min(self.marks.playedBytes(of: playback.itemID), playback.producedBytes)
-            actions.append(
-                .sendRealtime(
-                    .itemTruncate(
-                        itemID: playback.itemID,
-                        audioEndMs: AudioFrame.milliseconds(ofBytes: played),
-                        eventID: self.makeEventID("truncate")
-                    )
-                )
-            )
-            self.counters.truncatesSent += 1
-            self.playback = nil
-        }
-        self.counters.bargeInEvents += 1
-    }
-
     mutating func makeEventID(_ prefix: String) -> String {
         defer { self.nextEventNumber += 1 }
         return "cb_\(prefix)_\(self.nextEventNumber)"
@@ -369,8 +387,11 @@ public struct CallStateMachine: Sendable {
 
     // MARK: Pacing
 
-    /// Sends every frame the pacer allows at `now`, each followed by its mark.
+    /// Sends every frame the pacer allows at `now`, each followed by its mark. Nothing goes out while a tentative
+    /// barge-in holds the queue.
     mutating func pump(now: CallInstant, into actions: inout [CallAction]) {
+        guard !self.isPaused else { return }
+        var sent = false
         while !self.queue.isEmpty, let release = self.pacer.release(now: now), let frame = self.queue.popFirst() {
             switch release {
             case .onTime: break
@@ -383,10 +404,12 @@ public struct CallStateMachine: Sendable {
             }
             self.counters.txFrames += 1
             actions.append(.sendTwilio(.media(frame.bytes)))
-            let name = self.marks.recordSent(itemID: frame.itemID, byteCount: frame.bytes.count)
+            let name = self.marks.recordSent(frame, levelDBFS: Level.dBFS(muLaw: frame.bytes), at: now)
             self.counters.marksSent += 1
             actions.append(.sendTwilio(.mark(name: name)))
+            sent = true
         }
+        if sent { self.refreshPlayout(now: now) }
         if self.queue.isEmpty && self.chunker.bufferedByteCount == 0 && !self.isStreamingAudio {
             self.pacer.stop()
         }
@@ -396,6 +419,12 @@ public struct CallStateMachine: Sendable {
     var isStreamingAudio: Bool {
         if case .streaming(let active) = self.response { return !active.audioDone }
         return false
+    }
+
+    /// The streaming response has already queued audio (not merely been created after an older item played).
+    var isStreamingPlayback: Bool {
+        guard case .streaming(let active) = self.response, !active.audioDone else { return false }
+        return self.playback?.responseID == active.id
     }
 
     // MARK: Errors and ending

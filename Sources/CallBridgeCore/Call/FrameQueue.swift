@@ -3,6 +3,11 @@ public struct FrameQueue: Sendable, Equatable {
     public struct Frame: Sendable, Equatable {
         public var bytes: [UInt8]
         public var itemID: String
+
+        public init(bytes: [UInt8], itemID: String) {
+            self.bytes = bytes
+            self.itemID = itemID
+        }
     }
 
     private var storage: [Frame] = []
@@ -15,6 +20,13 @@ public struct FrameQueue: Sendable, Equatable {
 
     public mutating func append(_ frame: Frame) {
         self.storage.append(frame)
+    }
+
+    /// Puts frames back at the head (a paused reply resuming where Twilio dropped it).
+    public mutating func prepend(contentsOf frames: [Frame]) {
+        guard !frames.isEmpty else { return }
+        self.storage.replaceSubrange(0..<self.head, with: frames)
+        self.head = 0
     }
 
     public mutating func popFirst() -> Frame? {

@@ -2,17 +2,19 @@
 ///
 /// Marks are echoed in the order they were sent, either when the audio before them has played or when a
 /// `clear` dropped it. The ledger remembers the last mark sent before each `clear`, so an echo at or before
-/// that point counts as *cleared*, not *played*.
+/// that point counts as *cleared*, not *played*. It keeps each outstanding frame, so a paused reply can be resumed
+/// exactly where Twilio dropped it, and its level, so the echo guard knows what was played when.
 public struct MarkLedger: Sendable, Equatable {
     public struct Entry: Sendable, Equatable {
         public var sequence: UInt64
-        public var itemID: String
-        public var byteCount: Int
+        public var frame: FrameQueue.Frame
+        public var levelDBFS: Double
+        public var sentAt: CallInstant
     }
 
     public enum Echo: Sendable, Equatable {
-        case played(itemID: String, byteCount: Int)
-        case cleared(itemID: String, byteCount: Int)
+        case played(Entry)
+        case cleared(Entry)
         /// A name the bridge never sent, or one already echoed.
         case unknown
     }
@@ -27,27 +29,34 @@ public struct MarkLedger: Sendable, Equatable {
     public init() {}
 
     /// Records a frame about to be sent and returns the name of the mark to send after it.
-    public mutating func recordSent(itemID: String, byteCount: Int) -> String {
+    public mutating func recordSent(_ frame: FrameQueue.Frame, levelDBFS: Double, at now: CallInstant) -> String {
         let sequence = self.nextSequence
         self.nextSequence += 1
-        self.outstanding.append(Entry(sequence: sequence, itemID: itemID, byteCount: byteCount))
+        self.outstanding.append(Entry(sequence: sequence, frame: frame, levelDBFS: levelDBFS, sentAt: now))
         return Self.name(for: sequence)
     }
 
     /// Frames sent and not yet echoed.
     public var outstandingCount: Int { self.outstanding.count - self.outstandingHead }
 
-    /// Frames sent, not yet echoed, and not dropped by a `clear`: what Twilio may still play.
-    public var playableCount: Int {
-        self.outstanding[self.outstandingHead...].reduce(0) { $0 + ($1.sequence > self.clearedThrough ? 1 : 0) }
+    /// Frames sent, not yet echoed, and not dropped by a `clear`: what Twilio may still play (oldest first).
+    public var playable: ArraySlice<Entry> {
+        let entries = self.outstanding[self.outstandingHead...]
+        guard let first = entries.firstIndex(where: { $0.sequence > self.clearedThrough }) else { return [] }
+        return entries[first...]
     }
+
+    public var playableCount: Int { self.playable.count }
 
     /// Bytes of `itemID` that Twilio confirmed as played.
     public func playedBytes(of itemID: String) -> Int { self.playedBytes[itemID, default: 0] }
 
-    /// Everything outstanding now will come back as cleared.
-    public mutating func clearSent() {
+    /// Everything playable now will come back as cleared; returns those frames, oldest first.
+    @discardableResult
+    public mutating func clearSent() -> [FrameQueue.Frame] {
+        let dropped = self.playable.map(\.frame)
         self.clearedThrough = self.nextSequence - 1
+        return dropped
     }
 
     public mutating func echoReceived(name: String) -> Echo {
@@ -72,10 +81,10 @@ public struct MarkLedger: Sendable, Equatable {
 
     private mutating func account(_ entry: Entry) -> Echo {
         if entry.sequence <= self.clearedThrough {
-            return .cleared(itemID: entry.itemID, byteCount: entry.byteCount)
+            return .cleared(entry)
         }
-        self.playedBytes[entry.itemID, default: 0] += entry.byteCount
-        return .played(itemID: entry.itemID, byteCount: entry.byteCount)
+        self.playedBytes[entry.frame.itemID, default: 0] += entry.frame.bytes.count
+        return .played(entry)
     }
 
     private mutating func compact() {

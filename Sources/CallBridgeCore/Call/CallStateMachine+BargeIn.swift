@@ -1,0 +1,251 @@
+/// Local barge-in: detection on the caller's audio, the ordered gates, pause-then-commit, and what the service hears.
+extension CallStateMachine {
+    enum BargeInState: Sendable, Equatable {
+        /// → `.tentative` when caller speech starts while the AI is audible and gates 1–3 pass.
+        case listening
+        /// Stage 1: Twilio cleared and the TX queue held.
+        /// → `.listening` through the barge-in transition when the speech lasts `minSpeechDuration` (gate 4) or the
+        ///   service's VAD reports speech too;
+        /// → `.listening` with playback resumed when the speech ends first (a false alarm, e.g. a cough).
+        case tentative(Tentative)
+    }
+
+    struct Tentative: Sendable, Equatable {
+        var onset: CallInstant
+        /// The response that was speaking when the pause began (the idempotency check at commit).
+        var targetResponseID: String?
+        /// Frames Twilio dropped because of the pause's `clear`, replayed first on a false alarm.
+        var cleared: [FrameQueue.Frame]
+    }
+
+    /// Recent caller audio, kept for the pre-roll.
+    struct PreRollEntry: Sendable, Equatable {
+        var payload: String
+        var duration: Duration
+        var forwardedReal: Bool
+    }
+
+    var isPaused: Bool {
+        if case .tentative = self.bargeIn { return true }
+        return false
+    }
+
+    /// Gate 1, playout truth: the caller may still be hearing the AI.
+    func isAISpeaking(now: CallInstant) -> Bool {
+        if let until = self.playoutUntil, now < until { return true }
+        return self.isStreamingPlayback
+    }
+
+    /// `playout_until = now + (queued + sent-but-unconfirmed frames) × 20 ms + grace`, refreshed on enqueue, send and
+    /// mark; cleared by a flush.
+    mutating func refreshPlayout(now: CallInstant) {
+        let pending = self.queue.count + self.marks.playableCount
+        self.playoutUntil = now + AudioFrame.duration * pending + self.configuration.bargeIn.playoutGrace
+    }
+
+    /// The AI's audio is queued, held, playing, or still streaming in.
+    var assistantAudioOutstanding: Bool {
+        !self.queue.isEmpty || self.chunker.bufferedByteCount > 0 || self.marks.playableCount > 0
+            || self.isStreamingPlayback
+    }
+
+    // MARK: Caller audio
+
+    /// One caller `media` message: analyse its 20 ms frames, then forward it (or silence, while only the AI's echo is
+    /// on the line).
+    mutating func callerAudio(_ payload: String, now: CallInstant, into actions: inout [CallAction]) {
+        let settings = self.configuration.bargeIn
+        guard settings.localEnabled else {
+            self.forward(payload, into: &actions)
+            return
+        }
+        guard let bytes = Base64.decode(payload) else {
+            self.badMessage(kind: "twilio.invalid_base64", into: &actions)
+            return
+        }
+        let aiSpeaking = self.isAISpeaking(now: now)
+        var speechStarted = false
+        self.inboundFrames.append(bytes)
+        var frames: [[UInt8]] = []
+        while let frame = self.inboundFrames.nextFrame() { frames.append(frame) }
+        for (index, frame) in frames.enumerated() {
+            let frameStart = now - AudioFrame.duration * (frames.count - index)
+            let level = Level.dBFS(muLaw: frame)
+            let verdict = self.echoGuard.classify(
+                inboundDBFS: level,
+                frameStart: frameStart,
+                playingNowDBFS: self.marks.playable.first?.levelDBFS
+            )
+            let update = self.vad.process(levelDBFS: level, frameStart: frameStart, masked: verdict == .echoOnly)
+            switch update.transition {
+            case .speechStarted(let onset):
+                speechStarted = true
+                self.callerSpeechStarted(onset: onset, now: now, into: &actions)
+            case .speechEnded:
+                self.falseAlarm(now: now)
+            case nil:
+                break
+            }
+            // Gate 4: speech long enough, measured from the VAD's onset.
+            if case .tentative(let tentative) = self.bargeIn, self.vad.isSpeaking,
+                frameStart + AudioFrame.duration - tentative.onset >= settings.minSpeechDuration
+            {
+                self.commit(now: now, into: &actions)
+            }
+        }
+        let substitute = settings.substituteEchoWithSilence && aiSpeaking && !self.vad.isSpeaking && !self.isPaused
+        let duration = Duration.milliseconds(AudioFrame.milliseconds(ofBytes: bytes.count))
+        if substitute {
+            self.remember(PreRollEntry(payload: payload, duration: duration, forwardedReal: false))
+            self.forward(self.silence(byteCount: bytes.count), into: &actions)
+            self.counters.echoSilencedMessages += 1
+            return
+        }
+        if speechStarted {
+            // The onset sits in audio already replaced by silence: send it for real now, so no syllable is lost.
+            for index in self.preRoll.indices where !self.preRoll[index].forwardedReal {
+                self.forward(self.preRoll[index].payload, into: &actions)
+                self.preRoll[index].forwardedReal = true
+            }
+        }
+        self.remember(PreRollEntry(payload: payload, duration: duration, forwardedReal: true))
+        self.forward(payload, into: &actions)
+    }
+
+    mutating func remember(_ entry: PreRollEntry) {
+        self.preRoll.append(entry)
+        var total = self.preRoll.reduce(Duration.zero) { $0 + $1.duration }
+        while total > self.configuration.bargeIn.preRoll, let first = self.preRoll.first {
+            total -= first.duration
+            self.preRoll.removeFirst()
+        }
+    }
+
+    /// Base64 μ-law silence of `byteCount` bytes (cached: nearly every message is 160 bytes).
+    mutating func silence(byteCount: Int) -> String {
+        if let cached = self.silenceCache, cached.count == byteCount { return cached.base64 }
+        let base64 = Base64.encode(repeatElement(MuLaw.silence, count: byteCount))
+        self.silenceCache = (byteCount, base64)
+        return base64
+    }
+
+    // MARK: Gates and stages
+
+    /// Caller speech began at `onset`: pause the AI if it is speaking and gates 1–3 and the guards pass.
+    mutating func callerSpeechStarted(onset: CallInstant, now: CallInstant, into actions: inout [CallAction]) {
+        let settings = self.configuration.bargeIn
+        // 1. The AI is speaking now (playout truth).
+        guard self.isAISpeaking(now: now) else { return }
+        // 2. Echo: echo-only frames were masked before the VAD; the optional age gate is checked here.
+        if let gate = settings.echoAgeGate, let last = self.echoGuard.lastAudibleStart,
+            onset < last + AudioFrame.duration + gate
+        {
+            return
+        }
+        // 3. Interrupt lock, and the recovery delay after a false alarm.
+        if let last = self.lastBargeInAt, now - last < settings.interruptLock { return }
+        if let until = self.recoveryUntil, now < until { return }
+        // Guard: the uninterruptible greeting window.
+        if settings.greetingWindow > .zero && now - self.startedAt < settings.greetingWindow { return }
+        self.pause(onset: onset, now: now, into: &actions)
+    }
+
+    /// Stage 1: stop feeding Twilio at once and hold the queue; drop what Twilio has buffered (kept for a resume).
+    mutating func pause(onset: CallInstant, now: CallInstant, into actions: inout [CallAction]) {
+        self.pacer.stop()
+        var cleared: [FrameQueue.Frame] = []
+        if self.marks.playableCount > 0 {
+            actions.append(.sendTwilio(.clear))
+            cleared = self.marks.clearSent()
+        }
+        var target: String?
+        if case .streaming(let active) = self.response { target = active.id }
+        self.bargeIn = .tentative(Tentative(onset: onset, targetResponseID: target, cleared: cleared))
+        self.counters.bargeInPauses += 1
+        self.counters.lastBargeInPause = now - onset
+    }
+
+    /// Stage 2: the pause is confirmed.
+    mutating func commit(now: CallInstant, into actions: inout [CallAction]) {
+        guard case .tentative(let tentative) = self.bargeIn else { return }
+        self.bargeIn = .listening
+        self.interrupt(now: now, target: tentative.targetResponseID, pauseCleared: true, into: &actions)
+    }
+
+    /// The speech ended before it was confirmed (a cough, a click): resume exactly where Twilio stopped.
+    mutating func falseAlarm(now: CallInstant) {
+        guard case .tentative(let tentative) = self.bargeIn else { return }
+        self.bargeIn = .listening
+        self.queue.prepend(contentsOf: tentative.cleared)
+        self.counters.bargeInFalseAlarms += 1
+        self.recoveryUntil = now + self.configuration.bargeIn.recoveryDelay
+        self.refreshPlayout(now: now)
+    }
+
+    /// The service's VAD heard the caller: commits a tentative pause, is ignored right after a local barge-in, and
+    /// otherwise interrupts (the server-VAD path, when local detection is off or missed it).
+    mutating func serverSpeechStarted(now: CallInstant, into actions: inout [CallAction]) {
+        if self.isPaused {
+            self.commit(now: now, into: &actions)
+            return
+        }
+        if let last = self.lastBargeInAt, now - last < self.configuration.bargeIn.interruptLock { return }
+        guard self.assistantAudioOutstanding else { return }
+        self.interrupt(now: now, target: nil, pauseCleared: false, into: &actions)
+    }
+
+    /// The barge-in transition, in order: stop pacing, flush, clear Twilio, bump the generation, cancel the response
+    /// if it is still the one that was speaking (taking the pending-cancel lock), and truncate the item to what Twilio
+    /// confirmed as played. After a pause that already cleared Twilio, `clear` is sent again only if something was
+    /// sent since.
+    mutating func interrupt(now: CallInstant, target: String?, pauseCleared: Bool, into actions: inout [CallAction]) {
+        self.pacer.stop()
+        self.queue.removeAll()
+        self.chunker.reset()
+        if !pauseCleared || self.marks.playableCount > 0 {
+            actions.append(.sendTwilio(.clear))
+            self.marks.clearSent()
+        }
+        self.generation += 1
+        if case .streaming(let active) = self.response {
+            if !active.audioDone && (target == nil || target == active.id) {
+                let eventID = self.makeEventID("cancel")
+                let timer = self.makeTimer(.cancelTimeout)
+                actions.append(.sendRealtime(.responseCancel(responseID: active.id, eventID: eventID)))
+                actions.append(.scheduleTimer(timer, at: now + self.configuration.bargeIn.cancelTimeout))
+                self.response = .cancelling(responseID: active.id, eventID: eventID, timer: timer)
+                self.counters.cancelsSent += 1
+            } else {
+                // Its audio was complete, or a newer response started during the pause: nothing to cancel, but
+                // nothing of it may play now either.
+                self.response = .interrupted(responseID: active.id, since: now)
+            }
+            self.markDead(active.id)
+        }
+        if let playback = self.playback {
+            let played = min(self.marks.playedBytes(of: playback.itemID), playback.producedBytes)
+            actions.append(
+                .sendRealtime(
+                    .itemTruncate(
+                        itemID: playback.itemID,
+                        audioEndMs: AudioFrame.milliseconds(ofBytes: played),
+                        eventID: self.makeEventID("truncate")
+                    )
+                )
+            )
+            self.counters.truncatesSent += 1
+            self.playback = nil
+        }
+        self.playoutUntil = nil
+        self.lastBargeInAt = now
+        self.counters.bargeInEvents += 1
+    }
+
+    /// The pending-cancel lock's failsafe: the service never answered the cancel.
+    mutating func cancelTimedOut(_ id: TimerID, now: CallInstant, into actions: inout [CallAction]) {
+        guard case .cancelling(_, _, let timer) = self.response, timer == id else { return }
+        self.response = .idle
+        self.counters.cancelTimeouts += 1
+        actions.append(.logWatchdog(kind: "cancel_timeout"))
+    }
+}

@@ -1,0 +1,81 @@
+/// Watchdogs: nothing may stay stuck. Each check runs on one periodic timer; each trip is counted and logged once.
+extension CallStateMachine {
+    mutating func watchdogCheck(now: CallInstant, into actions: inout [CallAction]) {
+        guard let limits = self.configuration.watchdog else { return }
+        actions.append(.scheduleTimer(self.makeTimer(.watchdog), at: now + limits.checkInterval))
+        let silent = self.queue.isEmpty && self.marks.playableCount == 0 && !self.isPaused
+            && (self.playoutUntil.map { now >= $0 } ?? true)
+        switch self.response {
+        case .streaming(let active) where silent:
+            let quietSince = active.lastAudioAt ?? active.createdAt
+            if active.audioDone && now - quietSince >= limits.safetyFuseAfter {
+                // SAFETY_FUSE: the audio is over and has played out, but the response never finished.
+                self.resetResponse(active.id)
+                self.counters.safetyFuseTrips += 1
+                actions.append(.logWatchdog(kind: "safety_fuse"))
+            } else if !active.audioDone && now - quietSince >= limits.stuckResponseAfter {
+                // Created but silent, or stopped sending without finishing.
+                self.resetResponse(active.id)
+                self.counters.stuckResponses += 1
+                actions.append(.logWatchdog(kind: "stuck_response"))
+            }
+        case .interrupted(let id, let since) where now - since >= limits.stuckResponseAfter:
+            self.resetResponse(id)
+            self.counters.stuckResponses += 1
+            actions.append(.logWatchdog(kind: "stuck_response"))
+        case .idle, .streaming, .interrupted, .cancelling:
+            // The pending-cancel lock is released only by its answer or its own timeout.
+            break
+        }
+        // Twilio stalls: no caller media, or played audio never confirmed.
+        let inboundGap = now - self.lastInboundAt
+        let markGap = self.marks.playable.first.map { now - $0.sentAt } ?? .zero
+        let stall = max(inboundGap, markGap)
+        if stall >= limits.stallLimit {
+            actions.append(.logWatchdog(kind: inboundGap >= markGap ? "no_inbound_media" : "marks_not_echoed"))
+            self.end(.twilioStalled, now: now, into: &actions)
+        } else if stall >= limits.stallWarningAfter {
+            if !self.stallFlagged {
+                self.stallFlagged = true
+                self.counters.stallFlags += 1
+                actions.append(.logWatchdog(kind: inboundGap >= markGap ? "no_inbound_media" : "marks_not_echoed"))
+            }
+        } else {
+            self.stallFlagged = false
+        }
+    }
+
+    /// Clears a response's state without touching any other response's.
+    mutating func resetResponse(_ responseID: String) {
+        switch self.response {
+        case .streaming(let active) where active.id == responseID:
+            self.chunker.reset()
+        case .interrupted(let id, _) where id == responseID:
+            break
+        default:
+            return
+        }
+        self.response = .idle
+        self.markDead(responseID)
+    }
+
+    // MARK: AUDIO_DRAIN
+
+    /// Shutdown: let the AI's last words play out (bounded), then end.
+    mutating func shutdownRequested(now: CallInstant, into actions: inout [CallAction]) {
+        guard self.draining == nil else { return }
+        guard let limits = self.configuration.watchdog, self.assistantAudioOutstanding, !self.isPaused else {
+            self.end(.shutdown, now: now, into: &actions)
+            return
+        }
+        let deadline = now + limits.audioDrainLimit
+        self.draining = deadline
+        actions.append(.scheduleTimer(self.makeTimer(.audioDrain), at: deadline))
+    }
+
+    /// Ends a draining call once everything sent was confirmed played.
+    mutating func checkDrain(now: CallInstant, into actions: inout [CallAction]) {
+        guard self.draining != nil, !self.assistantAudioOutstanding else { return }
+        self.end(.shutdown, now: now, into: &actions)
+    }
+}
