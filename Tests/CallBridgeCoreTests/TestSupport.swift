@@ -1,3 +1,5 @@
+import Foundation
+
 @testable import CallBridgeCore
 
 /// Readable instants for call transcripts.
@@ -47,4 +49,17 @@ struct SplitMix64 {
     mutating func bytes(_ count: Int) -> [UInt8] {
         (0..<count).map { _ in UInt8(truncatingIfNeeded: self.next() >> 40) }
     }
+}
+
+/// 20 ms frames of a 400 Hz tone whose RMS is `levelDBFS`, as μ-law.
+func tone(_ levelDBFS: Double, frames: Int = 1) -> [UInt8] {
+    let amplitude = 32768 * 2.0.squareRoot() * pow(10, levelDBFS / 20)
+    return (0..<(frames * 160)).map { i in
+        MuLaw.encode(Int16(clamping: Int((amplitude * sin(2 * Double.pi * 400 * Double(i) / 8000)).rounded())))
+    }
+}
+
+/// A caller `media` payload of one 20 ms frame at `levelDBFS` (or μ-law silence).
+func callerPayload(_ levelDBFS: Double?) -> String {
+    Base64.encode(levelDBFS.map { tone($0) } ?? Array(repeating: MuLaw.silence, count: 160))
 }

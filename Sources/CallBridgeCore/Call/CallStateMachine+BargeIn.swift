@@ -86,8 +86,8 @@ extension CallStateMachine {
             case nil:
                 break
             }
-            // Gate 4: speech long enough, measured from the VAD's onset.
-            if case .tentative(let tentative) = self.bargeIn, self.vad.isSpeaking,
+            // Gate 4: voiced speech long enough, measured from the VAD's onset (hang-over frames do not count).
+            if case .tentative(let tentative) = self.bargeIn, update.voiced,
                 frameStart + AudioFrame.duration - tentative.onset >= settings.minSpeechDuration
             {
                 self.commit(now: now, into: &actions)

@@ -1,0 +1,271 @@
+import Testing
+
+@testable import CallBridgeCore
+
+/// Local barge-in, as call transcripts in virtual time. The AI speaks a tone around -30 dBFS; the caller talks at -10 dBFS
+/// (far above any echo of it) unless a test says otherwise. Caller media arrive every 20 ms; a message received at
+/// `t` carries the frame that began at `t − 20`.
+@Suite struct BargeInTests {
+    /// One second of reply audio around -30 dBFS; every frame differs from its neighbours, so order is checkable.
+    static let ai = (0..<50).flatMap { tone(-27 - Double($0 % 7), frames: 1) }
+
+    static func configuration(_ change: (inout BargeInConfiguration) -> Void = { _ in }) -> CallConfiguration {
+        var bargeIn = BargeInConfiguration()
+        change(&bargeIn)
+        return CallConfiguration(bargeIn: bargeIn, watchdog: nil)
+    }
+
+    /// Configured at 10 ms, with reply r1/i1 (one second) arriving at 100 ms: three frames go out at once.
+    func speakingCall(_ configuration: CallConfiguration = Self.configuration()) -> CallStateMachine {
+        var sm = CallStateMachine(configuration: configuration, now: t(0))
+        _ = sm.handle(.realtimeConnected, now: t(5))
+        _ = sm.handle(.realtimeReceived(.sessionUpdated), now: t(10))
+        _ = sm.handle(.realtimeReceived(.responseCreated(responseID: "r1")), now: t(100))
+        _ = sm.handle(.realtimeReceived(.outputItemAdded(responseID: "r1", itemID: "i1")), now: t(100))
+        let sent = sm.handle(.realtimeReceived(.audioDelta(responseID: "r1", itemID: "i1", audio: Self.ai)), now: t(100))
+        #expect(sent.mediaFrames.count == 3)
+        return sm
+    }
+
+    /// Caller frames at `levels` (nil: silence), one message per 20 ms from `from`; returns each message's actions.
+    func caller(_ sm: inout CallStateMachine, _ levels: [Double?], from: Int) -> [[CallAction]] {
+        levels.enumerated().map { index, level in
+            sm.handle(.twilioReceived(.media(payload: callerPayload(level))), now: t(from + 20 * index))
+        }
+    }
+
+    func appends(_ actions: [CallAction]) -> [String] {
+        actions.compactMap { if case .sendRealtime(.inputAudioAppend(let audio)) = $0 { audio } else { nil } }
+    }
+
+    static let silencePayload = callerPayload(nil)
+
+    // MARK: Pause, then commit
+
+    @Test func talkingOverTheAIPausesAtOnceThenCommitsAfter150ms() {
+        var sm = self.speakingCall()
+        let steps = self.caller(&sm, Array(repeating: -10, count: 8), from: 120)
+        // 120: one voiced frame (onset 100), not yet speech: the service hears silence in its place.
+        #expect(self.appends(steps[0]) == [Self.silencePayload])
+        // 140: the second voiced frame starts speech. Stage 1: clear Twilio, hold the queue, and send the caller's
+        // real audio from the pre-roll on.
+        #expect(
+            steps[1] == [
+                .sendTwilio(.clear),
+                .sendRealtime(.inputAudioAppend(base64: callerPayload(-10))),
+                .sendRealtime(.inputAudioAppend(base64: callerPayload(-10))),
+            ]
+        )
+        #expect(steps[0].mediaFrames.count == 1, "the pacer's next frame went out at 120 ms, before the pause")
+        #expect(sm.counters.bargeInPauses == 1)
+        #expect(sm.counters.lastBargeInPause == .milliseconds(40))
+        #expect(!sm.wantsTicks, "a tentative pause holds the queue")
+        #expect(sm.handle(.tick, now: t(160)).mediaFrames.isEmpty)
+        // Gate 4: the frame ending at 250 ms makes 150 ms of speech from the onset at 100.
+        for step in steps[2..<7] { #expect(!step.contains { if case .sendRealtime(.responseCancel) = $0 { true } else { false } }) }
+        #expect(
+            steps[7] == [
+                .sendRealtime(.responseCancel(responseID: "r1", eventID: "cb_cancel_1")),
+                .scheduleTimer(TimerID(.cancelTimeout, generation: 1), at: t(3260)),
+                .sendRealtime(.itemTruncate(itemID: "i1", audioEndMs: 0, eventID: "cb_truncate_2")),
+                .sendRealtime(.inputAudioAppend(base64: callerPayload(-10))),
+            ]
+        )
+        #expect(sm.counters.bargeInEvents == 1)
+        // Late deltas of r1 are dropped under the pending-cancel lock.
+        #expect(sm.handle(.realtimeReceived(.audioDelta(responseID: "r1", itemID: "i1", audio: Self.ai)), now: t(270)) == [])
+        #expect(sm.counters.staleDeltasDropped == 1)
+    }
+
+    @Test func aCoughIsAFalseAlarmAndPlaybackResumesWhereTwilioStopped() {
+        var sm = self.speakingCall()
+        let steps = self.caller(&sm, [-10, -10] + Array(repeating: nil, count: 18), from: 120)
+        #expect(steps[1].first == .sendTwilio(.clear))
+        // Speech ends after the 300 ms hang-over, before 150 ms of speech: resume. The four frames Twilio dropped
+        // (three sent at 100 ms, one at 120) go out again first, in order, then the rest of the reply.
+        let frame = { (k: Int) in Array(Self.ai[(k * 160)..<((k + 1) * 160)]) }
+        let resumeAt = steps.indices.dropFirst().first { !steps[$0].mediaFrames.isEmpty }
+        #expect(resumeAt == 16, "the last voiced frame ended at 140 ms: speech ends 300 ms later, with the message at 440")
+        if let resumeAt {
+            #expect(steps[resumeAt].mediaFrames.prefix(3) == [frame(0), frame(1), frame(2)])
+            let sent = steps[resumeAt...].flatMap(\.mediaFrames).prefix(6).map { f in (0..<50).first { frame($0) == f } ?? -1 }
+            #expect(sent == [0, 1, 2, 3, 4, 5])
+        }
+        #expect(sm.counters.bargeInFalseAlarms == 1)
+        #expect(sm.counters.bargeInEvents == 0)
+        #expect(sm.counters.cancelsSent == 0)
+    }
+
+    @Test func noFalseAlarmWhileTheCallerIsStillTalking() {
+        var sm = self.speakingCall()
+        // Speech with short dips (under the 300 ms hang-over) is one utterance: it commits, it never resumes.
+        let levels: [Double?] = [-10, -10, nil, nil, -10, nil, -10, -10, -10]
+        let steps = self.caller(&sm, levels, from: 120)
+        #expect(sm.counters.bargeInFalseAlarms == 0)
+        #expect(sm.counters.bargeInEvents == 1)
+        #expect(steps.dropFirst().flatMap(\.mediaFrames).isEmpty)
+    }
+
+    @Test func theRecoveryDelayBlocksANewPauseRightAfterAFalseAlarm() {
+        var sm = self.speakingCall()
+        _ = self.caller(&sm, [-10, -10] + Array(repeating: nil, count: 16), from: 120)
+        #expect(sm.counters.bargeInFalseAlarms == 1)
+        // The false alarm came at 460 ms: a new burst at 480 is inside the 500 ms recovery delay.
+        _ = self.caller(&sm, [-10, -10, nil], from: 480)
+        #expect(sm.counters.bargeInPauses == 1)
+        // After it, a pause is possible again.
+        _ = self.caller(&sm, Array(repeating: nil, count: 20), from: 540)
+        _ = self.caller(&sm, [-10, -10], from: 980)
+        #expect(sm.counters.bargeInPauses == 2)
+    }
+
+    // MARK: Gates and guards
+
+    @Test func noBargeInWhenTheAIIsNotSpeaking() {
+        var sm = CallStateMachine(configuration: Self.configuration(), now: t(0))
+        _ = sm.handle(.realtimeConnected, now: t(5))
+        _ = sm.handle(.realtimeReceived(.sessionUpdated), now: t(10))
+        let steps = self.caller(&sm, Array(repeating: -10, count: 10), from: 20)
+        #expect(sm.counters.bargeInPauses == 0)
+        // Nothing was substituted: the caller's turn goes to the service as it is.
+        #expect(steps.flatMap(self.appends).allSatisfy { $0 == callerPayload(-10) })
+    }
+
+    @Test func playoutTruthCountsQueueMarksAndGrace() {
+        var sm = self.speakingCall()
+        // 50 frames: 3 sent, 47 queued at 100 ms → playout until 100 + 50 × 20 + 250.
+        #expect(sm.playoutUntil == t(1350))
+        #expect(sm.isAISpeaking(now: t(1349)))
+        // A barge-in flushes it to nothing.
+        _ = self.caller(&sm, Array(repeating: -10, count: 8), from: 120)
+        #expect(sm.playoutUntil == nil)
+        #expect(!sm.isAISpeaking(now: t(300)))
+
+        // A short reply: its last mark echo leaves only the grace.
+        var short = CallStateMachine(configuration: Self.configuration(), now: t(0))
+        _ = short.handle(.realtimeConnected, now: t(5))
+        _ = short.handle(.realtimeReceived(.sessionUpdated), now: t(10))
+        _ = short.handle(.realtimeReceived(.audioDelta(responseID: "r1", itemID: "i1", audio: tone(-30))), now: t(100))
+        _ = short.handle(.realtimeReceived(.audioDone(responseID: "r1", itemID: "i1")), now: t(100))
+        _ = short.handle(.realtimeReceived(.responseDone(responseID: "r1", status: "completed")), now: t(100))
+        _ = short.handle(.twilioReceived(.mark(name: "cb1")), now: t(120))
+        #expect(short.isAISpeaking(now: t(369)))
+        #expect(!short.isAISpeaking(now: t(370)))
+    }
+
+    @Test func theInterruptLockBlocksASecondBargeInWithin700ms() {
+        var sm = self.speakingCall()
+        _ = self.caller(&sm, Array(repeating: -10, count: 8), from: 120)  // committed at 260
+        #expect(sm.counters.bargeInEvents == 1)
+        // A new reply right away, and the caller talks over it again at 400 ms: locked until 960.
+        _ = sm.handle(.realtimeReceived(.responseCreated(responseID: "r2")), now: t(300))
+        _ = sm.handle(.realtimeReceived(.audioDelta(responseID: "r2", itemID: "i2", audio: Self.ai)), now: t(300))
+        _ = self.caller(&sm, Array(repeating: nil, count: 20), from: 280)
+        _ = self.caller(&sm, [-10, -10, -10], from: 700)
+        #expect(sm.counters.bargeInPauses == 1)
+        _ = self.caller(&sm, Array(repeating: nil, count: 20), from: 760)
+        _ = self.caller(&sm, [-10, -10], from: 1200)
+        #expect(sm.counters.bargeInPauses == 2)
+    }
+
+    @Test func theGreetingWindowIsUninterruptible() {
+        var sm = self.speakingCall(Self.configuration { $0.greetingWindow = .seconds(3) })
+        _ = self.caller(&sm, Array(repeating: -10, count: 10), from: 120)
+        #expect(sm.counters.bargeInPauses == 0)
+        #expect(sm.counters.cancelsSent == 0)
+    }
+
+    /// Gate order: a failing fast gate ends the check before the duration gate is ever reached.
+    @Test func aFailingFastGateStopsBeforeTheDurationGate() {
+        // The echo-age gate (gate 2) rejects the onset: no pause, so 300 ms of speech never commits either.
+        var sm = self.speakingCall(Self.configuration { $0.echoAgeGate = .milliseconds(10_000) })
+        _ = sm.handle(.twilioReceived(.mark(name: "cb1")), now: t(110))
+        _ = self.caller(&sm, Array(repeating: -10, count: 15), from: 120)
+        #expect(sm.counters.bargeInPauses == 0)
+        #expect(sm.counters.bargeInEvents == 0)
+    }
+
+    @Test func quietCallerUnderTheAIsOwnLevelIsTakenForEchoAndSilenced() {
+        var sm = self.speakingCall()
+        _ = sm.handle(.twilioReceived(.mark(name: "cb1")), now: t(110))
+        // -40 dBFS on the line while the AI plays at -30: Geigel says echo (6 dB of assumed loss).
+        let steps = self.caller(&sm, Array(repeating: -40, count: 10), from: 120)
+        #expect(sm.counters.bargeInPauses == 0)
+        #expect(steps.flatMap(self.appends).allSatisfy { $0 == Self.silencePayload })
+        #expect(sm.counters.echoSilencedMessages == 10)
+    }
+
+    // MARK: The pending-cancel lock
+
+    /// A committed barge-in on r1; returns the machine and the cancel's timer.
+    func cancelled() -> (CallStateMachine, TimerID) {
+        var sm = self.speakingCall()
+        _ = self.caller(&sm, Array(repeating: -10, count: 8), from: 120)
+        guard case .cancelling(_, _, let timer) = sm.response else {
+            Issue.record("expected the pending-cancel lock, got \(sm.response)")
+            return (sm, TimerID(.cancelTimeout, generation: 0))
+        }
+        return (sm, timer)
+    }
+
+    @Test func theLockReleasesOnDone() {
+        var (sm, _) = self.cancelled()
+        _ = sm.handle(.realtimeReceived(.responseDone(responseID: "r1", status: "cancelled")), now: t(300))
+        #expect(sm.response == .idle)
+    }
+
+    @Test func theLockReleasesOnAnErrorAnsweringTheCancel() {
+        var (sm, _) = self.cancelled()
+        let error = RealtimeErrorInfo(type: "invalid_request_error", code: "response_cancel_not_active", message: "", eventID: "cb_cancel_1")
+        #expect(sm.handle(.realtimeReceived(.error(error)), now: t(300)) == [])
+        #expect(sm.response == .idle)
+    }
+
+    @Test func theLockReleasesOnItsTimeoutAndAStaleTimerDoesNothing() {
+        var (sm, timer) = self.cancelled()
+        #expect(sm.handle(.timerFired(TimerID(.cancelTimeout, generation: 99)), now: t(3000)) == [])
+        #expect(sm.response != .idle)
+        #expect(sm.handle(.timerFired(timer), now: t(3260)) == [.logWatchdog(kind: "cancel_timeout")])
+        #expect(sm.response == .idle)
+        #expect(sm.counters.cancelTimeouts == 1)
+    }
+
+    @Test func cleanupNeverTouchesAnotherResponsesState() {
+        var (sm, _) = self.cancelled()
+        // r2 starts while r1's cancel is pending; r1's done must not end r2.
+        _ = sm.handle(.realtimeReceived(.responseCreated(responseID: "r2")), now: t(400))
+        _ = sm.handle(.realtimeReceived(.responseDone(responseID: "r1", status: "cancelled")), now: t(410))
+        guard case .streaming(let active) = sm.response else {
+            Issue.record("r2 should still stream, got \(sm.response)")
+            return
+        }
+        #expect(active.id == "r2")
+    }
+
+    @Test func theCancelIsSkippedWhenTheActiveResponseChangedDuringThePause() {
+        var sm = self.speakingCall()
+        _ = self.caller(&sm, [-10, -10], from: 120)  // paused on r1
+        // r1 finishes and r2 starts before the commit.
+        _ = sm.handle(.realtimeReceived(.responseDone(responseID: "r1", status: "completed")), now: t(150))
+        _ = sm.handle(.realtimeReceived(.responseCreated(responseID: "r2")), now: t(160))
+        _ = sm.handle(.realtimeReceived(.audioDelta(responseID: "r2", itemID: "i2", audio: Self.ai)), now: t(160))
+        _ = self.caller(&sm, Array(repeating: -10, count: 6), from: 160)
+        #expect(sm.counters.bargeInEvents == 1)
+        #expect(sm.counters.cancelsSent == 0)
+        // …and r2's audio does not play over the caller.
+        #expect(sm.handle(.tick, now: t(400)).mediaFrames.isEmpty)
+    }
+
+    // MARK: The server's VAD
+
+    @Test func theServersSpeechStartedCommitsAPauseAndIsDeduplicatedAfterward() {
+        var sm = self.speakingCall()
+        _ = self.caller(&sm, [-10, -10], from: 120)  // paused
+        let commit = sm.handle(.realtimeReceived(.speechStarted(audioStartMs: 100, itemID: "u1")), now: t(150))
+        #expect(commit.contains(.sendRealtime(.responseCancel(responseID: "r1", eventID: "cb_cancel_1"))))
+        #expect(!commit.contains(.sendTwilio(.clear)), "the pause already cleared Twilio")
+        // The service's VAD reporting the same speech again changes nothing.
+        #expect(sm.handle(.realtimeReceived(.speechStarted(audioStartMs: 100, itemID: "u1")), now: t(200)) == [])
+        #expect(sm.counters.bargeInEvents == 1)
+    }
+}
