@@ -98,8 +98,14 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Server VAD silence duration in ms. (env: CALLBRIDGE_VAD_SILENCE_DURATION_MS, default: 500)")
     var vadSilenceDurationMs: Int?
 
+    @Option(help: "Server VAD interrupt_response. (env: CALLBRIDGE_VAD_INTERRUPT_RESPONSE, default: false with --barge-in local, true with server)")
+    var vadInterruptResponse: Bool?
+
     @Option(help: "Frames sent ahead of their 20 ms deadline. (env: CALLBRIDGE_TX_LEAD_FRAMES, default: 2)")
     var txLeadFrames: Int?
+
+    @OptionGroup(title: "Barge-in") var bargeIn: BargeInOptions
+    @OptionGroup(title: "Watchdogs") var watchdog: WatchdogOptions
 
     @Option(help: "File the per-call JSON lines are appended to. (env: CALLBRIDGE_CALL_LOG, default: standard output)")
     var callLog: String?
@@ -109,10 +115,18 @@ struct Run: AsyncParsableCommand {
 
     func makeConfiguration() throws -> AppConfiguration {
         let port = try resolve(self.port, "CALLBRIDGE_PORT", { Int($0) }, default: 8080)
+        let bargeIn = try self.bargeIn.configuration()
         let turnDetection = TurnDetectionSettings(
             threshold: try resolve(self.vadThreshold, "CALLBRIDGE_VAD_THRESHOLD", { Double($0) }, default: 0.5),
             prefixPaddingMs: try resolve(self.vadPrefixPaddingMs, "CALLBRIDGE_VAD_PREFIX_PADDING_MS", { Int($0) }, default: 300),
-            silenceDurationMs: try resolve(self.vadSilenceDurationMs, "CALLBRIDGE_VAD_SILENCE_DURATION_MS", { Int($0) }, default: 500)
+            silenceDurationMs: try resolve(self.vadSilenceDurationMs, "CALLBRIDGE_VAD_SILENCE_DURATION_MS", { Int($0) }, default: 500),
+            // With local barge-in the bridge decides interruptions and cancels itself.
+            interruptResponse: try resolve(
+                self.vadInterruptResponse,
+                "CALLBRIDGE_VAD_INTERRUPT_RESPONSE",
+                { Bool($0) },
+                default: !bargeIn.localEnabled
+            )
         )
         let defaults = RealtimeSessionSettings()
         let dialect = try resolve(self.dialect, "CALLBRIDGE_DIALECT", { RealtimeDialect(rawValue: $0) }, default: .ga)
@@ -134,7 +148,7 @@ struct Run: AsyncParsableCommand {
             dialect: dialect,
             realtimeCAFile: self.realtimeCAFile ?? environment("CALLBRIDGE_REALTIME_CA_FILE"),
             agent: try resolve(self.agent, "CALLBRIDGE_AGENT", { AgentMode(rawValue: $0) }, default: .auto),
-            call: CallConfiguration(pacer: pacer, session: session),
+            call: CallConfiguration(pacer: pacer, session: session, bargeIn: bargeIn, watchdog: try self.watchdog.configuration()),
             callLogPath: self.callLog ?? environment("CALLBRIDGE_CALL_LOG")
         )
     }
@@ -325,5 +339,138 @@ struct EchoAgentCommand: AsyncParsableCommand {
             logger.notice("echo agent listening", metadata: ["realtime.url": .string("\(scheme)://\(self.host):\(port)/v1/realtime")])
         }
         try await app.runService()
+    }
+}
+
+/// Where barge-in is decided.
+enum BargeInMode: String, ExpressibleByArgument, CaseIterable {
+    /// Local VAD, echo guard and gates in the bridge (the service's VAD still commits and is deduplicated).
+    case local
+    /// Only the service's `speech_started`.
+    case server
+}
+
+/// Milliseconds from an option, then its environment variable, then the default.
+func milliseconds(_ value: Int?, _ variable: String, default fallback: Int) throws -> Duration {
+    let ms = try resolve(value, variable, { Int($0) }, default: fallback)
+    guard ms >= 0 else { throw ValidationError("\(variable) must not be negative") }
+    return .milliseconds(ms)
+}
+
+struct BargeInOptions: ParsableArguments {
+    @Option(help: "local or server. (env: CALLBRIDGE_BARGE_IN, default: local)")
+    var bargeIn: BargeInMode?
+
+    @Option(help: "Energy VAD sensitivity, 0…1: threshold = noise floor + (1 − sensitivity) × 20 dB. (env: CALLBRIDGE_VAD_SENSITIVITY, default: 0.6)")
+    var vadSensitivity: Double?
+
+    @Option(help: "Noise-floor averaging window in ms. (env: CALLBRIDGE_VAD_FLOOR_WINDOW_MS, default: 2000)")
+    var vadFloorWindowMs: Int?
+
+    @Option(help: "Absolute VAD threshold in dBFS. (env: CALLBRIDGE_VAD_MIN_DBFS, default: -40)")
+    var vadMinDbfs: Double?
+
+    @Option(help: "Voiced 20 ms frames in a row before speech starts. (env: CALLBRIDGE_VAD_START_FRAMES, default: 2)")
+    var vadStartFrames: Int?
+
+    @Option(help: "Silence before speech ends, ms. (env: CALLBRIDGE_VAD_HANGOVER_MS, default: 300)")
+    var vadHangoverMs: Int?
+
+    @Option(help: "Longest echo path considered, ms. (env: CALLBRIDGE_ECHO_MAX_DELAY_MS, default: 400)")
+    var echoMaxDelayMs: Int?
+
+    @Option(help: "Echo return loss assumed until learned, dB (Geigel). (env: CALLBRIDGE_ECHO_MIN_LOSS_DB, default: 6)")
+    var echoMinLossDb: Double?
+
+    @Option(help: "With a learned echo path, how far above the expected echo the caller must be, dB. (env: CALLBRIDGE_ECHO_MARGIN_DB, default: 6)")
+    var echoMarginDb: Double?
+
+    @Option(help: "Extra gate: caller energy this soon after audible AI audio is echo, ms; 0 is off. (env: CALLBRIDGE_ECHO_AGE_GATE_MS, default: 0)")
+    var echoAgeGateMs: Int?
+
+    @Option(help: "Send the service silence while only the AI's echo is on the line. (env: CALLBRIDGE_ECHO_SILENCE, default: true)")
+    var echoSilence: Bool?
+
+    @Option(help: "Caller audio re-sent when speech is detected during echo silencing, ms. (env: CALLBRIDGE_PRE_ROLL_MS, default: 300)")
+    var preRollMs: Int?
+
+    @Option(help: "Playout grace after the last confirmed frame, ms. (env: CALLBRIDGE_PLAYOUT_GRACE_MS, default: 250)")
+    var playoutGraceMs: Int?
+
+    @Option(help: "No new barge-in within this long of the last, ms. (env: CALLBRIDGE_INTERRUPT_LOCK_MS, default: 700)")
+    var interruptLockMs: Int?
+
+    @Option(help: "Speech needed to commit a barge-in, ms from onset. (env: CALLBRIDGE_MIN_SPEECH_MS, default: 150)")
+    var minSpeechMs: Int?
+
+    @Option(help: "Uninterruptible greeting at the start of the call, ms; 0 is off. (env: CALLBRIDGE_GREETING_WINDOW_MS, default: 0)")
+    var greetingWindowMs: Int?
+
+    @Option(help: "After a false alarm, no new pause for this long, ms. (env: CALLBRIDGE_RECOVERY_DELAY_MS, default: 500)")
+    var recoveryDelayMs: Int?
+
+    @Option(help: "Pending-cancel lock failsafe, ms. (env: CALLBRIDGE_CANCEL_TIMEOUT_MS, default: 3000)")
+    var cancelTimeoutMs: Int?
+
+    func configuration() throws -> BargeInConfiguration {
+        let d = BargeInConfiguration()
+        let mode = try resolve(self.bargeIn, "CALLBRIDGE_BARGE_IN", { BargeInMode(rawValue: $0) }, default: .local)
+        let sensitivity = try resolve(self.vadSensitivity, "CALLBRIDGE_VAD_SENSITIVITY", { Double($0) }, default: d.vad.sensitivity)
+        guard (0...1).contains(sensitivity) else { throw ValidationError("--vad-sensitivity must be between 0 and 1") }
+        let vad = EnergyVAD.Configuration(
+            noiseFloorWindow: try milliseconds(self.vadFloorWindowMs, "CALLBRIDGE_VAD_FLOOR_WINDOW_MS", default: 2000),
+            sensitivity: sensitivity,
+            absoluteThresholdDBFS: try resolve(self.vadMinDbfs, "CALLBRIDGE_VAD_MIN_DBFS", { Double($0) }, default: d.vad.absoluteThresholdDBFS),
+            startFrames: try resolve(self.vadStartFrames, "CALLBRIDGE_VAD_START_FRAMES", { Int($0) }, default: d.vad.startFrames),
+            hangover: try milliseconds(self.vadHangoverMs, "CALLBRIDGE_VAD_HANGOVER_MS", default: 300)
+        )
+        let echo = EchoGuard.Configuration(
+            maxEchoDelay: try milliseconds(self.echoMaxDelayMs, "CALLBRIDGE_ECHO_MAX_DELAY_MS", default: 400),
+            minEchoReturnLossDB: try resolve(self.echoMinLossDb, "CALLBRIDGE_ECHO_MIN_LOSS_DB", { Double($0) }, default: d.echo.minEchoReturnLossDB),
+            doubleTalkMarginDB: try resolve(self.echoMarginDb, "CALLBRIDGE_ECHO_MARGIN_DB", { Double($0) }, default: d.echo.doubleTalkMarginDB)
+        )
+        let ageGate = try milliseconds(self.echoAgeGateMs, "CALLBRIDGE_ECHO_AGE_GATE_MS", default: 0)
+        let echoSilence = try resolve(self.echoSilence, "CALLBRIDGE_ECHO_SILENCE", { Bool($0) }, default: true)
+        return BargeInConfiguration(
+            localEnabled: mode == .local,
+            vad: vad,
+            echo: echo,
+            echoAgeGate: ageGate > .zero ? ageGate : nil,
+            substituteEchoWithSilence: mode == .local && echoSilence,
+            preRoll: try milliseconds(self.preRollMs, "CALLBRIDGE_PRE_ROLL_MS", default: 300),
+            playoutGrace: try milliseconds(self.playoutGraceMs, "CALLBRIDGE_PLAYOUT_GRACE_MS", default: 250),
+            interruptLock: try milliseconds(self.interruptLockMs, "CALLBRIDGE_INTERRUPT_LOCK_MS", default: 700),
+            minSpeechDuration: try milliseconds(self.minSpeechMs, "CALLBRIDGE_MIN_SPEECH_MS", default: 150),
+            greetingWindow: try milliseconds(self.greetingWindowMs, "CALLBRIDGE_GREETING_WINDOW_MS", default: 0),
+            recoveryDelay: try milliseconds(self.recoveryDelayMs, "CALLBRIDGE_RECOVERY_DELAY_MS", default: 500),
+            cancelTimeout: try milliseconds(self.cancelTimeoutMs, "CALLBRIDGE_CANCEL_TIMEOUT_MS", default: 3000)
+        )
+    }
+}
+
+struct WatchdogOptions: ParsableArguments {
+    @Option(help: "SAFETY_FUSE: reset a response whose audio is over but that never finished, after ms. (env: CALLBRIDGE_SAFETY_FUSE_MS, default: 2000)")
+    var safetyFuseMs: Int?
+
+    @Option(help: "Clear a silent or unfinished response after ms. (env: CALLBRIDGE_STUCK_RESPONSE_MS, default: 15000)")
+    var stuckResponseMs: Int?
+
+    @Option(help: "Flag no caller media / unechoed marks after ms. (env: CALLBRIDGE_STALL_WARNING_MS, default: 5000)")
+    var stallWarningMs: Int?
+
+    @Option(help: "End the call on such a stall after ms. (env: CALLBRIDGE_STALL_LIMIT_MS, default: 30000)")
+    var stallLimitMs: Int?
+
+    @Option(help: "AUDIO_DRAIN: on shutdown, wait at most this long for the last audio to play, ms. (env: CALLBRIDGE_AUDIO_DRAIN_MS, default: 5000)")
+    var audioDrainMs: Int?
+
+    func configuration() throws -> WatchdogConfiguration {
+        WatchdogConfiguration(
+            safetyFuseAfter: try milliseconds(self.safetyFuseMs, "CALLBRIDGE_SAFETY_FUSE_MS", default: 2000),
+            stuckResponseAfter: try milliseconds(self.stuckResponseMs, "CALLBRIDGE_STUCK_RESPONSE_MS", default: 15000),
+            stallWarningAfter: try milliseconds(self.stallWarningMs, "CALLBRIDGE_STALL_WARNING_MS", default: 5000),
+            stallLimit: try milliseconds(self.stallLimitMs, "CALLBRIDGE_STALL_LIMIT_MS", default: 30000),
+            audioDrainLimit: try milliseconds(self.audioDrainMs, "CALLBRIDGE_AUDIO_DRAIN_MS", default: 5000)
+        )
     }
 }

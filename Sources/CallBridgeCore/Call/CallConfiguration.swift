@@ -5,7 +5,7 @@ public struct CallConfiguration: Sendable, Equatable {
     /// Caller audio held while the Realtime leg connects and applies `session.update`, in Twilio messages
     /// (20 ms each); the oldest is dropped beyond it.
     public var maxHeldInboundMessages: Int
-    /// What `session.update` asks of the service.
+    /// What `session.update` asks of the service (by default `interrupt_response` is off when local barge-in is on).
     public var session: RealtimeSessionSettings
     /// From the start of the call to `session.updated`; past it the call ends (`realtime_not_ready`).
     public var sessionReadyTimeout: Duration
@@ -17,14 +17,15 @@ public struct CallConfiguration: Sendable, Equatable {
     public init(
         pacer: TxPacer.Configuration = .init(),
         maxHeldInboundMessages: Int = 150,
-        session: RealtimeSessionSettings = .init(),
+        session: RealtimeSessionSettings? = nil,
         sessionReadyTimeout: Duration = .seconds(10),
         bargeIn: BargeInConfiguration = .init(),
         watchdog: WatchdogConfiguration? = .init()
     ) {
         self.pacer = pacer
         self.maxHeldInboundMessages = maxHeldInboundMessages
-        self.session = session
+        // With local barge-in the bridge decides interruptions and cancels itself; the service must not.
+        self.session = session ?? RealtimeSessionSettings(turnDetection: .init(interruptResponse: !bargeIn.localEnabled))
         self.sessionReadyTimeout = sessionReadyTimeout
         self.bargeIn = bargeIn
         self.watchdog = watchdog
