@@ -35,6 +35,8 @@ public struct AppConfiguration: Sendable {
     public var call: CallConfiguration
     /// nil: standard output.
     public var callLogPath: String?
+    /// The embedded echo agent's behaviour (when it answers calls).
+    public var echoAgent: EchoAgent.Configuration
 
     public init(
         host: String = "0.0.0.0",
@@ -47,8 +49,10 @@ public struct AppConfiguration: Sendable {
         realtimeCAFile: String? = nil,
         agent: AgentMode = .auto,
         call: CallConfiguration = .init(),
-        callLogPath: String? = nil
+        callLogPath: String? = nil,
+        echoAgent: EchoAgent.Configuration = .init()
     ) {
+        self.echoAgent = echoAgent
         self.host = host
         self.port = port
         self.publicURL = publicURL

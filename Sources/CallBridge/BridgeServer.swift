@@ -37,7 +37,7 @@ public struct BridgeServer: Sendable {
         var services: [any Service] = [TickerService(ticker: self.ticker)]
         if self.configuration.usesEchoAgent {
             let dialect = self.configuration.dialect
-            let agent = EchoAgentServer(logger: self.logger.with(label: "echo-agent"))
+            let agent = EchoAgentServer(agent: self.configuration.echoAgent, logger: self.logger.with(label: "echo-agent"))
             services.append(
                 try agent.makeApplication { port in
                     let url = "ws://127.0.0.1:\(port)/v1/realtime"

@@ -22,6 +22,8 @@ public struct DialClient: Sendable {
         public var caFile: String?
         /// Stop as soon as this returns true for the trace so far (tests); nil runs for `duration`.
         public var stopWhen: (@Sendable (DialTrace) -> Bool)?
+        /// Feed what the caller hears back into what they send, like a phone's acoustic echo.
+        public var echo: EchoPath?
 
         public init(
             url: String,
@@ -31,8 +33,10 @@ public struct DialClient: Sendable {
             duration: Duration,
             customParameters: [String: String] = [:],
             caFile: String? = nil,
-            stopWhen: (@Sendable (DialTrace) -> Bool)? = nil
+            stopWhen: (@Sendable (DialTrace) -> Bool)? = nil,
+            echo: EchoPath? = nil
         ) {
+            self.echo = echo
             self.url = url
             self.callerAudio = callerAudio
             self.bargeInAt = bargeInAt
@@ -42,6 +46,20 @@ public struct DialClient: Sendable {
             self.caFile = caFile
             self.stopWhen = stopWhen
         }
+    }
+
+    /// An echo path: what the caller hears comes back `delay` later, `lossDB` quieter.
+    public struct EchoPath: Sendable, Equatable {
+        public var lossDB: Double
+        public var delay: Duration
+
+        public init(lossDB: Double, delay: Duration) {
+            self.lossDB = lossDB
+            self.delay = delay
+        }
+
+        var gain: Double { Level.amplitude(decibels: -self.lossDB) }
+        var delaySamples: Int { self.delay.wholeMilliseconds * AudioFrame.bytesPerMillisecond }
     }
 
     public struct Result: Sendable {
@@ -209,7 +227,17 @@ public struct DialClient: Sendable {
             try await clock.sleep(until: t0.advanced(by: .milliseconds(20 * frameIndex)), tolerance: .zero)
             let (ended, stop) = shared.state.withLock { s in (s.closedByBridge, options.stopWhen?(s.trace) ?? false) }
             if ended || stop { return }
-            let frame = Array(sentAudio[(frameIndex * 160)..<((frameIndex + 1) * 160)])
+            // Twilio plays 20 ms, then the caller's next 20 ms go out (with the echo of what they heard, if any).
+            let (frame, echoes): ([UInt8], [String]) = shared.state.withLock { s in
+                let played = s.playout.play(AudioFrame.byteCount)
+                s.heard.append(contentsOf: played.audio)
+                if let onset = bargeOnsetFrame, frameIndex >= onset, !s.clearSeenAfterBargeIn {
+                    s.trace.playedAfterBargeInBytes += played.audioBytes
+                }
+                let speech = sentAudio[(frameIndex * 160)..<((frameIndex + 1) * 160)]
+                guard let echo = options.echo else { return (Array(speech), played.echoes) }
+                return (Self.addEcho(echo, to: speech, heard: s.heard, at: frameIndex * 160), played.echoes)
+            }
             try await outbound.write(
                 .text(
                     TwilioSimulatorCodec.media(
@@ -221,18 +249,20 @@ public struct DialClient: Sendable {
                     )
                 )
             )
-            let echoes: [String] = shared.state.withLock { s in
-                let played = s.playout.play(AudioFrame.byteCount)
-                s.heard.append(contentsOf: played.audio)
-                if let onset = bargeOnsetFrame, frameIndex >= onset, !s.clearSeenAfterBargeIn {
-                    s.trace.playedAfterBargeInBytes += played.audioBytes
-                }
-                return played.echoes
-            }
             for name in echoes {
                 try await outbound.write(.text(TwilioSimulatorCodec.mark(name, sequence: nextSequence(), streamSid: streamSid)))
                 shared.state.withLock { $0.trace.marksEchoed += 1 }
             }
+        }
+    }
+
+    /// `speech` (starting at sample `position` of the call) plus the echo of what was heard `echo.delay` earlier.
+    static func addEcho(_ echo: EchoPath, to speech: ArraySlice<UInt8>, heard: [UInt8], at position: Int) -> [UInt8] {
+        let gain = echo.gain
+        return speech.enumerated().map { offset, byte in
+            let source = position + offset - echo.delaySamples
+            let echoed = source >= 0 && source < heard.count ? Double(MuLaw.decode(heard[source])) * gain : 0
+            return MuLaw.encode(Int16(clamping: Int((Double(MuLaw.decode(byte)) + echoed).rounded())))
         }
     }
 

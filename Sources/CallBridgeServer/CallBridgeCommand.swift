@@ -104,6 +104,9 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Frames sent ahead of their 20 ms deadline. (env: CALLBRIDGE_TX_LEAD_FRAMES, default: 2)")
     var txLeadFrames: Int?
 
+    @Option(help: "Embedded echo agent only: report speech this late, like a slow service VAD, ms. (env: CALLBRIDGE_ECHO_AGENT_VAD_DELAY_MS, default: 0)")
+    var echoAgentVadDelayMs: Int?
+
     @OptionGroup(title: "Barge-in") var bargeIn: BargeInOptions
     @OptionGroup(title: "Watchdogs") var watchdog: WatchdogOptions
 
@@ -149,7 +152,10 @@ struct Run: AsyncParsableCommand {
             realtimeCAFile: self.realtimeCAFile ?? environment("CALLBRIDGE_REALTIME_CA_FILE"),
             agent: try resolve(self.agent, "CALLBRIDGE_AGENT", { AgentMode(rawValue: $0) }, default: .auto),
             call: CallConfiguration(pacer: pacer, session: session, bargeIn: bargeIn, watchdog: try self.watchdog.configuration()),
-            callLogPath: self.callLog ?? environment("CALLBRIDGE_CALL_LOG")
+            callLogPath: self.callLog ?? environment("CALLBRIDGE_CALL_LOG"),
+            echoAgent: EchoAgent.Configuration(
+                vadDelay: try milliseconds(self.echoAgentVadDelayMs, "CALLBRIDGE_ECHO_AGENT_VAD_DELAY_MS", default: 0)
+            )
         )
     }
 
@@ -217,6 +223,12 @@ struct Dial: AsyncParsableCommand {
     @Option(help: "PEM CA file to trust for wss:// URLs, in addition to the system roots.")
     var caFile: String?
 
+    @Option(help: "Echo path: feed what the caller hears back into what they send, this many dB quieter.")
+    var echoLossDb: Double?
+
+    @Option(help: "Echo path delay in ms (with --echo-loss-db; default 120).")
+    var echoDelayMs: Int?
+
     @Flag(help: "Print the report as one JSON object.")
     var json = false
 
@@ -246,7 +258,8 @@ struct Dial: AsyncParsableCommand {
             bargeInAt: self.bargeInAt.map { .milliseconds(Int($0 * 1000)) },
             bargeInAudio: barge,
             duration: .milliseconds(Int(seconds * 1000)),
-            caFile: self.caFile
+            caFile: self.caFile,
+            echo: self.echoLossDb.map { DialClient.EchoPath(lossDB: $0, delay: .milliseconds(max(0, self.echoDelayMs ?? 120))) }
         )
         let result: DialClient.Result
         do {
@@ -309,6 +322,9 @@ struct EchoAgentCommand: AsyncParsableCommand {
     @Option(help: "echo (play each utterance back) or unresponsive (a hung service, for timeout tests).")
     var behavior: EchoAgentServer.Behavior = .echo
 
+    @Option(help: "Report speech this late, like a slow service VAD (ms of audio).")
+    var vadDelayMs: Int = 0
+
     @Option(help: "Log level.")
     var logLevel: String = "info"
 
@@ -331,6 +347,7 @@ struct EchoAgentCommand: AsyncParsableCommand {
             host: self.host,
             port: self.port,
             tlsConfiguration: tls,
+            agent: EchoAgent.Configuration(vadDelay: .milliseconds(max(0, self.vadDelayMs))),
             expectedAPIKey: self.apiKey,
             behavior: self.behavior,
             logger: logger

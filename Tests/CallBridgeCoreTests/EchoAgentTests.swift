@@ -130,6 +130,19 @@ import Testing
         #expect((out.first?["error"] as? [String: Any])?["event_id"] as? String == "s1")
     }
 
+    @Test func aSlowServerVADReportsSpeechLate() {
+        var agent = EchoAgent(dialect: .ga, configuration: .init(vadDelay: .milliseconds(300)))
+        _ = agent.received(RealtimeCodec.encode(.sessionUpdate(.init(), eventID: "s1"), dialect: .ga), now: t(0))
+        // Speech from 200 ms; detected after three frames (260 ms); reported 300 ms of audio later (560 ms).
+        let audio = self.quiet(10) + self.loud(40)
+        var reportedAt: Int?
+        for frame in 0..<50 where reportedAt == nil {
+            let out = agent.received(self.append(Array(audio[(frame * 160)..<((frame + 1) * 160)])), now: t(frame * 20))
+            if self.types(out).contains("input_audio_buffer.speech_started") { reportedAt = (frame + 1) * 20 }
+        }
+        #expect(reportedAt == 560)
+    }
+
     @Test func aLongSilenceDoesNotGrowTheAgentsMemory() {
         var agent = self.agent()
         for second in 0..<60 {

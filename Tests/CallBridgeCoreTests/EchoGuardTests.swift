@@ -62,6 +62,16 @@ import Testing
         #expect(!verdicts[..<300].contains(.doubleTalk))
     }
 
+    @Test func onALineWithoutEchoASoftCallerIsFoundAfterASecond() {
+        var guardian = EchoGuard()
+        let out = Self.envelope(100, seed: 5)
+        // No echo at all: the inbound is line noise at -65 dBFS while the AI talks. Then the caller, softly.
+        let verdicts = self.run(&guardian, out: out, delayMs: 0, lossDB: 200, caller: { $0 >= 60 ? -30 : nil })
+        #expect(!verdicts[..<60].contains(.doubleTalk))
+        #expect(verdicts[60...].allSatisfy { $0 == .doubleTalk }, "a -30 dBFS caller over a -12…-35 dBFS AI: Geigel alone would need -18")
+        #expect(guardian.observedLossFloorDB > 20)
+    }
+
     @Test func beforeLearningTheGeigelRuleStillCatchesALoudCaller() {
         var guardian = EchoGuard()
         guardian.played(levelDBFS: -20, start: t(0))

@@ -13,6 +13,11 @@ public enum Level {
         x > 1e-6 ? 20 * log10(x) : -120
     }
 
+    /// The amplitude ratio of a level in dB: `10^(dB/20)`.
+    public static func amplitude(decibels: Double) -> Double {
+        pow(10, decibels / 20)
+    }
+
     /// RMS of μ-law bytes, in dB relative to full scale (32768).
     public static func dBFS<C: Collection>(muLaw bytes: C) -> Double where C.Element == UInt8 {
         guard !bytes.isEmpty else { return -120 }

@@ -5,7 +5,9 @@
 /// echo return loss (ERL).
 ///
 /// Until it has learned the echo path, the guard uses the Geigel rule: the caller is talking only when the inbound
-/// level is above the loudest recent outbound level minus `minEchoReturnLossDB`. Meanwhile it correlates the inbound
+/// level is above the loudest recent outbound level minus `minEchoReturnLossDB`. It also tracks the smallest loss
+/// seen on echo-only frames: on a line that returns little or no echo, that loss is large, and the rule relaxes
+/// to it (less the margin), so a soft caller is not mistaken for echo. Meanwhile it correlates the inbound
 /// level with the outbound level at every lag on frames that were only echo. Once one lag clearly explains the
 /// inbound level, it switches to the learned delay and loss. The expected echo is then the outbound level at that
 /// lag minus the learned ERL, and caller speech must exceed it by `doubleTalkMarginDB`. This is far more sensitive
@@ -98,6 +100,9 @@ public struct EchoGuard: Sendable, Equatable {
     var history: [Played] = []
     var lags: [LagStatistics]
     public private(set) var estimate: Estimate?
+    /// The smallest `loudest outbound − inbound` seen on echo-only frames, and how many frames it covers.
+    public private(set) var observedLossFloorDB = Double.infinity
+    var observedLossFrames = 0
 
     public init(configuration: Configuration = .init()) {
         self.configuration = configuration
@@ -145,9 +150,15 @@ public struct EchoGuard: Sendable, Equatable {
             let expectedEcho = (window.max() ?? -120) - estimate.returnLossDB
             verdict = inbound > expectedEcho + self.configuration.doubleTalkMarginDB ? .doubleTalk : .echoOnly
         } else {
-            verdict = inbound > loudest - self.configuration.minEchoReturnLossDB ? .doubleTalk : .echoOnly
+            var assumedLoss = self.configuration.minEchoReturnLossDB
+            if self.observedLossFrames >= self.configuration.estimationFrames {
+                assumedLoss = max(assumedLoss, self.observedLossFloorDB - self.configuration.doubleTalkMarginDB)
+            }
+            verdict = inbound > loudest - assumedLoss ? .doubleTalk : .echoOnly
         }
         if verdict == .echoOnly {
+            self.observedLossFloorDB = min(self.observedLossFloorDB, loudest - inbound)
+            self.observedLossFrames += 1
             for bin in 0..<bins where delayed[bin] >= self.configuration.farEndSilenceDBFS {
                 self.lags[bin].add(inbound: inbound, outbound: delayed[bin])
             }

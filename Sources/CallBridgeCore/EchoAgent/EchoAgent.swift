@@ -17,14 +17,19 @@ public struct EchoAgent: Sendable {
         public var trailingAudioMs: Int
         /// Seed for the irregular delta sizes (deterministic, to exercise the bridge's chunker).
         public var seed: UInt64
+        /// How late `speech_started` is reported after the detector fires (in audio time), to play a slow
+        /// server VAD: on real lines the service reports speech 200–500 ms after its onset.
+        public var vadDelay: Duration
 
         public init(
             burstInterval: Duration = .milliseconds(40),
             speedFactor: Int = 4,
             startFrames: Int = 3,
             trailingAudioMs: Int = 100,
-            seed: UInt64 = 0x5EED
+            seed: UInt64 = 0x5EED,
+            vadDelay: Duration = .zero
         ) {
+            self.vadDelay = vadDelay
             self.burstInterval = burstInterval
             self.speedFactor = max(1, speedFactor)
             self.startFrames = max(1, startFrames)
@@ -58,6 +63,8 @@ public struct EchoAgent: Sendable {
     var utteranceStart: Int?
     var lastVoicedEnd = 0
     var userItemID: String?
+    /// A detected speech start not yet reported (the VAD delay): report when the absolute audio offset passes this.
+    var pendingSpeechStart: (reportAt: Int, onset: Int)?
 
     var reply: Reply?
     /// Audio bytes sent per assistant item, to check truncation requests.
@@ -198,6 +205,10 @@ public struct EchoAgent: Sendable {
             self.analysedBytes += frame
             let voiced = Level.dBFS(muLaw: self.audio[start..<(start + frame)]) > self.voicedThresholdDBFS
             out += self.analyse(frameStart: start, voiced: voiced, now: now)
+            if let pending = self.pendingSpeechStart, self.droppedBytes + self.analysedBytes >= pending.reportAt {
+                self.pendingSpeechStart = nil
+                out += self.speechStarted(onsetByte: pending.onset, now: now)
+            }
         }
         self.trimIdleAudio()
         return out
@@ -212,7 +223,10 @@ public struct EchoAgent: Sendable {
             if self.utteranceStart == nil && self.voicedRun >= self.configuration.startFrames {
                 let onset = frameStart + frame - self.voicedRun * frame
                 self.utteranceStart = onset
-                return self.speechStarted(onsetByte: onset, now: now)
+                let reportAt = self.droppedBytes + frameStart + frame
+                    + AudioFrame.bytesPerMillisecond * self.configuration.vadDelay.wholeMilliseconds
+                self.pendingSpeechStart = (reportAt, onset)
+                return []
             }
             return []
         }
@@ -221,7 +235,12 @@ public struct EchoAgent: Sendable {
         guard let start = self.utteranceStart,
             self.silentRun * 20 >= self.turnDetection.silenceDurationMs
         else { return [] }
-        return self.speechStopped(onsetByte: start, endByte: self.lastVoicedEnd, now: now)
+        var out: [String] = []
+        if let pending = self.pendingSpeechStart {
+            self.pendingSpeechStart = nil
+            out += self.speechStarted(onsetByte: pending.onset, now: now)
+        }
+        return out + self.speechStopped(onsetByte: start, endByte: self.lastVoicedEnd, now: now)
     }
 
     mutating func speechStarted(onsetByte: Int, now: CallInstant) -> [String] {
@@ -262,6 +281,7 @@ public struct EchoAgent: Sendable {
     }
 
     mutating func resetTurn() {
+        self.pendingSpeechStart = nil
         self.utteranceStart = nil
         self.voicedRun = 0
         self.silentRun = 0
