@@ -4,7 +4,7 @@ PORT ?= 8080
 BIN := .build/debug/callbridge
 RELEASE_BIN := .build/release/callbridge
 
-.PHONY: run run-release test build build-release deps demo fixtures certs clean
+.PHONY: run run-release test build build-release deps demo fixtures fixtures-update certs clean
 
 ## Start the bridge (embedded echo agent unless OPENAI_API_KEY is set). Options: make run ARGS="--port 9000".
 run: build
@@ -37,6 +37,11 @@ demo: build
 fixtures:
 	@scripts/ensure-deps.sh espeak-ng sox
 	Fixtures/audio/generate.sh
+
+## Rewrite the golden call transcripts (Fixtures/calls/*.golden) from their event scripts. Review the diff.
+fixtures-update: deps
+	$(SWIFT) build --build-tests
+	UPDATE_GOLDEN=1 $(SWIFT) test --skip-build --filter ReplayTests
 
 ## Regenerate the test-only CA and localhost certificate.
 certs:

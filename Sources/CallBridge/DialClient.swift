@@ -224,7 +224,8 @@ public struct DialClient: Sendable {
         outbound: WebSocketOutboundWriter
     ) async throws {
         for frameIndex in 0..<totalFrames {
-            try await clock.sleep(until: t0.advanced(by: .milliseconds(20 * frameIndex)), tolerance: .zero)
+            // Frame k holds the audio of [20k, 20k + 20) ms and, as on a real line, leaves once it has been captured.
+            try await clock.sleep(until: t0.advanced(by: .milliseconds(20 * (frameIndex + 1))), tolerance: .zero)
             let (ended, stop) = shared.state.withLock { s in (s.closedByBridge, options.stopWhen?(s.trace) ?? false) }
             if ended || stop { return }
             // Twilio plays 20 ms, then the caller's next 20 ms go out (with the echo of what they heard, if any).

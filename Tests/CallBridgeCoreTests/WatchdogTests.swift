@@ -19,9 +19,17 @@ import Testing
         var all: [CallAction] = []
         for second in seconds {
             if media { all += sm.handle(.twilioReceived(.media(payload: callerPayload(nil))), now: t(second * 1000 - 10)) }
-            all += sm.handle(.timerFired(TimerID(.watchdog, generation: 0)), now: t(second * 1000))
+            all += sm.handle(.timerFired(sm.watchdogTimer), now: t(second * 1000))
         }
         return all
+    }
+
+    @Test func aStaleWatchdogFiringDoesNothing() {
+        var sm = self.ready()
+        let first = sm.watchdogTimer
+        _ = self.check(&sm, at: 1...1)
+        #expect(sm.watchdogTimer != first)
+        #expect(sm.handle(.timerFired(first), now: t(1500)) == [])
     }
 
     @Test func theSafetyFuseResetsAResponseThatNeverFinished() {

@@ -101,6 +101,11 @@ import FoundationNetworking
             var bridgePorts = bridgePort.stream.makeAsyncIterator()
             let listening = try #require(await bridgePorts.next())
             try await body(Harness(port: listening, agentEvents: agentEvents, calls: calls, logs: logs, stopAgent: { agentTask.cancel() }))
+            // Let every call finish its close handshakes before the servers go away.
+            try? await logs.wait(upTo: .seconds(10)) { lines in
+                lines.filter { $0.message == "call released" }.count >= lines.filter { $0.message == "call started" }.count
+            }
+            agentTask.cancel()
             group.cancelAll()
         }
     }
@@ -176,6 +181,56 @@ import FoundationNetworking
             #expect(summary.counters.cancelsSent == 1)
             #expect(summary.customParameters == ["tenant": "acme"])
             #expect(summary.callSid.hasPrefix("CA"))
+        }
+    }
+
+    /// Local barge-in against a service whose VAD reports speech 300 ms late: the AI stops within 80 ms of the
+    /// caller's onset and nothing of the interrupted reply is heard after that.
+    @Test func localBargeInStopsTheAIWithin80msWhenTheServiceVADIsLate() async throws {
+        try await Self.withBridge(dialect: .ga, agent: .init(speedFactor: 1, vadDelay: .milliseconds(300))) { call in
+            let options = DialClient.Options(
+                url: "ws://127.0.0.1:\(call.port)/twilio/media",
+                callerAudio: Self.silence(10) + Self.speech(60),
+                bargeInAt: .milliseconds(2900),
+                bargeInAudio: Self.speech(20),
+                duration: .milliseconds(3800)
+            )
+            let result = try await withTimeout(.seconds(20)) { try await DialClient(options: options, logger: Self.logger).run() }
+            try await call.calls.wait(upTo: .seconds(10)) { $0.count == 1 }
+            let stop = try #require(result.report.bargeInToClearMs)
+            #expect(stop < 80, "the AI stopped \(stop) ms after the caller's onset")
+            let heard = try #require(result.report.heardAfterBargeInMs)
+            #expect(heard <= 80, "\(heard) ms of the interrupted reply were heard")
+            let summary = try #require(call.calls.all.first)
+            #expect(summary.counters.bargeInPauses >= 1)
+            #expect(summary.counters.bargeInEvents >= 1)
+            #expect(summary.counters.cancelsSent == 1)
+            #expect(summary.counters.upstreamErrors == 0)
+        }
+    }
+
+    /// Only the AI's own echo comes back (12 dB down, 120 ms late): no barge-in, no cancel, and the service never
+    /// hears the echo, so it never answers it.
+    @Test func anEchoOnlyCallHasNoBargeInAndNoReplyToTheEcho() async throws {
+        try await Self.withBridge(dialect: .ga) { call in
+            let options = DialClient.Options(
+                url: "ws://127.0.0.1:\(call.port)/twilio/media",
+                callerAudio: Self.silence(5) + Self.speech(40),
+                duration: .milliseconds(5000),
+                echo: .init(lossDB: 12, delay: .milliseconds(120))
+            )
+            let result = try await withTimeout(.seconds(20)) { try await DialClient(options: options, logger: Self.logger).run() }
+            try await call.calls.wait(upTo: .seconds(10)) { $0.count == 1 }
+            #expect(result.report.clears == 0)
+            #expect(result.report.mediaMessages > 40, "the reply played")
+            let summary = try #require(call.calls.all.first)
+            #expect(summary.counters.bargeInEvents == 0)
+            #expect(summary.counters.bargeInPauses == 0)
+            #expect(summary.counters.cancelsSent == 0)
+            #expect(summary.counters.responses == 1, "no reply to the echo")
+            #expect(summary.counters.echoSilencedMessages > 0)
+            let appended = call.agentEvents.all.filter { $0 == .clientEvent(connection: 1, type: "input_audio_buffer.append") }.count
+            #expect(appended >= summary.counters.rxMessages - 2, "every caller message reached the service, some as silence")
         }
     }
 

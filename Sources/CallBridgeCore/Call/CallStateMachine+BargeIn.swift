@@ -14,6 +14,8 @@ extension CallStateMachine {
         var onset: CallInstant
         /// The response that was speaking when the pause began (the idempotency check at commit).
         var targetResponseID: String?
+        /// The item the caller was hearing when the pause began: the one to truncate to what was played.
+        var targetItem: PlaybackItem?
         /// Frames Twilio dropped because of the pause's `clear`, replayed first on a false alarm.
         var cleared: [FrameQueue.Frame]
     }
@@ -160,7 +162,9 @@ extension CallStateMachine {
         }
         var target: String?
         if case .streaming(let active) = self.response { target = active.id }
-        self.bargeIn = .tentative(Tentative(onset: onset, targetResponseID: target, cleared: cleared))
+        self.bargeIn = .tentative(
+            Tentative(onset: onset, targetResponseID: target, targetItem: self.playback, cleared: cleared)
+        )
         self.counters.bargeInPauses += 1
         self.counters.lastBargeInPause = now - onset
     }
@@ -169,7 +173,13 @@ extension CallStateMachine {
     mutating func commit(now: CallInstant, into actions: inout [CallAction]) {
         guard case .tentative(let tentative) = self.bargeIn else { return }
         self.bargeIn = .listening
-        self.interrupt(now: now, target: tentative.targetResponseID, pauseCleared: true, into: &actions)
+        self.interrupt(
+            now: now,
+            target: tentative.targetResponseID,
+            heardItem: tentative.targetItem,
+            pauseCleared: true,
+            into: &actions
+        )
     }
 
     /// The speech ended before it was confirmed (a cough, a click): resume exactly where Twilio stopped.
@@ -191,14 +201,20 @@ extension CallStateMachine {
         }
         if let last = self.lastBargeInAt, now - last < self.configuration.bargeIn.interruptLock { return }
         guard self.assistantAudioOutstanding else { return }
-        self.interrupt(now: now, target: nil, pauseCleared: false, into: &actions)
+        self.interrupt(now: now, target: nil, heardItem: self.playback, pauseCleared: false, into: &actions)
     }
 
     /// The barge-in transition, in order: stop pacing, flush, clear Twilio, bump the generation, cancel the response
     /// if it is still the one that was speaking (taking the pending-cancel lock), and truncate the item to what Twilio
     /// confirmed as played. After a pause that already cleared Twilio, `clear` is sent again only if something was
     /// sent since.
-    mutating func interrupt(now: CallInstant, target: String?, pauseCleared: Bool, into actions: inout [CallAction]) {
+    mutating func interrupt(
+        now: CallInstant,
+        target: String?,
+        heardItem: PlaybackItem?,
+        pauseCleared: Bool,
+        into actions: inout [CallAction]
+    ) {
         self.pacer.stop()
         self.queue.removeAll()
         self.chunker.reset()
@@ -222,20 +238,23 @@ extension CallStateMachine {
             }
             self.markDead(active.id)
         }
-        if let playback = self.playback {
-            let played = min(self.marks.playedBytes(of: playback.itemID), playback.producedBytes)
+        // The item the caller was hearing, to what they heard; an item that started during the pause, to nothing.
+        var items = heardItem.map { [$0] } ?? []
+        if let current = self.playback, current.itemID != heardItem?.itemID { items.append(current) }
+        for item in items {
+            let played = min(self.marks.playedBytes(of: item.itemID), item.producedBytes)
             actions.append(
                 .sendRealtime(
                     .itemTruncate(
-                        itemID: playback.itemID,
+                        itemID: item.itemID,
                         audioEndMs: AudioFrame.milliseconds(ofBytes: played),
                         eventID: self.makeEventID("truncate")
                     )
                 )
             )
             self.counters.truncatesSent += 1
-            self.playback = nil
         }
+        self.playback = nil
         self.playoutUntil = nil
         self.lastBargeInAt = now
         self.counters.bargeInEvents += 1

@@ -2,7 +2,8 @@
 extension CallStateMachine {
     mutating func watchdogCheck(now: CallInstant, into actions: inout [CallAction]) {
         guard let limits = self.configuration.watchdog else { return }
-        actions.append(.scheduleTimer(self.makeTimer(.watchdog), at: now + limits.checkInterval))
+        self.watchdogTimer = self.makeTimer(.watchdog)
+        actions.append(.scheduleTimer(self.watchdogTimer, at: now + limits.checkInterval))
         let silent = self.queue.isEmpty && self.marks.playableCount == 0 && !self.isPaused
             && (self.playoutUntil.map { now >= $0 } ?? true)
         switch self.response {
@@ -68,9 +69,9 @@ extension CallStateMachine {
             self.end(.shutdown, now: now, into: &actions)
             return
         }
-        let deadline = now + limits.audioDrainLimit
-        self.draining = deadline
-        actions.append(.scheduleTimer(self.makeTimer(.audioDrain), at: deadline))
+        let timer = self.makeTimer(.audioDrain)
+        self.draining = timer
+        actions.append(.scheduleTimer(timer, at: now + limits.audioDrainLimit))
     }
 
     /// Ends a draining call once everything sent was confirmed played.

@@ -85,7 +85,8 @@ public struct CallStateMachine: Sendable {
     // Watchdogs (see CallStateMachine+Watchdogs.swift).
     var lastInboundAt: CallInstant
     var stallFlagged = false
-    var draining: CallInstant?
+    var watchdogTimer = TimerID(.watchdog, generation: 0)
+    var draining: TimerID?
 
     public internal(set) var counters = CallCounters()
     public internal(set) var start: TwilioStart?
@@ -135,7 +136,7 @@ public struct CallStateMachine: Sendable {
             let deadline = self.startedAt + self.configuration.sessionReadyTimeout
             actions.append(.scheduleTimer(TimerID(.sessionReady, generation: 0), at: deadline))
             if let watchdog = self.configuration.watchdog {
-                actions.append(.scheduleTimer(TimerID(.watchdog, generation: 0), at: now + watchdog.checkInterval))
+                actions.append(.scheduleTimer(self.watchdogTimer, at: now + watchdog.checkInterval))
             }
         }
         switch event {
@@ -183,9 +184,10 @@ public struct CallStateMachine: Sendable {
         case .cancelTimeout:
             self.cancelTimedOut(id, now: now, into: &actions)
         case .watchdog:
-            self.watchdogCheck(now: now, into: &actions)
+            // Only the latest check counts: a stale firing does nothing.
+            if id == self.watchdogTimer { self.watchdogCheck(now: now, into: &actions) }
         case .audioDrain:
-            if self.draining != nil { self.end(.shutdown, now: now, into: &actions) }
+            if id == self.draining { self.end(.shutdown, now: now, into: &actions) }
         }
     }
 
