@@ -28,5 +28,15 @@ public enum Level {
         }
         return decibels(amplitude: (sum / Double(bytes.count)).squareRoot() / 32768)
     }
-}
 
+    /// RMS of PCM16 samples, in dBFS.
+    public static func dBFS<C: Collection>(pcm samples: C) -> Double where C.Element == Int16 {
+        guard !samples.isEmpty else { return -120 }
+        var sum = 0.0
+        for sample in samples {
+            let s = Double(sample)
+            sum += s * s
+        }
+        return decibels(amplitude: (sum / Double(samples.count)).squareRoot() / 32768)
+    }
+}
