@@ -256,6 +256,50 @@ import Testing
         #expect(sm.handle(.tick, now: t(400)).mediaFrames.isEmpty)
     }
 
+    // MARK: The second-stage confirmer
+
+    /// A scripted confirmer: answers from a list and records what it was shown.
+    struct ScriptedConfirmer: SpeechConfirmer {
+        var answers: [Bool]
+        var shown: [Int] = []
+        mutating func isSpeech(_ frames: [[UInt8]]) -> Bool {
+            self.shown.append(frames.count)
+            return self.answers.isEmpty ? true : self.answers.removeFirst()
+        }
+    }
+
+    func speakingCall(confirmer: ScriptedConfirmer) -> CallStateMachine {
+        var sm = CallStateMachine(configuration: Self.configuration(), confirmer: confirmer, now: t(0))
+        _ = sm.handle(.realtimeConnected, now: t(5))
+        _ = sm.handle(.realtimeReceived(.sessionUpdated), now: t(10))
+        _ = sm.handle(.realtimeReceived(.responseCreated(responseID: "r1")), now: t(100))
+        _ = sm.handle(.realtimeReceived(.audioDelta(responseID: "r1", itemID: "i1", audio: Self.ai)), now: t(100))
+        return sm
+    }
+
+    @Test func theConfirmerRunsOnlyWhenTheEnergyStageFiresAndCanOverruleIt() {
+        var sm = self.speakingCall(confirmer: ScriptedConfirmer(answers: [false]))
+        // Quiet caller: the energy stage never fires, the confirmer is never asked.
+        _ = self.caller(&sm, Array(repeating: nil, count: 10), from: 120)
+        #expect((sm.confirmer as? ScriptedConfirmer)?.shown == [])
+        // A door slam: the energy stage pauses; at 150 ms the confirmer says no: resume, no cancel.
+        let steps = self.caller(&sm, Array(repeating: -10, count: 8), from: 320)
+        #expect(sm.counters.bargeInPauses == 1)
+        #expect(sm.counters.confirmerRejections == 1)
+        #expect(sm.counters.bargeInFalseAlarms == 1)
+        #expect(sm.counters.bargeInEvents == 0)
+        #expect(!steps.flatMap { $0 }.contains { if case .sendRealtime(.responseCancel) = $0 { true } else { false } })
+        // It saw the frames from just before the onset to the commit point (3 + 8).
+        #expect((sm.confirmer as? ScriptedConfirmer)?.shown == [11])
+    }
+
+    @Test func aConfirmedPauseCommits() {
+        var sm = self.speakingCall(confirmer: ScriptedConfirmer(answers: [true]))
+        _ = self.caller(&sm, Array(repeating: -10, count: 8), from: 120)
+        #expect(sm.counters.bargeInEvents == 1)
+        #expect(sm.counters.confirmerRejections == 0)
+    }
+
     // MARK: The server's VAD
 
     @Test func theServersSpeechStartedCommitsAPauseAndIsDeduplicatedAfterward() {

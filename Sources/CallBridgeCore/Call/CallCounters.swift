@@ -25,6 +25,8 @@ public struct CallCounters: Sendable, Equatable {
     /// Local barge-in: tentative pauses, and pauses that turned out to be false alarms (resumed).
     public var bargeInPauses = 0
     public var bargeInFalseAlarms = 0
+    /// Pauses the second-stage confirmer judged not to be speech (counted in the false alarms too).
+    public var confirmerRejections = 0
     /// Caller messages replaced by silence toward the service because only the AI's echo was on the line.
     public var echoSilencedMessages = 0
     /// Pending cancels released by their failsafe instead of an answer.
@@ -98,6 +100,7 @@ public struct CallSummary: Sendable, Equatable {
             ("realtime_ready_ms", c.realtimeReadyAt.map { String($0.wholeMilliseconds) } ?? "null"),
             ("barge_in_pauses", String(c.bargeInPauses)),
             ("barge_in_false_alarms", String(c.bargeInFalseAlarms)),
+            ("confirmer_rejections", String(c.confirmerRejections)),
             ("barge_in_pause_ms", c.lastBargeInPause.map { String($0.wholeMilliseconds) } ?? "null"),
             ("echo_silenced_messages", String(c.echoSilencedMessages)),
             ("echo_delay_ms", c.echoDelay.map { String($0.wholeMilliseconds) } ?? "null"),

@@ -73,6 +73,10 @@ extension CallStateMachine {
         for (index, frame) in frames.enumerated() {
             let frameStart = now - AudioFrame.duration * (frames.count - index)
             let level = Level.dBFS(muLaw: frame)
+            if self.confirmer != nil {
+                self.recentFrames.append((frameStart, frame))
+                if self.recentFrames.count > 50 { self.recentFrames.removeFirst() }
+            }
             let verdict = self.echoGuard.classify(
                 inboundDBFS: level,
                 frameStart: frameStart,
@@ -169,9 +173,20 @@ extension CallStateMachine {
         self.counters.lastBargeInPause = now - onset
     }
 
-    /// Stage 2: the pause is confirmed.
+    /// Stage 2: the pause is confirmed, by the second-stage confirmer too when there is one.
     mutating func commit(now: CallInstant, into actions: inout [CallAction]) {
         guard case .tentative(let tentative) = self.bargeIn else { return }
+        if var confirmer = self.confirmer {
+            // From a little before the onset: the confirmer needs the start of the sound.
+            let from = tentative.onset - AudioFrame.duration * 3
+            let speech = confirmer.isSpeech(self.recentFrames.filter { $0.start >= from }.map(\.frame))
+            self.confirmer = confirmer
+            guard speech else {
+                self.counters.confirmerRejections += 1
+                self.falseAlarm(now: now)
+                return
+            }
+        }
         self.bargeIn = .listening
         self.interrupt(
             now: now,

@@ -81,6 +81,9 @@ public struct CallStateMachine: Sendable {
     var playoutUntil: CallInstant?
     var preRoll: [PreRollEntry] = []
     var silenceCache: (count: Int, base64: String)?
+    /// The optional second stage, and the recent caller frames it is shown (about a second).
+    var confirmer: (any SpeechConfirmer)?
+    var recentFrames: [(start: CallInstant, frame: [UInt8])] = []
 
     // Watchdogs (see CallStateMachine+Watchdogs.swift).
     var lastInboundAt: CallInstant
@@ -93,8 +96,9 @@ public struct CallStateMachine: Sendable {
     public internal(set) var endReason: EndReason?
     public internal(set) var endedAt: CallInstant?
 
-    public init(configuration: CallConfiguration = .init(), now: CallInstant) {
+    public init(configuration: CallConfiguration = .init(), confirmer: (any SpeechConfirmer)? = nil, now: CallInstant) {
         self.configuration = configuration
+        self.confirmer = confirmer
         self.startedAt = now
         self.lastInboundAt = now
         self.pacer = TxPacer(configuration: configuration.pacer)
