@@ -4,7 +4,7 @@ PORT ?= 8080
 BIN := .build/debug/callbridge
 RELEASE_BIN := .build/release/callbridge
 
-.PHONY: run run-release test build build-release deps demo fixtures fixtures-update certs clean
+.PHONY: run run-release test build build-release deps demo bargein-check fixtures fixtures-update certs clean
 
 ## Start the bridge (embedded echo agent unless OPENAI_API_KEY is set). Options: make run ARGS="--port 9000".
 run: build
@@ -32,6 +32,10 @@ deps:
 demo: build
 	$(BIN) dial ws://127.0.0.1:$(PORT)/twilio/media --audio Fixtures/audio/hello.wav \
 		--barge-in-at 6.5 --barge-in-audio Fixtures/audio/interrupt.wav --record heard.wav
+
+## Barge-in acceptance: service VAD 300 ms late, N calls talking over the AI, one echo-only call. N=10 by default.
+bargein-check: build
+	scripts/bargein-check.sh $(N)
 
 ## Regenerate the spoken audio fixtures (espeak-ng + sox from Debian).
 fixtures:
