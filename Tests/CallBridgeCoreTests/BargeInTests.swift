@@ -68,6 +68,8 @@ import Testing
                 .sendRealtime(.responseCancel(responseID: "r1", eventID: "cb_cancel_1")),
                 .scheduleTimer(TimerID(.cancelTimeout, generation: 1), at: t(3260)),
                 .sendRealtime(.itemTruncate(itemID: "i1", audioEndMs: 0, eventID: "cb_truncate_2")),
+                // The false-trigger check: did the caller really take the turn?
+                .scheduleTimer(TimerID(.falseTriggerCheck, generation: 2), at: t(1760)),
                 .sendRealtime(.inputAudioAppend(base64: callerPayload(-10))),
             ]
         )
@@ -254,6 +256,40 @@ import Testing
         #expect(sm.counters.cancelsSent == 0)
         // …and r2's audio does not play over the caller.
         #expect(sm.handle(.tick, now: t(400)).mediaFrames.isEmpty)
+    }
+
+    // MARK: False triggers
+
+    func creates(_ actions: [[CallAction]]) -> Int {
+        actions.flatMap { $0 }.filter { if case .sendRealtime(.responseCreate) = $0 { true } else { false } }.count
+    }
+
+    @Test func aBargeInTheServiceNeverHeardIsAFalseTriggerAndTheAIGoesOn() {
+        var sm = self.speakingCall()
+        let steps = self.caller(&sm, Array(repeating: -10, count: 8), from: 120)  // committed at 260
+        let timer = TimerID(.falseTriggerCheck, generation: 2)
+        #expect(steps[7].contains(.scheduleTimer(timer, at: t(1760))))
+        _ = self.caller(&sm, Array(repeating: nil, count: 40), from: 280)  // quiet afterwards, no caller turn
+        #expect(sm.handle(.timerFired(timer), now: t(1760)) == [.sendRealtime(.responseCreate(eventID: "cb_resume_3"))])
+        #expect(sm.counters.bargeInFalseTriggers == 1)
+    }
+
+    @Test func noFalseTriggerWhileTheCallerIsStillTalking() {
+        var sm = self.speakingCall()
+        _ = self.caller(&sm, Array(repeating: -10, count: 8), from: 120)
+        _ = self.caller(&sm, Array(repeating: -10, count: 75), from: 280)  // still talking at 1760
+        let again = sm.handle(.timerFired(TimerID(.falseTriggerCheck, generation: 2)), now: t(1760))
+        #expect(again == [.scheduleTimer(TimerID(.falseTriggerCheck, generation: 3), at: t(3260))])
+        #expect(sm.counters.bargeInFalseTriggers == 0)
+    }
+
+    @Test func noFalseTriggerOnceTheServiceHeardTheCaller() {
+        var sm = self.speakingCall()
+        _ = self.caller(&sm, Array(repeating: -10, count: 8), from: 120)
+        _ = sm.handle(.realtimeReceived(.speechStarted(audioStartMs: 100, itemID: "u1")), now: t(500))
+        _ = self.caller(&sm, Array(repeating: nil, count: 40), from: 520)
+        #expect(sm.handle(.timerFired(TimerID(.falseTriggerCheck, generation: 2)), now: t(1760)) == [])
+        #expect(sm.counters.bargeInFalseTriggers == 0)
     }
 
     // MARK: The second-stage confirmer

@@ -24,6 +24,9 @@ public struct BargeInConfiguration: Sendable, Equatable {
     public var recoveryDelay: Duration
     /// A sent `response.cancel` holds the pending-cancel lock at most this long.
     public var cancelTimeout: Duration
+    /// After a local barge-in, if the caller has gone quiet and the service never heard a turn within this long,
+    /// the barge-in was a false trigger: the bridge asks the service to respond again. Zero is off.
+    public var falseTriggerWindow: Duration
 
     public init(
         localEnabled: Bool = true,
@@ -37,8 +40,10 @@ public struct BargeInConfiguration: Sendable, Equatable {
         minSpeechDuration: Duration = .milliseconds(150),
         greetingWindow: Duration = .zero,
         recoveryDelay: Duration = .milliseconds(500),
-        cancelTimeout: Duration = .seconds(3)
+        cancelTimeout: Duration = .seconds(3),
+        falseTriggerWindow: Duration = .milliseconds(1500)
     ) {
+        self.falseTriggerWindow = falseTriggerWindow
         self.localEnabled = localEnabled
         self.vad = vad
         self.echo = echo

@@ -27,6 +27,8 @@ public struct CallCounters: Sendable, Equatable {
     public var bargeInFalseAlarms = 0
     /// Pauses the second-stage confirmer judged not to be speech (counted in the false alarms too).
     public var confirmerRejections = 0
+    /// Committed local barge-ins after which the caller never took the turn (the AI was asked to go on).
+    public var bargeInFalseTriggers = 0
     /// Caller messages replaced by silence toward the service because only the AI's echo was on the line.
     public var echoSilencedMessages = 0
     /// Pending cancels released by their failsafe instead of an answer.
@@ -101,6 +103,7 @@ public struct CallSummary: Sendable, Equatable {
             ("barge_in_pauses", String(c.bargeInPauses)),
             ("barge_in_false_alarms", String(c.bargeInFalseAlarms)),
             ("confirmer_rejections", String(c.confirmerRejections)),
+            ("barge_in_false_triggers", String(c.bargeInFalseTriggers)),
             ("barge_in_pause_ms", c.lastBargeInPause.map { String($0.wholeMilliseconds) } ?? "null"),
             ("echo_silenced_messages", String(c.echoSilencedMessages)),
             ("echo_delay_ms", c.echoDelay.map { String($0.wholeMilliseconds) } ?? "null"),

@@ -32,6 +32,8 @@ public struct TimerID: Hashable, Sendable, CustomStringConvertible {
         case watchdog
         /// AUDIO_DRAIN's limit on an ending call.
         case audioDrain
+        /// After a local barge-in: did the caller really take the turn?
+        case falseTriggerCheck
     }
 
     public var kind: Kind

@@ -195,6 +195,7 @@ extension CallStateMachine {
             pauseCleared: true,
             into: &actions
         )
+        self.armFalseTriggerCheck(now: now, into: &actions)
     }
 
     /// The speech ended before it was confirmed (a cough, a click): resume exactly where Twilio stopped.
@@ -273,6 +274,30 @@ extension CallStateMachine {
         self.playoutUntil = nil
         self.lastBargeInAt = now
         self.counters.bargeInEvents += 1
+    }
+
+    // MARK: False triggers
+
+    mutating func armFalseTriggerCheck(now: CallInstant, into actions: inout [CallAction]) {
+        let window = self.configuration.bargeIn.falseTriggerWindow
+        guard window > .zero else { return }
+        let timer = self.makeTimer(.falseTriggerCheck)
+        self.falseTriggerTimer = timer
+        actions.append(.scheduleTimer(timer, at: now + window))
+    }
+
+    /// A committed local barge-in, yet the service never heard a caller turn: if the caller is quiet now (low energy),
+    /// it was a false trigger (a bang, a voice in the room), and the AI is asked to go on. While the caller still
+    /// talks, look again later.
+    mutating func checkFalseTrigger(now: CallInstant, into actions: inout [CallAction]) {
+        if self.vad.isSpeaking {
+            self.armFalseTriggerCheck(now: now, into: &actions)
+            return
+        }
+        self.falseTriggerTimer = nil
+        guard self.upstream == .ready else { return }
+        actions.append(.sendRealtime(.responseCreate(eventID: self.makeEventID("resume"))))
+        self.counters.bargeInFalseTriggers += 1
     }
 
     /// The pending-cancel lock's failsafe: the service never answered the cancel.

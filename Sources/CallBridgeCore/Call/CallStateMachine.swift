@@ -83,6 +83,8 @@ public struct CallStateMachine: Sendable {
     var silenceCache: (count: Int, base64: String)?
     /// The optional second stage, and the recent caller frames it is shown (about a second).
     var confirmer: (any SpeechConfirmer)?
+    /// Armed by a committed local barge-in; disarmed when the service hears the caller or a response starts.
+    var falseTriggerTimer: TimerID?
     var recentFrames: [(start: CallInstant, frame: [UInt8])] = []
 
     // Watchdogs (see CallStateMachine+Watchdogs.swift).
@@ -192,6 +194,8 @@ public struct CallStateMachine: Sendable {
             if id == self.watchdogTimer { self.watchdogCheck(now: now, into: &actions) }
         case .audioDrain:
             if id == self.draining { self.end(.shutdown, now: now, into: &actions) }
+        case .falseTriggerCheck:
+            if id == self.falseTriggerTimer { self.checkFalseTrigger(now: now, into: &actions) }
         }
     }
 
@@ -264,10 +268,12 @@ public struct CallStateMachine: Sendable {
             }
             self.heldInbound.removeAll()
         case .speechStarted:
+            self.falseTriggerTimer = nil  // the service heard the caller: a real turn
             self.serverSpeechStarted(now: now, into: &actions)
         case .speechStopped:
             break
         case .responseCreated(let id):
+            self.falseTriggerTimer = nil
             self.responseStarted(id: id, itemID: nil, now: now)
         case .outputItemAdded(let responseID, let itemID):
             if case .streaming(var active) = self.response, active.id == responseID, active.itemID == nil {

@@ -67,6 +67,8 @@ public struct EchoAgent: Sendable {
     var pendingSpeechStart: (reportAt: Int, onset: Int)?
 
     var reply: Reply?
+    /// The last utterance heard, replayed when the client asks for a response itself.
+    var lastUtterance: [UInt8] = []
     /// Audio bytes sent per assistant item, to check truncation requests.
     var producedBytes: [String: Int] = [:]
     /// The `type` of the last client event received.
@@ -114,6 +116,18 @@ public struct EchoAgent: Sendable {
                 ]
             }
             return self.finishReply(status: "cancelled", reason: "client_cancelled")
+        case "response.create":
+            guard self.reply == nil else {
+                return [
+                    self.error(
+                        type: "invalid_request_error",
+                        code: "conversation_already_has_active_response",
+                        message: "Conversation already has an active response",
+                        eventID: message.event_id
+                    )
+                ]
+            }
+            return self.startReply(self.lastUtterance, now: now)
         case "conversation.item.truncate":
             return self.truncate(itemID: message.item_id, audioEndMs: message.audio_end_ms, eventID: message.event_id)
         default:
@@ -274,6 +288,7 @@ public struct EchoAgent: Sendable {
             ),
         ]
         self.resetTurn()
+        self.lastUtterance = utterance
         if self.turnDetection.createResponse && self.reply == nil {
             out += self.startReply(utterance, now: now)
         }

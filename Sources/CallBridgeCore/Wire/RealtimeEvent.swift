@@ -60,6 +60,8 @@ public enum RealtimeClientEvent: Sendable, Equatable {
     case inputAudioAppend(base64: String)
     case responseCancel(responseID: String, eventID: String)
     case itemTruncate(itemID: String, audioEndMs: Int, eventID: String)
+    /// Ask for a response (after a false trigger left the conversation without one).
+    case responseCreate(eventID: String)
 
     public var type: String {
         switch self {
@@ -67,6 +69,7 @@ public enum RealtimeClientEvent: Sendable, Equatable {
         case .inputAudioAppend: "input_audio_buffer.append"
         case .responseCancel: "response.cancel"
         case .itemTruncate: "conversation.item.truncate"
+        case .responseCreate: "response.create"
         }
     }
 }
@@ -209,6 +212,8 @@ public enum RealtimeCodec {
             return "{\"type\":\"conversation.item.truncate\",\"event_id\":" + JSONText.quoted(eventID)
                 + ",\"item_id\":" + JSONText.quoted(itemID) + ",\"content_index\":0,\"audio_end_ms\":"
                 + String(audioEndMs) + "}"
+        case .responseCreate(let eventID):
+            return "{\"type\":\"response.create\",\"event_id\":" + JSONText.quoted(eventID) + "}"
         case .sessionUpdate(let settings, let eventID):
             return encodeSessionUpdate(settings, eventID: eventID, dialect: dialect)
         }
