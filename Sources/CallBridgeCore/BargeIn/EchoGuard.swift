@@ -26,6 +26,9 @@ public struct EchoGuard: Sendable, Equatable {
         public var minCorrelation: Double
         /// Outbound quieter than this cannot produce audible echo.
         public var farEndSilenceDBFS: Double
+        /// The most loss the relaxed rule may assume on a line that has shown little echo: echo that appears later
+        /// (a speakerphone, a phone's canceller dropping out) above this loss is still taken for echo.
+        public var maxAssumedLossDB: Double
 
         public init(
             maxEchoDelay: Duration = .milliseconds(400),
@@ -33,8 +36,10 @@ public struct EchoGuard: Sendable, Equatable {
             doubleTalkMarginDB: Double = 6,
             estimationFrames: Int = 50,
             minCorrelation: Double = 0.6,
-            farEndSilenceDBFS: Double = -50
+            farEndSilenceDBFS: Double = -50,
+            maxAssumedLossDB: Double = 30
         ) {
+            self.maxAssumedLossDB = maxAssumedLossDB
             self.maxEchoDelay = maxEchoDelay
             self.minEchoReturnLossDB = minEchoReturnLossDB
             self.doubleTalkMarginDB = doubleTalkMarginDB
@@ -73,8 +78,15 @@ public struct EchoGuard: Sendable, Equatable {
         var sumInOut = 0.0
         var sumIn2 = 0.0
         var sumOut2 = 0.0
+        /// Loss (outbound − inbound) over the frames where this lag's outbound was audible.
+        var lossSum = 0.0
+        var lossCount = 0.0
 
-        mutating func add(inbound x: Double, outbound y: Double) {
+        mutating func add(inbound x: Double, outbound y: Double, audible: Bool) {
+            if audible {
+                self.lossSum += y - x
+                self.lossCount += 1
+            }
             self.n += 1
             self.sumIn += x
             self.sumOut += y
@@ -92,8 +104,8 @@ public struct EchoGuard: Sendable, Equatable {
             return covariance / (varianceIn * varianceOut).squareRoot()
         }
 
-        /// Mean of outbound − inbound: the echo return loss at this lag.
-        var meanLoss: Double { self.n > 0 ? (self.sumOut - self.sumIn) / self.n : 0 }
+        /// Mean of outbound − inbound where the outbound was audible: the echo return loss at this lag.
+        var meanLoss: Double { self.lossCount > 0 ? self.lossSum / self.lossCount : 0 }
     }
 
     public let configuration: Configuration
@@ -138,8 +150,8 @@ public struct EchoGuard: Sendable, Equatable {
         for bin in 0..<bins {
             delayed[bin] = self.outboundLevel(at: frameStart - Duration.milliseconds(20 * bin))
         }
-        if let now = playingNowDBFS { delayed[0] = max(delayed[0], now) }
-        let loudest = delayed.max() ?? -120
+        // A frame playing right now (not yet confirmed) counts for the decision, not for learning the path.
+        let loudest = max(delayed.max() ?? -120, playingNowDBFS ?? -120)
         guard loudest >= self.configuration.farEndSilenceDBFS else { return .farEndSilent }
 
         let verdict: Verdict
@@ -152,15 +164,24 @@ public struct EchoGuard: Sendable, Equatable {
         } else {
             var assumedLoss = self.configuration.minEchoReturnLossDB
             if self.observedLossFrames >= self.configuration.estimationFrames {
-                assumedLoss = max(assumedLoss, self.observedLossFloorDB - self.configuration.doubleTalkMarginDB)
+                let relaxed = min(self.observedLossFloorDB - self.configuration.doubleTalkMarginDB, self.configuration.maxAssumedLossDB)
+                assumedLoss = max(assumedLoss, relaxed)
             }
             verdict = inbound > loudest - assumedLoss ? .doubleTalk : .echoOnly
         }
         if verdict == .echoOnly {
-            self.observedLossFloorDB = min(self.observedLossFloorDB, loudest - inbound)
+            // Digital silence counts as -70 dBFS: evidence of little echo, but not of unlimited loss.
+            self.observedLossFloorDB = min(self.observedLossFloorDB, loudest - max(inbound, -70))
             self.observedLossFrames += 1
-            for bin in 0..<bins where delayed[bin] >= self.configuration.farEndSilenceDBFS {
-                self.lags[bin].add(inbound: inbound, outbound: delayed[bin])
+            // Every lag learns from the same frames (quiet outbound clamped to the silence level), so no lag is
+            // favoured just by having been eligible first.
+            let floor = self.configuration.farEndSilenceDBFS
+            for bin in 0..<bins {
+                self.lags[bin].add(
+                    inbound: max(inbound, floor - 20),
+                    outbound: max(delayed[bin], floor),
+                    audible: delayed[bin] >= floor
+                )
             }
             self.updateEstimate()
         }
@@ -168,12 +189,14 @@ public struct EchoGuard: Sendable, Equatable {
     }
 
     mutating func updateEstimate() {
+        guard let n = self.lags.first?.n, n >= Double(self.configuration.estimationFrames) else { return }
         var best: (bin: Int, correlation: Double)?
-        for (bin, stats) in self.lags.enumerated() where stats.n >= Double(self.configuration.estimationFrames) {
+        for (bin, stats) in self.lags.enumerated() {
             let r = stats.correlation
             if r >= self.configuration.minCorrelation && r > (best?.correlation ?? -1) { best = (bin, r) }
         }
         guard let best else { return }
+        // The loss is measured on frames where that lag's outbound was audible.
         let loss = max(self.configuration.minEchoReturnLossDB, self.lags[best.bin].meanLoss)
         self.estimate = Estimate(delay: .milliseconds(best.bin * 20), returnLossDB: loss, correlation: best.correlation)
     }
