@@ -52,6 +52,7 @@ import Testing
         #expect(
             steps[1] == [
                 .sendTwilio(.clear),
+                .scheduleTimer(TimerID(.pauseTimeout, generation: 1), at: t(1140)),
                 .sendRealtime(.inputAudioAppend(base64: callerPayload(-10))),
                 .sendRealtime(.inputAudioAppend(base64: callerPayload(-10))),
             ]
@@ -66,10 +67,11 @@ import Testing
         #expect(
             steps[7] == [
                 .sendRealtime(.responseCancel(responseID: "r1", eventID: "cb_cancel_1")),
-                .scheduleTimer(TimerID(.cancelTimeout, generation: 1), at: t(3260)),
+                .scheduleTimer(TimerID(.cancelTimeout, generation: 2), at: t(3260)),
+                // No mark has come back yet: nothing of i1 is confirmed as played.
                 .sendRealtime(.itemTruncate(itemID: "i1", audioEndMs: 0, eventID: "cb_truncate_2")),
                 // The false-trigger check: did the caller really take the turn?
-                .scheduleTimer(TimerID(.falseTriggerCheck, generation: 2), at: t(1760)),
+                .scheduleTimer(TimerID(.falseTriggerCheck, generation: 3), at: t(1760)),
                 .sendRealtime(.inputAudioAppend(base64: callerPayload(-10))),
             ]
         )
@@ -83,15 +85,16 @@ import Testing
         var sm = self.speakingCall()
         let steps = self.caller(&sm, [-10, -10] + Array(repeating: nil, count: 18), from: 120)
         #expect(steps[1].first == .sendTwilio(.clear))
-        // Speech ends after the 300 ms hang-over, before 150 ms of speech: resume. The four frames Twilio dropped
-        // (three sent at 100 ms, one at 120) go out again first, in order, then the rest of the reply.
+        // Speech ends after the 300 ms hang-over, before 150 ms of speech: resume. Of the four frames at Twilio when
+        // it was cleared at 140 ms, frames 0 and 1 (due at 100 and 120) were already playing; frames 2 and 3 (due at
+        // 140 and 160) were dropped and go out again first, in order, then the rest of the reply.
         let frame = { (k: Int) in Array(Self.ai[(k * 160)..<((k + 1) * 160)]) }
         let resumeAt = steps.indices.dropFirst().first { !steps[$0].mediaFrames.isEmpty }
         #expect(resumeAt == 16, "the last voiced frame ended at 140 ms: speech ends 300 ms later, with the message at 440")
         if let resumeAt {
-            #expect(steps[resumeAt].mediaFrames.prefix(3) == [frame(0), frame(1), frame(2)])
+            #expect(steps[resumeAt].mediaFrames.prefix(3) == [frame(2), frame(3), frame(4)])
             let sent = steps[resumeAt...].flatMap(\.mediaFrames).prefix(6).map { f in (0..<50).first { frame($0) == f } ?? -1 }
-            #expect(sent == [0, 1, 2, 3, 4, 5])
+            #expect(sent == [2, 3, 4, 5, 6, 0], "frame 7 repeats frame 0's level")
         }
         #expect(sm.counters.bargeInFalseAlarms == 1)
         #expect(sm.counters.bargeInEvents == 0)
@@ -119,6 +122,32 @@ import Testing
         _ = self.caller(&sm, Array(repeating: nil, count: 20), from: 540)
         _ = self.caller(&sm, [-10, -10], from: 980)
         #expect(sm.counters.bargeInPauses == 2)
+    }
+
+    @Test func speechThatStartedDuringTheRecoveryDelayPausesOnceTheDelayIsOver() {
+        var sm = self.speakingCall()
+        _ = self.caller(&sm, [-10, -10] + Array(repeating: nil, count: 16), from: 120)  // false alarm at 440
+        #expect(sm.counters.bargeInFalseAlarms == 1)
+        // Real speech from 480, inside the 500 ms recovery delay (until 940): it keeps going, and pauses at 940.
+        let steps = self.caller(&sm, Array(repeating: -10, count: 30), from: 480)
+        #expect(sm.counters.bargeInPauses == 2)
+        let pausedAt = steps.firstIndex { $0.contains(.sendTwilio(.clear)) }.map { 480 + 20 * $0 }
+        #expect(pausedAt == 940)
+        #expect(sm.counters.bargeInEvents == 1)
+    }
+
+    @Test func aPauseIsDecidedByItsDeadlineWhenCallerMediaStop() {
+        var sm = self.speakingCall()
+        let steps = self.caller(&sm, [-10, -10], from: 120)  // paused at 140; then no more caller media
+        guard case .scheduleTimer(let timer, let at)? = steps[1].first(where: { if case .scheduleTimer = $0 { true } else { false } }) else {
+            Issue.record("no pause deadline in \(steps[1])")
+            return
+        }
+        #expect(at == t(1140))
+        // Still "speaking" for the VAD (no frames to end it): commit rather than leave the AI paused forever.
+        let decided = sm.handle(.timerFired(timer), now: at)
+        #expect(decided.contains(.sendRealtime(.responseCancel(responseID: "r1", eventID: "cb_cancel_1"))))
+        #expect(!sm.isPaused)
     }
 
     // MARK: Gates and guards
@@ -197,6 +226,29 @@ import Testing
         #expect(sm.counters.echoSilencedMessages == 10)
     }
 
+    @Test func theServicesVADRespectsTheGreetingWindow() {
+        var sm = self.speakingCall(Self.configuration { $0.greetingWindow = .seconds(5) })
+        let actions = sm.handle(.realtimeReceived(.speechStarted(audioStartMs: 0, itemID: "u1")), now: t(800))
+        #expect(!actions.contains(.sendTwilio(.clear)))
+        #expect(!actions.contains { if case .sendRealtime(.responseCancel) = $0 { true } else { false } })
+        #expect(sm.counters.bargeInEvents == 0)
+    }
+
+    @Test func aPauseWithoutATargetNeverCancelsALaterResponse() {
+        var sm = CallStateMachine(configuration: Self.configuration(), now: t(0))
+        _ = sm.handle(.realtimeConnected, now: t(5))
+        _ = sm.handle(.realtimeReceived(.sessionUpdated), now: t(10))
+        // r1's audio is queued, r1 is already done: the pause has no response to cancel.
+        _ = sm.handle(.realtimeReceived(.audioDelta(responseID: "r1", itemID: "i1", audio: Self.ai)), now: t(100))
+        _ = sm.handle(.realtimeReceived(.audioDone(responseID: "r1", itemID: "i1")), now: t(100))
+        _ = sm.handle(.realtimeReceived(.responseDone(responseID: "r1", status: "completed")), now: t(100))
+        _ = self.caller(&sm, [-10, -10], from: 120)
+        _ = sm.handle(.realtimeReceived(.responseCreated(responseID: "r2")), now: t(150))
+        let steps = self.caller(&sm, Array(repeating: -10, count: 6), from: 160)
+        #expect(sm.counters.bargeInEvents == 1)
+        #expect(!steps.flatMap { $0 }.contains { if case .sendRealtime(.responseCancel) = $0 { true } else { false } })
+    }
+
     // MARK: The pending-cancel lock
 
     /// A committed barge-in on r1; returns the machine and the cancel's timer.
@@ -254,8 +306,13 @@ import Testing
         _ = self.caller(&sm, Array(repeating: -10, count: 6), from: 160)
         #expect(sm.counters.bargeInEvents == 1)
         #expect(sm.counters.cancelsSent == 0)
-        // …and r2's audio does not play over the caller.
-        #expect(sm.handle(.tick, now: t(400)).mediaFrames.isEmpty)
+        // r2 was not the response that was interrupted: it is neither cancelled nor muted, and plays from its start.
+        guard case .streaming(let active) = sm.response else {
+            Issue.record("r2 should still stream, got \(sm.response)")
+            return
+        }
+        #expect(active.id == "r2")
+        #expect(!sm.handle(.tick, now: t(400)).mediaFrames.isEmpty)
     }
 
     // MARK: False triggers
@@ -267,19 +324,28 @@ import Testing
     @Test func aBargeInTheServiceNeverHeardIsAFalseTriggerAndTheAIGoesOn() {
         var sm = self.speakingCall()
         let steps = self.caller(&sm, Array(repeating: -10, count: 8), from: 120)  // committed at 260
-        let timer = TimerID(.falseTriggerCheck, generation: 2)
+        let timer = TimerID(.falseTriggerCheck, generation: 3)
         #expect(steps[7].contains(.scheduleTimer(timer, at: t(1760))))
+        _ = sm.handle(.realtimeReceived(.responseDone(responseID: "r1", status: "cancelled")), now: t(300))
         _ = self.caller(&sm, Array(repeating: nil, count: 40), from: 280)  // quiet afterwards, no caller turn
         #expect(sm.handle(.timerFired(timer), now: t(1760)) == [.sendRealtime(.responseCreate(eventID: "cb_resume_3"))])
         #expect(sm.counters.bargeInFalseTriggers == 1)
+    }
+
+    @Test func theFalseTriggerCheckWaitsForThePendingCancel() {
+        var sm = self.speakingCall()
+        _ = self.caller(&sm, Array(repeating: -10, count: 8), from: 120)
+        _ = self.caller(&sm, Array(repeating: nil, count: 40), from: 280)
+        // The cancel is still unanswered at 1760: asking for a response now would only earn an error.
+        #expect(sm.handle(.timerFired(TimerID(.falseTriggerCheck, generation: 3)), now: t(1760)) == [.scheduleTimer(TimerID(.falseTriggerCheck, generation: 4), at: t(3260))])
     }
 
     @Test func noFalseTriggerWhileTheCallerIsStillTalking() {
         var sm = self.speakingCall()
         _ = self.caller(&sm, Array(repeating: -10, count: 8), from: 120)
         _ = self.caller(&sm, Array(repeating: -10, count: 75), from: 280)  // still talking at 1760
-        let again = sm.handle(.timerFired(TimerID(.falseTriggerCheck, generation: 2)), now: t(1760))
-        #expect(again == [.scheduleTimer(TimerID(.falseTriggerCheck, generation: 3), at: t(3260))])
+        let again = sm.handle(.timerFired(TimerID(.falseTriggerCheck, generation: 3)), now: t(1760))
+        #expect(again == [.scheduleTimer(TimerID(.falseTriggerCheck, generation: 4), at: t(3260))])
         #expect(sm.counters.bargeInFalseTriggers == 0)
     }
 
@@ -288,7 +354,7 @@ import Testing
         _ = self.caller(&sm, Array(repeating: -10, count: 8), from: 120)
         _ = sm.handle(.realtimeReceived(.speechStarted(audioStartMs: 100, itemID: "u1")), now: t(500))
         _ = self.caller(&sm, Array(repeating: nil, count: 40), from: 520)
-        #expect(sm.handle(.timerFired(TimerID(.falseTriggerCheck, generation: 2)), now: t(1760)) == [])
+        #expect(sm.handle(.timerFired(TimerID(.falseTriggerCheck, generation: 3)), now: t(1760)) == [])
         #expect(sm.counters.bargeInFalseTriggers == 0)
     }
 
@@ -327,6 +393,16 @@ import Testing
         #expect(!steps.flatMap { $0 }.contains { if case .sendRealtime(.responseCancel) = $0 { true } else { false } })
         // It saw the frames from just before the onset to the commit point (3 + 8).
         #expect((sm.confirmer as? ScriptedConfirmer)?.shown == [11])
+    }
+
+    @Test func theServicesSpeechCommitsAPauseWithoutAskingTheConfirmer() {
+        var sm = self.speakingCall(confirmer: ScriptedConfirmer(answers: [false]))
+        _ = self.caller(&sm, [-10, -10], from: 120)
+        let commit = sm.handle(.realtimeReceived(.speechStarted(audioStartMs: 100, itemID: "u1")), now: t(150))
+        #expect(commit.contains(.sendRealtime(.responseCancel(responseID: "r1", eventID: "cb_cancel_1"))))
+        #expect((sm.confirmer as? ScriptedConfirmer)?.shown == [])
+        // The service heard the caller: no false-trigger check is armed.
+        #expect(!commit.contains { if case .scheduleTimer(let id, _) = $0 { id.kind == .falseTriggerCheck } else { false } })
     }
 
     @Test func aConfirmedPauseCommits() {

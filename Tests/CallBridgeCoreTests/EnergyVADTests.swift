@@ -54,6 +54,20 @@ import Testing
         #expect(vad.noiseFloorDBFS == before)
     }
 
+    @Test func aNoiseStepCannotHoldTheDetectorInSpeechForever() {
+        var vad = EnergyVAD(configuration: .init(maxSpeechDuration: .seconds(15)))
+        _ = self.feed(&vad, Array(repeating: -55, count: 50))
+        // The line noise jumps to -30 dBFS and stays there: it looks like speech…
+        let updates = self.feed(&vad, Array(repeating: -30, count: 1000), from: 1000)
+        // …until 15 s of "speech", when the floor is re-anchored on the noise and speech ends for good.
+        #expect(updates.compactMap(\.transition) == [.speechStarted(onset: t(1000)), .speechEnded(at: t(16_000))])
+        #expect(!vad.isSpeaking)
+        #expect(vad.noiseFloorDBFS == -30)
+        // A caller over the new noise is found again.
+        let speech = self.feed(&vad, Array(repeating: -15, count: 3), from: 21_000)
+        #expect(speech.compactMap(\.transition) == [.speechStarted(onset: t(21_000))])
+    }
+
     @Test func aNoisyLineFromTheStartIsNotSpeech() {
         var vad = EnergyVAD(configuration: .init(sensitivity: 0.6))
         // Steady -30 dBFS noise, above the absolute floor: the first frame sets the floor, so none of it is voiced.

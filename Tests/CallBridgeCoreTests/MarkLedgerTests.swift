@@ -17,9 +17,9 @@ import Testing
 
     @Test func echoesCountPlayedBytesPerItem() {
         var ledger = MarkLedger()
-        let a = ledger.recordSent(self.frame("item_a"), levelDBFS: -20, at: t(0))
-        _ = ledger.recordSent(self.frame("item_a"), levelDBFS: -20, at: t(0))
-        let c = ledger.recordSent(self.frame("item_b"), levelDBFS: -20, at: t(0))
+        let a = ledger.recordSent(self.frame("item_a"), levelDBFS: -20, at: t(0), deadline: t(100))
+        _ = ledger.recordSent(self.frame("item_a"), levelDBFS: -20, at: t(0), deadline: t(100))
+        let c = ledger.recordSent(self.frame("item_b"), levelDBFS: -20, at: t(0), deadline: t(100))
         #expect(ledger.outstandingCount == 3)
         #expect(self.playedItem(ledger.echoReceived(name: a)) == "item_a")
         #expect(ledger.playedBytes(of: "item_a") == 160)
@@ -32,26 +32,37 @@ import Testing
 
     @Test func echoesAfterAClearAreClearedNotPlayedAndTheClearReturnsWhatWasDropped() {
         var ledger = MarkLedger()
-        let first = ledger.recordSent(self.frame("i", 0), levelDBFS: -20, at: t(0))
-        let second = ledger.recordSent(self.frame("i", 1), levelDBFS: -20, at: t(0))
-        let third = ledger.recordSent(self.frame("i", 2), levelDBFS: -20, at: t(0))
+        let first = ledger.recordSent(self.frame("i", 0), levelDBFS: -20, at: t(0), deadline: t(100))
+        let second = ledger.recordSent(self.frame("i", 1), levelDBFS: -20, at: t(0), deadline: t(100))
+        let third = ledger.recordSent(self.frame("i", 2), levelDBFS: -20, at: t(0), deadline: t(100))
         #expect(self.playedItem(ledger.echoReceived(name: first)) == "i")
         #expect(ledger.playableCount == 2)
-        #expect(ledger.clearSent() == [self.frame("i", 1), self.frame("i", 2)])
+        #expect(ledger.clearSent(at: t(50)) == [self.frame("i", 1), self.frame("i", 2)])
         #expect(ledger.playableCount == 0)
         #expect(ledger.outstandingCount == 2)
         #expect(self.clearedItem(ledger.echoReceived(name: second)) == "i")
         #expect(self.clearedItem(ledger.echoReceived(name: third)) == "i")
         #expect(ledger.playedBytes(of: "i") == 160)
         // Marks sent after the clear count as played again.
-        let fourth = ledger.recordSent(self.frame("j"), levelDBFS: -20, at: t(0))
+        let fourth = ledger.recordSent(self.frame("j"), levelDBFS: -20, at: t(0), deadline: t(100))
         #expect(ledger.playableCount == 1)
         #expect(self.playedItem(ledger.echoReceived(name: fourth)) == "j")
     }
 
+    @Test func framesAlreadyPlayingWhenTheClearWentOutCountAsPlayed() {
+        var ledger = MarkLedger()
+        let early = ledger.recordSent(self.frame("i", 0), levelDBFS: -20, at: t(0), deadline: t(0))
+        let late = ledger.recordSent(self.frame("i", 1), levelDBFS: -20, at: t(0), deadline: t(40))
+        // The clear goes out at 20 ms: the first frame was due at 0 (playing), the second at 40 (not yet).
+        #expect(ledger.clearSent(at: t(20)) == [self.frame("i", 1)])
+        #expect(self.playedItem(ledger.echoReceived(name: early)) == "i")
+        #expect(self.clearedItem(ledger.echoReceived(name: late)) == "i")
+        #expect(ledger.playedBytes(of: "i") == 160)
+    }
+
     @Test func unknownAndRepeatedNamesAreIgnored() {
         var ledger = MarkLedger()
-        let name = ledger.recordSent(self.frame("i"), levelDBFS: -20, at: t(0))
+        let name = ledger.recordSent(self.frame("i"), levelDBFS: -20, at: t(0), deadline: t(100))
         #expect(ledger.echoReceived(name: "somebody else's mark") == .unknown)
         #expect(ledger.echoReceived(name: "cb999") == .unknown)
         #expect(self.playedItem(ledger.echoReceived(name: name)) == "i")

@@ -24,6 +24,8 @@ public struct BargeInConfiguration: Sendable, Equatable {
     public var recoveryDelay: Duration
     /// A sent `response.cancel` holds the pending-cancel lock at most this long.
     public var cancelTimeout: Duration
+    /// A tentative pause is decided by then even if caller media stop arriving.
+    public var maxPause: Duration
     /// After a local barge-in, if the caller has gone quiet and the service never heard a turn within this long,
     /// the barge-in was a false trigger: the bridge asks the service to respond again. Zero is off.
     public var falseTriggerWindow: Duration
@@ -41,8 +43,10 @@ public struct BargeInConfiguration: Sendable, Equatable {
         greetingWindow: Duration = .zero,
         recoveryDelay: Duration = .milliseconds(500),
         cancelTimeout: Duration = .seconds(3),
-        falseTriggerWindow: Duration = .milliseconds(1500)
+        falseTriggerWindow: Duration = .milliseconds(1500),
+        maxPause: Duration = .seconds(1)
     ) {
+        self.maxPause = maxPause
         self.falseTriggerWindow = falseTriggerWindow
         self.localEnabled = localEnabled
         self.vad = vad

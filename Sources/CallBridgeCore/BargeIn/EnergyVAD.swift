@@ -20,6 +20,9 @@ public struct EnergyVAD: Sendable, Equatable {
         /// cannot push the floor up to speech level.
         public var initialNoiseFloorDBFS: Double
         public var maxInitialNoiseFloorDBFS: Double
+        /// Continuous "speech" longer than this is taken for a change of line noise: the floor is re-anchored on the
+        /// quietest of the last two seconds and speech ends, so the detector cannot stay stuck in speech.
+        public var maxSpeechDuration: Duration
 
         public init(
             noiseFloorWindow: Duration = .seconds(2),
@@ -28,8 +31,10 @@ public struct EnergyVAD: Sendable, Equatable {
             startFrames: Int = 2,
             hangover: Duration = .milliseconds(300),
             initialNoiseFloorDBFS: Double = -60,
-            maxInitialNoiseFloorDBFS: Double = -35
+            maxInitialNoiseFloorDBFS: Double = -35,
+            maxSpeechDuration: Duration = .seconds(15)
         ) {
+            self.maxSpeechDuration = maxSpeechDuration
             self.maxInitialNoiseFloorDBFS = max(initialNoiseFloorDBFS, maxInitialNoiseFloorDBFS)
             self.noiseFloorWindow = noiseFloorWindow
             self.sensitivity = min(1, max(0, sensitivity))
@@ -64,6 +69,9 @@ public struct EnergyVAD: Sendable, Equatable {
     var runStart: CallInstant?
     var lastVoicedEnd: CallInstant?
     var sawFirstFrame = false
+    /// The last two seconds of levels (a ring), for re-anchoring the floor.
+    var recentLevels: [Double] = []
+    var recentIndex = 0
 
     public init(configuration: Configuration = .init()) {
         self.configuration = configuration
@@ -88,6 +96,23 @@ public struct EnergyVAD: Sendable, Equatable {
         if !self.sawFirstFrame {
             self.sawFirstFrame = true
             self.noiseFloorDBFS = min(max(level, self.configuration.initialNoiseFloorDBFS), self.configuration.maxInitialNoiseFloorDBFS)
+        }
+        if self.recentLevels.count < 100 {
+            self.recentLevels.append(level)
+        } else {
+            self.recentLevels[self.recentIndex] = level
+            self.recentIndex = (self.recentIndex + 1) % 100
+        }
+        if let onset = self.speechOnset, frameStart + duration - onset >= self.configuration.maxSpeechDuration {
+            self.noiseFloorDBFS = self.recentLevels.min() ?? self.noiseFloorDBFS
+            self.resetSpeech()
+            return Update(
+                levelDBFS: level,
+                noiseFloorDBFS: self.noiseFloorDBFS,
+                thresholdDBFS: self.thresholdDBFS,
+                voiced: false,
+                transition: .speechEnded(at: frameStart + duration)
+            )
         }
         let threshold = self.thresholdDBFS
         let voiced = !masked && level > threshold

@@ -34,6 +34,8 @@ public struct TimerID: Hashable, Sendable, CustomStringConvertible {
         case audioDrain
         /// After a local barge-in: did the caller really take the turn?
         case falseTriggerCheck
+        /// A tentative pause's own deadline.
+        case pauseTimeout
     }
 
     public var kind: Kind

@@ -18,6 +18,17 @@ extension CallStateMachine {
         var targetItem: PlaybackItem?
         /// Frames Twilio dropped because of the pause's `clear`, replayed first on a false alarm.
         var cleared: [FrameQueue.Frame]
+        /// The pause's own deadline: it cannot outlive this even if caller media stop arriving.
+        var timer: TimerID
+    }
+
+    /// Which response a barge-in may cancel.
+    enum CancelPolicy: Sendable, Equatable {
+        /// The service's VAD heard the caller: whatever response is active.
+        case activeResponse
+        /// A committed pause: only the response that was speaking when the pause began, if it is still active
+        /// (the idempotency check). A response that started during the pause is left alone.
+        case ifStillActive(String?)
     }
 
     /// Recent caller audio, kept for the pre-roll.
@@ -90,7 +101,11 @@ extension CallStateMachine {
             case .speechEnded:
                 self.falseAlarm(now: now)
             case nil:
-                break
+                // Speech already under way when a gate was closed (the recovery delay, the lock, the greeting, or the
+                // AI not yet speaking): the gates are checked again on every voiced frame.
+                if update.voiced, !self.isPaused, let onset = self.vad.speechOnset {
+                    self.callerSpeechStarted(onset: onset, now: now, into: &actions)
+                }
             }
             // Gate 4: voiced speech long enough, measured from the VAD's onset (hang-over frames do not count).
             if case .tentative(let tentative) = self.bargeIn, update.voiced,
@@ -162,21 +177,24 @@ extension CallStateMachine {
         var cleared: [FrameQueue.Frame] = []
         if self.marks.playableCount > 0 {
             actions.append(.sendTwilio(.clear))
-            cleared = self.marks.clearSent()
+            cleared = self.marks.clearSent(at: now)
         }
         var target: String?
         if case .streaming(let active) = self.response { target = active.id }
+        let timer = self.makeTimer(.pauseTimeout)
+        actions.append(.scheduleTimer(timer, at: now + self.configuration.bargeIn.maxPause))
         self.bargeIn = .tentative(
-            Tentative(onset: onset, targetResponseID: target, targetItem: self.playback, cleared: cleared)
+            Tentative(onset: onset, targetResponseID: target, targetItem: self.playback, cleared: cleared, timer: timer)
         )
         self.counters.bargeInPauses += 1
         self.counters.lastBargeInPause = now - onset
     }
 
-    /// Stage 2: the pause is confirmed, by the second-stage confirmer too when there is one.
-    mutating func commit(now: CallInstant, into actions: inout [CallAction]) {
+    /// Stage 2: the pause is confirmed, by the second-stage confirmer too when there is one (the service's own
+    /// `speech_started` needs no confirmation).
+    mutating func commit(now: CallInstant, byService: Bool = false, into actions: inout [CallAction]) {
         guard case .tentative(let tentative) = self.bargeIn else { return }
-        if var confirmer = self.confirmer {
+        if !byService, var confirmer = self.confirmer {
             // From a little before the onset: the confirmer needs the start of the sound.
             let from = tentative.onset - AudioFrame.duration * 3
             let speech = confirmer.isSpeech(self.recentFrames.filter { $0.start >= from }.map(\.frame))
@@ -190,12 +208,12 @@ extension CallStateMachine {
         self.bargeIn = .listening
         self.interrupt(
             now: now,
-            target: tentative.targetResponseID,
+            cancel: .ifStillActive(tentative.targetResponseID),
             heardItem: tentative.targetItem,
             pauseCleared: true,
             into: &actions
         )
-        self.armFalseTriggerCheck(now: now, into: &actions)
+        if !byService { self.armFalseTriggerCheck(now: now, into: &actions) }
     }
 
     /// The speech ended before it was confirmed (a cough, a click): resume exactly where Twilio stopped.
@@ -208,39 +226,67 @@ extension CallStateMachine {
         self.refreshPlayout(now: now)
     }
 
+    /// A pause still undecided at its deadline (caller media stopped arriving): commit if the caller is still
+    /// talking, resume otherwise.
+    mutating func pauseTimedOut(_ id: TimerID, now: CallInstant, into actions: inout [CallAction]) {
+        guard case .tentative(let tentative) = self.bargeIn, tentative.timer == id else { return }
+        if self.vad.isSpeaking {
+            self.commit(now: now, into: &actions)
+        } else {
+            self.falseAlarm(now: now)
+        }
+    }
+
     /// The service's VAD heard the caller: commits a tentative pause, is ignored right after a local barge-in, and
-    /// otherwise interrupts (the server-VAD path, when local detection is off or missed it).
+    /// otherwise interrupts (the server-VAD path, when local detection is off or missed it). The greeting window
+    /// holds here too.
     mutating func serverSpeechStarted(now: CallInstant, into actions: inout [CallAction]) {
         if self.isPaused {
-            self.commit(now: now, into: &actions)
+            self.commit(now: now, byService: true, into: &actions)
             return
         }
-        if let last = self.lastBargeInAt, now - last < self.configuration.bargeIn.interruptLock { return }
+        let settings = self.configuration.bargeIn
+        if let last = self.lastBargeInAt, now - last < settings.interruptLock { return }
+        if settings.greetingWindow > .zero && now - self.startedAt < settings.greetingWindow { return }
         guard self.assistantAudioOutstanding else { return }
-        self.interrupt(now: now, target: nil, heardItem: self.playback, pauseCleared: false, into: &actions)
+        self.interrupt(now: now, cancel: .activeResponse, heardItem: self.playback, pauseCleared: false, into: &actions)
     }
 
     /// The barge-in transition, in order: stop pacing, flush, clear Twilio, bump the generation, cancel the response
-    /// if it is still the one that was speaking (taking the pending-cancel lock), and truncate the item to what Twilio
-    /// confirmed as played. After a pause that already cleared Twilio, `clear` is sent again only if something was
-    /// sent since.
+    /// the policy allows (taking the pending-cancel lock), and truncate the item the caller was hearing to what
+    /// Twilio confirmed as played. After a pause that already cleared Twilio, `clear` is sent again only if something
+    /// was sent since. A response that started during a pause keeps its queued audio and plays on.
     mutating func interrupt(
         now: CallInstant,
-        target: String?,
+        cancel policy: CancelPolicy,
         heardItem: PlaybackItem?,
         pauseCleared: Bool,
         into actions: inout [CallAction]
     ) {
+        var newer: ActiveResponse?
+        if case .ifStillActive(let target) = policy, case .streaming(let active) = self.response, active.id != target {
+            newer = active
+        }
         self.pacer.stop()
-        self.queue.removeAll()
-        self.chunker.reset()
+        if newer != nil {
+            // Keep the newer response's audio; drop what is left of the interrupted item.
+            if let heard = heardItem?.itemID { self.queue.removeAll { $0.itemID == heard } }
+        } else {
+            self.queue.removeAll()
+            self.chunker.reset()
+        }
         if !pauseCleared || self.marks.playableCount > 0 {
             actions.append(.sendTwilio(.clear))
-            self.marks.clearSent()
+            self.marks.clearSent(at: now)
         }
-        self.generation += 1
-        if case .streaming(let active) = self.response {
-            if !active.audioDone && (target == nil || target == active.id) {
+        if newer == nil, case .streaming(let active) = self.response {
+            self.generation += 1
+            let mayCancel: Bool
+            switch policy {
+            case .activeResponse: mayCancel = true
+            case .ifStillActive(let target): mayCancel = target == active.id
+            }
+            if mayCancel && !active.audioDone {
                 let eventID = self.makeEventID("cancel")
                 let timer = self.makeTimer(.cancelTimeout)
                 actions.append(.sendRealtime(.responseCancel(responseID: active.id, eventID: eventID)))
@@ -248,16 +294,12 @@ extension CallStateMachine {
                 self.response = .cancelling(responseID: active.id, eventID: eventID, timer: timer)
                 self.counters.cancelsSent += 1
             } else {
-                // Its audio was complete, or a newer response started during the pause: nothing to cancel, but
-                // nothing of it may play now either.
+                // Its audio was complete: nothing to cancel, but nothing of it may play now either.
                 self.response = .interrupted(responseID: active.id, since: now)
             }
             self.markDead(active.id)
         }
-        // The item the caller was hearing, to what they heard; an item that started during the pause, to nothing.
-        var items = heardItem.map { [$0] } ?? []
-        if let current = self.playback, current.itemID != heardItem?.itemID { items.append(current) }
-        for item in items {
+        if let item = heardItem {
             let played = min(self.marks.playedBytes(of: item.itemID), item.producedBytes)
             actions.append(
                 .sendRealtime(
@@ -270,8 +312,8 @@ extension CallStateMachine {
             )
             self.counters.truncatesSent += 1
         }
-        self.playback = nil
-        self.playoutUntil = nil
+        if newer == nil || self.playback?.itemID == heardItem?.itemID { self.playback = nil }
+        self.playoutUntil = newer == nil ? nil : self.playoutUntil
         self.lastBargeInAt = now
         self.counters.bargeInEvents += 1
     }
@@ -288,16 +330,26 @@ extension CallStateMachine {
 
     /// A committed local barge-in, yet the service never heard a caller turn: if the caller is quiet now (low energy),
     /// it was a false trigger (a bang, a voice in the room), and the AI is asked to go on. While the caller still
-    /// talks, look again later.
+    /// talks, or the cancel is still pending, look again later.
     mutating func checkFalseTrigger(now: CallInstant, into actions: inout [CallAction]) {
-        if self.vad.isSpeaking {
+        if self.vad.isSpeaking || self.isCancelPending {
             self.armFalseTriggerCheck(now: now, into: &actions)
             return
         }
         self.falseTriggerTimer = nil
-        guard self.upstream == .ready else { return }
+        guard self.upstream == .ready, self.response == .idle || self.isInterruptedOnly else { return }
         actions.append(.sendRealtime(.responseCreate(eventID: self.makeEventID("resume"))))
         self.counters.bargeInFalseTriggers += 1
+    }
+
+    var isCancelPending: Bool {
+        if case .cancelling = self.response { return true }
+        return false
+    }
+
+    var isInterruptedOnly: Bool {
+        if case .interrupted = self.response { return true }
+        return false
     }
 
     /// The pending-cancel lock's failsafe: the service never answered the cancel.

@@ -196,6 +196,8 @@ public struct CallStateMachine: Sendable {
             if id == self.draining { self.end(.shutdown, now: now, into: &actions) }
         case .falseTriggerCheck:
             if id == self.falseTriggerTimer { self.checkFalseTrigger(now: now, into: &actions) }
+        case .pauseTimeout:
+            self.pauseTimedOut(id, now: now, into: &actions)
         }
     }
 
@@ -404,7 +406,10 @@ public struct CallStateMachine: Sendable {
     mutating func pump(now: CallInstant, into actions: inout [CallAction]) {
         guard !self.isPaused else { return }
         var sent = false
-        while !self.queue.isEmpty, let release = self.pacer.release(now: now), let frame = self.queue.popFirst() {
+        while !self.queue.isEmpty {
+            let scheduled = self.pacer.nextDeadline ?? now
+            guard let release = self.pacer.release(now: now), let frame = self.queue.popFirst() else { break }
+            let deadline: CallInstant = if case .resynced = release { now } else { scheduled }
             switch release {
             case .onTime: break
             case .late: self.counters.txLateFrames += 1
@@ -416,7 +421,7 @@ public struct CallStateMachine: Sendable {
             }
             self.counters.txFrames += 1
             actions.append(.sendTwilio(.media(frame.bytes)))
-            let name = self.marks.recordSent(frame, levelDBFS: Level.dBFS(muLaw: frame.bytes), at: now)
+            let name = self.marks.recordSent(frame, levelDBFS: Level.dBFS(muLaw: frame.bytes), at: now, deadline: deadline)
             self.counters.marksSent += 1
             actions.append(.sendTwilio(.mark(name: name)))
             sent = true

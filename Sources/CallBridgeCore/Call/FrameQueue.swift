@@ -43,6 +43,12 @@ public struct FrameQueue: Sendable, Equatable {
         return frame
     }
 
+    public mutating func removeAll(where shouldRemove: (Frame) -> Bool) {
+        let kept = self.storage[self.head...].filter { !shouldRemove($0) }
+        self.storage = Array(kept)
+        self.head = 0
+    }
+
     public mutating func removeAll() {
         self.storage.removeAll(keepingCapacity: true)
         self.head = 0

@@ -1,8 +1,9 @@
 /// What Twilio confirmed as played, from the echoes of the marks the bridge sends after its frames.
 ///
 /// Marks are echoed in the order they were sent, either when the audio before them has played or when a
-/// `clear` dropped it. The ledger remembers the last mark sent before each `clear`, so an echo at or before
-/// that point counts as *cleared*, not *played*. It keeps each outstanding frame, so a paused reply can be resumed
+/// `clear` dropped it. The ledger remembers the last mark sent before each `clear`: an echo at or before that point
+/// counts as *cleared*, unless the frame's playout deadline had already passed when the `clear` went out (it was
+/// playing, its mark just had not come back yet), in which case it counts as *played*. It keeps each outstanding frame, so a paused reply can be resumed
 /// exactly where Twilio dropped it, and its level, so the echo guard knows what was played when.
 public struct MarkLedger: Sendable, Equatable {
     public struct Entry: Sendable, Equatable {
@@ -10,6 +11,8 @@ public struct MarkLedger: Sendable, Equatable {
         public var frame: FrameQueue.Frame
         public var levelDBFS: Double
         public var sentAt: CallInstant
+        /// When the pacer scheduled it to play.
+        public var deadline: CallInstant
     }
 
     public enum Echo: Sendable, Equatable {
@@ -22,17 +25,26 @@ public struct MarkLedger: Sendable, Equatable {
     private var outstanding: [Entry] = []
     private var outstandingHead = 0
     private var nextSequence: UInt64 = 1
-    /// Marks with a sequence at or below this were outstanding when a `clear` was sent.
+    /// Marks with a sequence at or below this were outstanding when a `clear` was sent…
     private var clearedThrough: UInt64 = 0
+    /// …at this time.
+    private var clearedAt: CallInstant?
     private var playedBytes: [String: Int] = [:]
 
     public init() {}
 
     /// Records a frame about to be sent and returns the name of the mark to send after it.
-    public mutating func recordSent(_ frame: FrameQueue.Frame, levelDBFS: Double, at now: CallInstant) -> String {
+    public mutating func recordSent(
+        _ frame: FrameQueue.Frame,
+        levelDBFS: Double,
+        at now: CallInstant,
+        deadline: CallInstant
+    ) -> String {
         let sequence = self.nextSequence
         self.nextSequence += 1
-        self.outstanding.append(Entry(sequence: sequence, frame: frame, levelDBFS: levelDBFS, sentAt: now))
+        self.outstanding.append(
+            Entry(sequence: sequence, frame: frame, levelDBFS: levelDBFS, sentAt: now, deadline: deadline)
+        )
         return Self.name(for: sequence)
     }
 
@@ -40,10 +52,12 @@ public struct MarkLedger: Sendable, Equatable {
     public var outstandingCount: Int { self.outstanding.count - self.outstandingHead }
 
     /// Frames sent, not yet echoed, and not dropped by a `clear`: what Twilio may still play (oldest first).
+    /// Sequences are contiguous, so this is a slice computed without scanning.
     public var playable: ArraySlice<Entry> {
-        let entries = self.outstanding[self.outstandingHead...]
-        guard let first = entries.firstIndex(where: { $0.sequence > self.clearedThrough }) else { return [] }
-        return entries[first...]
+        guard self.outstandingHead < self.outstanding.count else { return [] }
+        let firstSequence = self.outstanding[self.outstandingHead].sequence
+        let skip = Int(min(UInt64(self.outstandingCount), self.clearedThrough >= firstSequence ? self.clearedThrough - firstSequence + 1 : 0))
+        return self.outstanding[(self.outstandingHead + skip)...]
     }
 
     public var playableCount: Int { self.playable.count }
@@ -51,19 +65,20 @@ public struct MarkLedger: Sendable, Equatable {
     /// Bytes of `itemID` that Twilio confirmed as played.
     public func playedBytes(of itemID: String) -> Int { self.playedBytes[itemID, default: 0] }
 
-    /// Everything playable now will come back as cleared; returns those frames, oldest first.
+    /// A `clear` goes out at `now`: frames not yet due to play will come back as cleared; returns them, oldest first
+    /// (frames already past their deadline were playing and count as played).
     @discardableResult
-    public mutating func clearSent() -> [FrameQueue.Frame] {
-        let dropped = self.playable.map(\.frame)
+    public mutating func clearSent(at now: CallInstant) -> [FrameQueue.Frame] {
+        let dropped = self.playable.filter { $0.deadline >= now }.map(\.frame)
         self.clearedThrough = self.nextSequence - 1
+        self.clearedAt = now
         return dropped
     }
 
     public mutating func echoReceived(name: String) -> Echo {
-        guard let sequence = Self.sequence(of: name) else { return .unknown }
-        guard self.outstanding[self.outstandingHead...].contains(where: { $0.sequence == sequence }) else {
-            return .unknown
-        }
+        guard let sequence = Self.sequence(of: name), self.outstandingHead < self.outstanding.count,
+            sequence >= self.outstanding[self.outstandingHead].sequence, sequence < self.nextSequence
+        else { return .unknown }
         // Echoes arrive in send order; anything before this one was echoed without its own message.
         var result = Echo.unknown
         while self.outstandingHead < self.outstanding.count {
@@ -80,7 +95,7 @@ public struct MarkLedger: Sendable, Equatable {
     }
 
     private mutating func account(_ entry: Entry) -> Echo {
-        if entry.sequence <= self.clearedThrough {
+        if entry.sequence <= self.clearedThrough, let clearedAt = self.clearedAt, entry.deadline >= clearedAt {
             return .cleared(entry)
         }
         self.playedBytes[entry.frame.itemID, default: 0] += entry.frame.bytes.count
