@@ -402,8 +402,38 @@ struct BargeInOptions: ParsableArguments {
     @Option(help: "With a learned echo path, how far above the expected echo the caller must be, dB. (env: CALLBRIDGE_ECHO_MARGIN_DB, default: 6)")
     var echoMarginDb: Double?
 
-    @Option(help: "Extra gate: caller energy this soon after audible AI audio is echo, ms; 0 is off. (env: CALLBRIDGE_ECHO_AGE_GATE_MS, default: 0)")
+    @Option(help: "Turn on the extra time gate: caller energy soon after audible AI audio counts as echo. (env: CALLBRIDGE_ECHO_AGE_GATE, default: false)")
+    var echoAgeGate: Bool?
+
+    @Option(help: "The time gate's window, ms. (env: CALLBRIDGE_ECHO_AGE_GATE_MS, default: 150)")
     var echoAgeGateMs: Int?
+
+    @Option(help: "Echo-only frames before a learned echo path is trusted. (env: CALLBRIDGE_ECHO_ESTIMATION_FRAMES, default: 50)")
+    var echoEstimationFrames: Int?
+
+    @Option(help: "Lowest inbound/outbound level correlation that counts as an echo path. (env: CALLBRIDGE_ECHO_MIN_CORRELATION, default: 0.6)")
+    var echoMinCorrelation: Double?
+
+    @Option(help: "AI audio quieter than this cannot echo, dBFS. (env: CALLBRIDGE_ECHO_FAR_END_SILENCE_DBFS, default: -50)")
+    var echoFarEndSilenceDbfs: Double?
+
+    @Option(help: "Most loss the relaxed rule may assume on a line with little echo, dB. (env: CALLBRIDGE_ECHO_MAX_ASSUMED_LOSS_DB, default: 30)")
+    var echoMaxAssumedLossDb: Double?
+
+    @Option(help: "Noise floor at the start of a call, lowest, dBFS. (env: CALLBRIDGE_VAD_INITIAL_FLOOR_DBFS, default: -60)")
+    var vadInitialFloorDbfs: Double?
+
+    @Option(help: "Noise floor at the start of a call, highest, dBFS. (env: CALLBRIDGE_VAD_MAX_INITIAL_FLOOR_DBFS, default: -35)")
+    var vadMaxInitialFloorDbfs: Double?
+
+    @Option(help: "Continuous speech longer than this re-anchors the noise floor, ms. (env: CALLBRIDGE_VAD_MAX_SPEECH_MS, default: 15000)")
+    var vadMaxSpeechMs: Int?
+
+    @Option(help: "A tentative pause is decided by then, ms. (env: CALLBRIDGE_MAX_PAUSE_MS, default: 1000)")
+    var maxPauseMs: Int?
+
+    @Option(help: "After a local barge-in the service never heard, ask it to go on after this, ms; 0 is off. (env: CALLBRIDGE_FALSE_TRIGGER_MS, default: 1500)")
+    var falseTriggerMs: Int?
 
     @Option(help: "Send the service silence while only the AI's echo is on the line. (env: CALLBRIDGE_ECHO_SILENCE, default: true)")
     var echoSilence: Bool?
@@ -439,20 +469,28 @@ struct BargeInOptions: ParsableArguments {
             sensitivity: sensitivity,
             absoluteThresholdDBFS: try resolve(self.vadMinDbfs, "CALLBRIDGE_VAD_MIN_DBFS", { Double($0) }, default: d.vad.absoluteThresholdDBFS),
             startFrames: try resolve(self.vadStartFrames, "CALLBRIDGE_VAD_START_FRAMES", { Int($0) }, default: d.vad.startFrames),
-            hangover: try milliseconds(self.vadHangoverMs, "CALLBRIDGE_VAD_HANGOVER_MS", default: 300)
+            hangover: try milliseconds(self.vadHangoverMs, "CALLBRIDGE_VAD_HANGOVER_MS", default: 300),
+            initialNoiseFloorDBFS: try resolve(self.vadInitialFloorDbfs, "CALLBRIDGE_VAD_INITIAL_FLOOR_DBFS", { Double($0) }, default: d.vad.initialNoiseFloorDBFS),
+            maxInitialNoiseFloorDBFS: try resolve(self.vadMaxInitialFloorDbfs, "CALLBRIDGE_VAD_MAX_INITIAL_FLOOR_DBFS", { Double($0) }, default: d.vad.maxInitialNoiseFloorDBFS),
+            maxSpeechDuration: try milliseconds(self.vadMaxSpeechMs, "CALLBRIDGE_VAD_MAX_SPEECH_MS", default: 15000)
         )
         let echo = EchoGuard.Configuration(
             maxEchoDelay: try milliseconds(self.echoMaxDelayMs, "CALLBRIDGE_ECHO_MAX_DELAY_MS", default: 400),
             minEchoReturnLossDB: try resolve(self.echoMinLossDb, "CALLBRIDGE_ECHO_MIN_LOSS_DB", { Double($0) }, default: d.echo.minEchoReturnLossDB),
-            doubleTalkMarginDB: try resolve(self.echoMarginDb, "CALLBRIDGE_ECHO_MARGIN_DB", { Double($0) }, default: d.echo.doubleTalkMarginDB)
+            doubleTalkMarginDB: try resolve(self.echoMarginDb, "CALLBRIDGE_ECHO_MARGIN_DB", { Double($0) }, default: d.echo.doubleTalkMarginDB),
+            estimationFrames: try resolve(self.echoEstimationFrames, "CALLBRIDGE_ECHO_ESTIMATION_FRAMES", { Int($0) }, default: d.echo.estimationFrames),
+            minCorrelation: try resolve(self.echoMinCorrelation, "CALLBRIDGE_ECHO_MIN_CORRELATION", { Double($0) }, default: d.echo.minCorrelation),
+            farEndSilenceDBFS: try resolve(self.echoFarEndSilenceDbfs, "CALLBRIDGE_ECHO_FAR_END_SILENCE_DBFS", { Double($0) }, default: d.echo.farEndSilenceDBFS),
+            maxAssumedLossDB: try resolve(self.echoMaxAssumedLossDb, "CALLBRIDGE_ECHO_MAX_ASSUMED_LOSS_DB", { Double($0) }, default: d.echo.maxAssumedLossDB)
         )
-        let ageGate = try milliseconds(self.echoAgeGateMs, "CALLBRIDGE_ECHO_AGE_GATE_MS", default: 0)
+        let ageGateOn = try resolve(self.echoAgeGate, "CALLBRIDGE_ECHO_AGE_GATE", { Bool($0) }, default: false)
+        let ageGate = try milliseconds(self.echoAgeGateMs, "CALLBRIDGE_ECHO_AGE_GATE_MS", default: 150)
         let echoSilence = try resolve(self.echoSilence, "CALLBRIDGE_ECHO_SILENCE", { Bool($0) }, default: true)
         return BargeInConfiguration(
             localEnabled: mode == .local,
             vad: vad,
             echo: echo,
-            echoAgeGate: ageGate > .zero ? ageGate : nil,
+            echoAgeGate: ageGateOn ? ageGate : nil,
             substituteEchoWithSilence: mode == .local && echoSilence,
             preRoll: try milliseconds(self.preRollMs, "CALLBRIDGE_PRE_ROLL_MS", default: 300),
             playoutGrace: try milliseconds(self.playoutGraceMs, "CALLBRIDGE_PLAYOUT_GRACE_MS", default: 250),
@@ -460,12 +498,17 @@ struct BargeInOptions: ParsableArguments {
             minSpeechDuration: try milliseconds(self.minSpeechMs, "CALLBRIDGE_MIN_SPEECH_MS", default: 150),
             greetingWindow: try milliseconds(self.greetingWindowMs, "CALLBRIDGE_GREETING_WINDOW_MS", default: 0),
             recoveryDelay: try milliseconds(self.recoveryDelayMs, "CALLBRIDGE_RECOVERY_DELAY_MS", default: 500),
-            cancelTimeout: try milliseconds(self.cancelTimeoutMs, "CALLBRIDGE_CANCEL_TIMEOUT_MS", default: 3000)
+            cancelTimeout: try milliseconds(self.cancelTimeoutMs, "CALLBRIDGE_CANCEL_TIMEOUT_MS", default: 3000),
+            falseTriggerWindow: try milliseconds(self.falseTriggerMs, "CALLBRIDGE_FALSE_TRIGGER_MS", default: 1500),
+            maxPause: try milliseconds(self.maxPauseMs, "CALLBRIDGE_MAX_PAUSE_MS", default: 1000)
         )
     }
 }
 
 struct WatchdogOptions: ParsableArguments {
+    @Option(help: "How often the watchdogs check a call, ms. (env: CALLBRIDGE_WATCHDOG_INTERVAL_MS, default: 1000)")
+    var watchdogIntervalMs: Int?
+
     @Option(help: "SAFETY_FUSE: reset a response whose audio is over but that never finished, after ms. (env: CALLBRIDGE_SAFETY_FUSE_MS, default: 2000)")
     var safetyFuseMs: Int?
 
@@ -483,6 +526,7 @@ struct WatchdogOptions: ParsableArguments {
 
     func configuration() throws -> WatchdogConfiguration {
         WatchdogConfiguration(
+            checkInterval: try milliseconds(self.watchdogIntervalMs, "CALLBRIDGE_WATCHDOG_INTERVAL_MS", default: 1000),
             safetyFuseAfter: try milliseconds(self.safetyFuseMs, "CALLBRIDGE_SAFETY_FUSE_MS", default: 2000),
             stuckResponseAfter: try milliseconds(self.stuckResponseMs, "CALLBRIDGE_STUCK_RESPONSE_MS", default: 15000),
             stallWarningAfter: try milliseconds(self.stallWarningMs, "CALLBRIDGE_STALL_WARNING_MS", default: 5000),

@@ -135,10 +135,10 @@ extension CallStateMachine {
 
     mutating func remember(_ entry: PreRollEntry) {
         self.preRoll.append(entry)
-        var total = self.preRoll.reduce(Duration.zero) { $0 + $1.duration }
-        while total > self.configuration.bargeIn.preRoll, let first = self.preRoll.first {
-            total -= first.duration
-            self.preRoll.removeFirst()
+        self.preRollDuration += entry.duration
+        while self.preRollDuration > self.configuration.bargeIn.preRoll, let first = self.preRoll.first {
+            self.preRollDuration -= first.duration
+            self.preRoll.removeFirst()  // about 15 entries: cheaper than a ring's bookkeeping
         }
     }
 

@@ -80,6 +80,7 @@ public struct CallStateMachine: Sendable {
     /// Playout truth: until when the caller may still hear the AI (nil after a flush).
     var playoutUntil: CallInstant?
     var preRoll: [PreRollEntry] = []
+    var preRollDuration: Duration = .zero
     var silenceCache: (count: Int, base64: String)?
     /// The optional second stage, and the recent caller frames it is shown (about a second).
     var confirmer: (any SpeechConfirmer)?
