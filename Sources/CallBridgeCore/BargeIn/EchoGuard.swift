@@ -170,9 +170,13 @@ public struct EchoGuard: Sendable, Equatable {
             verdict = inbound > loudest - assumedLoss ? .doubleTalk : .echoOnly
         }
         if verdict == .echoOnly {
-            // Digital silence counts as -70 dBFS: evidence of little echo, but not of unlimited loss.
-            self.observedLossFloorDB = min(self.observedLossFloorDB, loudest - max(inbound, -70))
-            self.observedLossFrames += 1
+            // Only frames where the AI was clearly audible say how much echo the line returns (in the AI's quiet
+            // moments any inbound noise looks like "little loss"). Digital silence counts as -70 dBFS: evidence of
+            // little echo, but not of unlimited loss.
+            if loudest >= self.configuration.farEndSilenceDBFS + 15 {
+                self.observedLossFloorDB = min(self.observedLossFloorDB, loudest - max(inbound, -70))
+                self.observedLossFrames += 1
+            }
             // Every lag learns from the same frames (quiet outbound clamped to the silence level), so no lag is
             // favoured just by having been eligible first.
             let floor = self.configuration.farEndSilenceDBFS
