@@ -187,28 +187,28 @@ struct LineSimulation {
         var report: [String] = []
         // Two callers: one starting on a voiced sound ("Wait…"), one on a soft fricative ("Sorry…").
         for clip in ["caller-barge-in", "interrupt"] {
-        let voice = try Self.pcm(clip)
-        let noiseGain20 = Level.amplitude(decibels: Self.rmsDBFS(voice) - 20 - Self.rmsDBFS(noise))
-        // Where the caller's voice becomes audible (first 20 ms frame above -40 dBFS).
-        let onsetInClip = (DialReport.firstVoicedFrame(in: MuLaw.encode(voice)) ?? 0) * 20
-        for echo in Self.echoes {
-            for (noiseGain, label) in [(0.0, "quiet"), (noiseGain20, "20 dB SNR")] {
-                let start = 3000
-                var line = LineSimulation(reply: reply, echo: echo, durationMs: 5500)
-                line.caller = Self.track(voice, at: start, totalMs: 5500)
-                line.noise = noise
-                line.noiseGain = noiseGain
-                let result = line.run()
-                let onset = start + onsetInClip
-                let name = "\(clip), echo \(echo.map { "\(Int($0.lossDB)) dB / \($0.delayMs) ms" } ?? "none"), \(label)"
-                guard let pause = result.pauses.first(where: { $0 >= onset }), !result.commits.isEmpty else {
-                    misses.append(name)
-                    continue
+            let voice = try Self.pcm(clip)
+            let noiseGain20 = Level.amplitude(decibels: Self.rmsDBFS(voice) - 20 - Self.rmsDBFS(noise))
+            // Where the caller's voice becomes audible (first 20 ms frame above -40 dBFS).
+            let onsetInClip = (DialReport.firstVoicedFrame(in: MuLaw.encode(voice)) ?? 0) * 20
+            for echo in Self.echoes {
+                for (noiseGain, label) in [(0.0, "quiet"), (noiseGain20, "20 dB SNR")] {
+                    let start = 3000
+                    var line = LineSimulation(reply: reply, echo: echo, durationMs: 5500)
+                    line.caller = Self.track(voice, at: start, totalMs: 5500)
+                    line.noise = noise
+                    line.noiseGain = noiseGain
+                    let result = line.run()
+                    let onset = start + onsetInClip
+                    let name = "\(clip), echo \(echo.map { "\(Int($0.lossDB)) dB / \($0.delayMs) ms" } ?? "none"), \(label)"
+                    guard let pause = result.pauses.first(where: { $0 >= onset }), !result.commits.isEmpty else {
+                        misses.append(name)
+                        continue
+                    }
+                    latencies[label, default: []].append(pause - onset)
+                    report.append("\(name): onset → pause \(pause - onset) ms, committed at \(result.commits[0] - onset) ms")
                 }
-                latencies[label, default: []].append(pause - onset)
-                report.append("\(name): onset → pause \(pause - onset) ms, committed at \(result.commits[0] - onset) ms")
             }
-        }
         }
         func p95(_ values: [Int]?) -> Int {
             guard let sorted = values?.sorted(), !sorted.isEmpty else { return Int.max }

@@ -312,8 +312,12 @@ extension CallStateMachine {
             )
             self.counters.truncatesSent += 1
         }
-        if newer == nil || self.playback?.itemID == heardItem?.itemID { self.playback = nil }
-        self.playoutUntil = newer == nil ? nil : self.playoutUntil
+        if newer == nil {
+            self.playback = nil
+            self.playoutUntil = nil  // flushed: the AI is silent now
+        } else if self.playback?.itemID == heardItem?.itemID {
+            self.playback = nil
+        }
         self.lastBargeInAt = now
         self.counters.bargeInEvents += 1
     }
