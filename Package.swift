@@ -43,6 +43,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            resources: [
+                // Silero VAD v6, 8 kHz weights (MIT, Silero Team), from scripts/silero/export_weights.py.
+                .copy("Resources/silero_vad_v6_8k.f32"),
+                .copy("Resources/LICENSE.silero-vad"),
+            ],
             swiftSettings: strict
         ),
         .executableTarget(

@@ -17,5 +17,7 @@ say ai-reply en-gb "Thank you for calling. Your order shipped yesterday and shou
 say caller-barge-in en-us+m3 "Wait, wait. I need to change the address."
 # A cough: a 120 ms burst of shaped noise.
 sox -n -r 8000 -b 16 -c 1 cough.wav synth 0.12 pinknoise fade q 0.01 0.12 0.08 gain -8 pad 0.3 0.2
+# A door slam / knock: a 350 ms burst of shaped noise, long enough to pass the 150 ms energy gate.
+sox -n -r 8000 -b 16 -c 1 door.wav synth 0.35 brownnoise fade q 0.005 0.35 0.3 gain -4 pad 0.3 0.2
 # Line noise: 10 s of pink noise at about -30 dBFS RMS (scaled to the SNR under test in code).
 sox -n -r 8000 -b 16 -c 1 line-noise.wav synth 10 pinknoise gain -22

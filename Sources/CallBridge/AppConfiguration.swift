@@ -18,6 +18,14 @@ public enum AgentMode: String, Sendable, CaseIterable {
     case remote
 }
 
+/// The barge-in confirmer (the second stage, consulted only when the energy stage pauses the AI).
+public enum ConfirmerMode: String, Sendable, CaseIterable {
+    /// Energy alone decides.
+    case energy
+    /// Silero VAD confirms (the default).
+    case silero
+}
+
 /// Everything `callbridge run` needs, typed and validated.
 public struct AppConfiguration: Sendable {
     public static let defaultRealtimeURL = "wss://api.openai.com/v1/realtime?model=gpt-realtime"
@@ -37,6 +45,9 @@ public struct AppConfiguration: Sendable {
     public var callLogPath: String?
     /// The embedded echo agent's behaviour (when it answers calls).
     public var echoAgent: EchoAgent.Configuration
+    public var confirmer: ConfirmerMode
+    /// Silero speech probability at or above which a paused barge-in is confirmed.
+    public var sileroThreshold: Float
 
     public init(
         host: String = "0.0.0.0",
@@ -50,9 +61,13 @@ public struct AppConfiguration: Sendable {
         agent: AgentMode = .auto,
         call: CallConfiguration = .init(),
         callLogPath: String? = nil,
-        echoAgent: EchoAgent.Configuration = .init()
+        echoAgent: EchoAgent.Configuration = .init(),
+        confirmer: ConfirmerMode = .silero,
+        sileroThreshold: Float = 0.5
     ) {
         self.echoAgent = echoAgent
+        self.confirmer = confirmer
+        self.sileroThreshold = sileroThreshold
         self.host = host
         self.port = port
         self.publicURL = publicURL

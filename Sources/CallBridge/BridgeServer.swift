@@ -32,6 +32,16 @@ public struct BridgeServer: Sendable {
 
     /// Runs until SIGTERM/SIGINT (when `handleSignals`) or until the task is cancelled.
     public func run(handleSignals: Bool = true, onReady: @escaping @Sendable (Ready) async -> Void = { _ in }) async throws {
+        // Fail at start, not on the first call, if the confirmer's weights are missing or damaged.
+        let makeConfirmer: @Sendable () -> (any SpeechConfirmer)?
+        switch self.configuration.confirmer {
+        case .energy:
+            makeConfirmer = { nil }
+        case .silero:
+            let model = try SileroLoader.model()
+            let threshold = self.configuration.sileroThreshold
+            makeConfirmer = { SileroConfirmer(model: model, threshold: threshold) }
+        }
         let endpoint = AsyncValue<RealtimeEndpoint>()
         let agentURL = AsyncValue<String?>()
         var services: [any Service] = [TickerService(ticker: self.ticker)]
@@ -51,7 +61,7 @@ public struct BridgeServer: Sendable {
             endpoint.set(.remote(self.configuration))
             agentURL.set(nil)
         }
-        let app = self.makeApplication(endpoint: endpoint) { port in
+        let app = self.makeApplication(endpoint: endpoint, makeConfirmer: makeConfirmer) { port in
             await onReady(Ready(port: port, echoAgentURL: await agentURL.value))
         }
         services.append(app)
@@ -67,6 +77,7 @@ public struct BridgeServer: Sendable {
 
     func makeApplication(
         endpoint: AsyncValue<RealtimeEndpoint>,
+        makeConfirmer: @escaping @Sendable () -> (any SpeechConfirmer)?,
         onRunning: @escaping @Sendable (Int) async -> Void
     ) -> some ApplicationProtocol {
         let router = Router(context: BasicWebSocketRequestContext.self)
@@ -97,6 +108,7 @@ public struct BridgeServer: Sendable {
         let session = CallSession(
             configuration: configuration.call,
             endpoint: { await endpoint.value },
+            makeConfirmer: makeConfirmer,
             ticker: self.ticker,
             timeline: self.timeline,
             callLog: self.callLog,

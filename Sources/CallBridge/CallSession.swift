@@ -29,6 +29,7 @@ final class CallSession: Sendable {
 
     let configuration: CallConfiguration
     let endpoint: @Sendable () async -> RealtimeEndpoint
+    let makeConfirmer: @Sendable () -> (any SpeechConfirmer)?
     let ticker: PacingTicker
     let timeline: Timeline
     let callLog: CallLog
@@ -37,6 +38,7 @@ final class CallSession: Sendable {
     init(
         configuration: CallConfiguration,
         endpoint: @escaping @Sendable () async -> RealtimeEndpoint,
+        makeConfirmer: @escaping @Sendable () -> (any SpeechConfirmer)?,
         ticker: PacingTicker,
         timeline: Timeline,
         callLog: CallLog,
@@ -44,6 +46,7 @@ final class CallSession: Sendable {
     ) {
         self.configuration = configuration
         self.endpoint = endpoint
+        self.makeConfirmer = makeConfirmer
         self.ticker = ticker
         self.timeline = timeline
         self.callLog = callLog
@@ -73,7 +76,11 @@ final class CallSession: Sendable {
                     await Self.runRealtimeLeg(endpoint, into: continuation, logger: baseLogger)
                 }
 
-                var machine = CallStateMachine(configuration: self.configuration, now: self.timeline.now)
+                var machine = CallStateMachine(
+                    configuration: self.configuration,
+                    confirmer: self.makeConfirmer(),
+                    now: self.timeline.now
+                )
                 var logger = baseLogger
                 var realtime: LegWriter?
                 var dialect = RealtimeDialect.ga

@@ -10,7 +10,7 @@ struct CallBridgeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "callbridge",
         abstract: "Puts a realtime speech-to-speech model on the phone: Twilio Media Streams ⇄ OpenAI Realtime.",
-        subcommands: [Run.self, Dial.self, EchoAgentCommand.self],
+        subcommands: [Run.self, Dial.self, VadCommand.self, EchoAgentCommand.self],
         defaultSubcommand: Run.self
     )
 }
@@ -49,6 +49,7 @@ extension RealtimeDialect: ExpressibleByArgument {}
 extension RealtimeAuth: ExpressibleByArgument {}
 extension AgentMode: ExpressibleByArgument {}
 extension EchoAgentServer.Behavior: ExpressibleByArgument {}
+extension ConfirmerMode: ExpressibleByArgument {}
 
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -104,6 +105,12 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Frames sent ahead of their 20 ms deadline. (env: CALLBRIDGE_TX_LEAD_FRAMES, default: 2)")
     var txLeadFrames: Int?
 
+    @Option(help: "Barge-in confirmer: silero (neural VAD, run only when the energy stage pauses the AI) or energy. (env: CALLBRIDGE_VAD, default: silero)")
+    var vad: ConfirmerMode?
+
+    @Option(help: "Silero speech probability that confirms a barge-in, 0…1. (env: CALLBRIDGE_SILERO_THRESHOLD, default: 0.5)")
+    var sileroThreshold: Float?
+
     @Option(help: "Embedded echo agent only: report speech this late, like a slow service VAD, ms. (env: CALLBRIDGE_ECHO_AGENT_VAD_DELAY_MS, default: 0)")
     var echoAgentVadDelayMs: Int?
 
@@ -155,7 +162,9 @@ struct Run: AsyncParsableCommand {
             callLogPath: self.callLog ?? environment("CALLBRIDGE_CALL_LOG"),
             echoAgent: EchoAgent.Configuration(
                 vadDelay: try milliseconds(self.echoAgentVadDelayMs, "CALLBRIDGE_ECHO_AGENT_VAD_DELAY_MS", default: 0)
-            )
+            ),
+            confirmer: try resolve(self.vad, "CALLBRIDGE_VAD", { ConfirmerMode(rawValue: $0) }, default: .silero),
+            sileroThreshold: try resolve(self.sileroThreshold, "CALLBRIDGE_SILERO_THRESHOLD", { Float($0) }, default: 0.5)
         )
     }
 
@@ -533,5 +542,70 @@ struct WatchdogOptions: ParsableArguments {
             stallLimit: try milliseconds(self.stallLimitMs, "CALLBRIDGE_STALL_LIMIT_MS", default: 30000),
             audioDrainLimit: try milliseconds(self.audioDrainMs, "CALLBRIDGE_AUDIO_DRAIN_MS", default: 5000)
         )
+    }
+}
+
+/// Which detector `callbridge vad` shows.
+enum Detector: String, ExpressibleByArgument, CaseIterable {
+    case silero
+    case energy
+}
+
+struct VadCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vad",
+        abstract: "Show what a voice detector sees in a recording, as CSV (for tuning barge-in).",
+        discussion: """
+            Silero prints one line per 32 ms window: start_ms,probability. Energy prints one line per 20 ms frame: \
+            start_ms,level_dbfs,floor_dbfs,threshold_dbfs,voiced,speech. Input: a WAV file (any common rate and \
+            sample width, converted to 8 kHz) or raw 8 kHz μ-law (--mulaw, or a .ulaw/.mulaw/.raw file).
+            """
+    )
+
+    @Argument(help: "Recording to analyse.")
+    var file: String
+
+    @Option(help: "silero or energy.")
+    var detector: Detector = .silero
+
+    @Flag(help: "The file is raw 8 kHz μ-law.")
+    var mulaw = false
+
+    func run() throws {
+        guard let data = FileManager.default.contents(atPath: self.file) else {
+            throw ValidationError("cannot read '\(self.file)'")
+        }
+        let raw = self.mulaw || ["ulaw", "mulaw", "raw"].contains(URL(fileURLWithPath: self.file).pathExtension.lowercased())
+        let pcm: [Int16]
+        if raw {
+            pcm = Array(data).map { MuLaw.decode($0) }
+        } else {
+            do {
+                let wav = try WAV.decode(Array(data))
+                pcm = Resampler.resample(wav.samples, from: wav.sampleRate, to: 8000)
+            } catch {
+                throw ValidationError("\(self.file): \(error.description)")
+            }
+        }
+        var out = ""
+        switch self.detector {
+        case .silero:
+            var vad = SileroVAD(model: try SileroLoader.model())
+            out += "start_ms,probability\n"
+            for (index, probability) in vad.process(pcm.map { Float($0) / 32768 }).enumerated() {
+                out += "\(index * 32),\(probability)\n"
+            }
+        case .energy:
+            var vad = EnergyVAD()
+            out += "start_ms,level_dbfs,floor_dbfs,threshold_dbfs,voiced,speech\n"
+            var frame = 0
+            while (frame + 1) * 160 <= pcm.count {
+                let update = vad.process(levelDBFS: Level.dBFS(pcm: pcm[(frame * 160)..<((frame + 1) * 160)]), frameStart: .milliseconds(frame * 20))
+                out += "\(frame * 20),\(String(format: "%.1f", update.levelDBFS)),\(String(format: "%.1f", update.noiseFloorDBFS)),"
+                    + "\(String(format: "%.1f", update.thresholdDBFS)),\(update.voiced ? 1 : 0),\(vad.isSpeaking ? 1 : 0)\n"
+                frame += 1
+            }
+        }
+        print(out, terminator: "")
     }
 }

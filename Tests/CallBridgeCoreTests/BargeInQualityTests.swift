@@ -29,9 +29,11 @@ struct LineSimulation {
     var noise: [Int16] = []
     var noiseGain = 0.0
     var durationMs: Int
+    /// The second stage, when testing it.
+    var confirmer: (any SpeechConfirmer)?
 
     func run() -> Result {
-        var sm = CallStateMachine(configuration: self.configuration, now: t(0))
+        var sm = CallStateMachine(configuration: self.configuration, confirmer: self.confirmer, now: t(0))
         var playout = TwilioPlayout()
         var heard: [Int16] = []
         var result = Result()
@@ -227,5 +229,61 @@ struct LineSimulation {
         #expect(median <= 100, "median onset → pause: \(median) ms")
         #expect(quiet <= 160, "p95 onset → pause on a quiet line: \(quiet) ms")
         #expect(noisy <= 160, "p95 onset → pause at 20 dB SNR: \(noisy) ms")
+    }
+}
+
+/// The barge-in fixtures again, with Silero as the confirmer: no more false barge-ins and no more misses than the
+/// energy stage alone.
+@Suite struct SileroConfirmerQualityTests {
+    static let model = SileroVADTests.model
+
+    struct Tally: Equatable {
+        var falseBargeIns = 0
+        var misses = 0
+    }
+
+    func tally(confirmer: Bool) throws -> Tally {
+        let reply = MuLaw.encode(try BargeInQualityTests.pcm("ai-reply"))
+        let noise = try BargeInQualityTests.pcm("line-noise")
+        let cough = try BargeInQualityTests.pcm("cough")
+        var tally = Tally()
+        func line(_ echo: LineSimulation.Echo?, durationMs: Int) -> LineSimulation {
+            var l = LineSimulation(reply: reply, echo: echo, durationMs: durationMs)
+            if confirmer { l.confirmer = SileroConfirmer(model: Self.model) }
+            return l
+        }
+        // False barge-ins: echo alone, noise, a cough.
+        for echo in [LineSimulation.Echo(lossDB: 6, delayMs: 20), .init(lossDB: 12, delayMs: 120), .init(lossDB: 30, delayMs: 300)] {
+            tally.falseBargeIns += line(echo, durationMs: 9000).run().commits.count
+        }
+        for snr in [20.0, 10.0] {
+            var l = line(.init(lossDB: 12, delayMs: 120), durationMs: 9000)
+            l.noise = noise
+            l.noiseGain = Level.amplitude(decibels: BargeInQualityTests.rmsDBFS(try BargeInQualityTests.pcm("ai-reply")) - snr - BargeInQualityTests.rmsDBFS(noise))
+            tally.falseBargeIns += l.run().commits.count
+        }
+        for sound in [cough, try BargeInQualityTests.pcm("door")] {
+            var soundLine = line(.init(lossDB: 20, delayMs: 120), durationMs: 6000)
+            soundLine.caller = BargeInQualityTests.track(sound, at: 2500, totalMs: 6000)
+            tally.falseBargeIns += soundLine.run().commits.count
+        }
+        // Misses: callers talking over the AI.
+        for clip in ["caller-barge-in", "interrupt"] {
+            let voice = try BargeInQualityTests.pcm(clip)
+            for echo in [nil, LineSimulation.Echo(lossDB: 12, delayMs: 120), .init(lossDB: 20, delayMs: 300)] {
+                var l = line(echo, durationMs: 5500)
+                l.caller = BargeInQualityTests.track(voice, at: 3000, totalMs: 5500)
+                if l.run().commits.isEmpty { tally.misses += 1 }
+            }
+        }
+        return tally
+    }
+
+    @Test func sileroAsConfirmerIsNoWorseThanEnergyAlone() throws {
+        let energy = try self.tally(confirmer: false)
+        let silero = try self.tally(confirmer: true)
+        print("barge-in quality — energy alone: \(energy); with the Silero confirmer: \(silero)")
+        #expect(silero.falseBargeIns <= energy.falseBargeIns)
+        #expect(silero.misses <= energy.misses)
     }
 }

@@ -48,6 +48,12 @@ import FoundationNetworking
 
     static func silence(_ frames: Int) -> [UInt8] { Array(repeating: MuLaw.silence, count: frames * 160) }
 
+    /// A spoken fixture (Fixtures/audio, 8 kHz) as μ-law: real speech, for the Silero confirmer.
+    static func spoken(_ name: String) throws -> [UInt8] {
+        let wav = try WAV.decode(Array(try Data(contentsOf: Self.fixtures.appendingPathComponent("audio/\(name).wav"))))
+        return MuLaw.encode(Resampler.resample(wav.samples, from: wav.sampleRate, to: 8000))
+    }
+
     /// Runs the echo agent over TLS and the bridge against it, then `body` with the bridge's port.
     static func withBridge(
         dialect: RealtimeDialect,
@@ -192,8 +198,9 @@ import FoundationNetworking
                 url: "ws://127.0.0.1:\(call.port)/twilio/media",
                 callerAudio: Self.silence(10) + Self.speech(60),
                 bargeInAt: .milliseconds(2900),
-                bargeInAudio: Self.speech(20),
-                duration: .milliseconds(3800)
+                // Real speech: the Silero confirmer (on by default) must hear a voice, not a tone.
+                bargeInAudio: try Self.spoken("interrupt"),
+                duration: .milliseconds(4200)
             )
             let result = try await withTimeout(.seconds(20)) { try await DialClient(options: options, logger: Self.logger).run() }
             try await call.calls.wait(upTo: .seconds(10)) { $0.count == 1 }
