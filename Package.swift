@@ -60,6 +60,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Benchmarks: `make bench` builds this in release and runs it (never part of the tests).
+        .executableTarget(name: "CallBridgeBench", dependencies: ["CallBridgeCore"], swiftSettings: strict),
         .testTarget(name: "CallBridgeCoreTests", dependencies: ["CallBridgeCore"], swiftSettings: strict),
         .testTarget(
             name: "CallBridgeTests",
