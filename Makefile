@@ -4,7 +4,7 @@ PORT ?= 8080
 BIN := .build/debug/callbridge
 RELEASE_BIN := .build/release/callbridge
 
-.PHONY: run run-release test build build-release deps demo bargein-check fixtures fixtures-update certs clean
+.PHONY: run run-release test build build-release deps demo bargein-check bench fixtures fixtures-update certs clean
 
 ## Start the bridge (embedded echo agent unless OPENAI_API_KEY is set). Options: make run ARGS="--port 9000".
 run: build
@@ -36,6 +36,11 @@ demo: build
 ## Barge-in acceptance: service VAD 300 ms late, N calls talking over the AI, one echo-only call. N=10 by default.
 bargein-check: build
 	scripts/bargein-check.sh $(N)
+
+## Benchmarks (release build): Silero VAD cost per window and per call.
+bench: deps
+	$(SWIFT) build -c release --product CallBridgeBench
+	.build/release/CallBridgeBench Sources/CallBridge/Resources/silero_vad_v6_8k.f32 20000
 
 ## Regenerate the spoken audio fixtures (espeak-ng + sox from Debian).
 fixtures:
