@@ -1,9 +1,16 @@
 // swift-tools-version:6.2
 import PackageDescription
 
+import Foundation
+
 let strict: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
 ]
+
+// Opt-in CPU tuning for the core's SIMD code (Silero): CALLBRIDGE_TARGET_CPU=haswell (AVX2 + FMA) builds fused
+// multiply-adds. The default build runs on any x86-64.
+let targetCPU = ProcessInfo.processInfo.environment["CALLBRIDGE_TARGET_CPU"].flatMap { $0.isEmpty ? nil : $0 }
+let coreSettings: [SwiftSetting] = strict + (targetCPU.map { [.unsafeFlags(["-target-cpu", $0]), .define("CALLBRIDGE_FMA")] } ?? [])
 
 let package = Package(
     name: "callbridge",
@@ -25,7 +32,7 @@ let package = Package(
     ],
     targets: [
         // Pure core: no I/O, no clock reads, no Foundation networking.
-        .target(name: "CallBridgeCore", swiftSettings: strict),
+        .target(name: "CallBridgeCore", swiftSettings: coreSettings),
         // Imperative shell: server, WebSocket legs, pacing ticker, echo agent, dial client.
         .target(
             name: "CallBridge",

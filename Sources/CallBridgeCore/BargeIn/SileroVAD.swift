@@ -289,6 +289,17 @@ private func fftMagnitudes(
 @inline(__always)
 private func sigmoid(_ x: Float) -> Float { 1 / (1 + expf(-x)) }
 
+/// acc + a·b: one fused instruction when built for a CPU with FMA (CALLBRIDGE_TARGET_CPU), else multiply then add
+/// (without hardware FMA a fused multiply-add would be a slow library call).
+@inline(__always)
+private func multiplyAdd(_ acc: SIMD8<Float>, _ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> {
+    #if CALLBRIDGE_FMA
+    return acc.addingProduct(a, b)
+    #else
+    return acc + a * b
+    #endif
+}
+
 /// Σ a[i]·b[i] with SIMD8 lanes.
 @inline(__always)
 private func dot(_ a: UnsafeMutablePointer<Float>, _ b: UnsafeMutablePointer<Float>, _ n: Int) -> Float {
@@ -298,10 +309,10 @@ private func dot(_ a: UnsafeMutablePointer<Float>, _ b: UnsafeMutablePointer<Flo
     let ra = UnsafeRawPointer(a)
     let rb = UnsafeRawPointer(b)
     while i + 16 <= n {
-        acc0 += ra.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-            * rb.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-        acc1 += ra.loadUnaligned(fromByteOffset: (i + 8) * 4, as: SIMD8<Float>.self)
-            * rb.loadUnaligned(fromByteOffset: (i + 8) * 4, as: SIMD8<Float>.self)
+        acc0 = multiplyAdd(acc0, ra.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self),
+            rb.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self))
+        acc1 = multiplyAdd(acc1, ra.loadUnaligned(fromByteOffset: (i + 8) * 4, as: SIMD8<Float>.self),
+            rb.loadUnaligned(fromByteOffset: (i + 8) * 4, as: SIMD8<Float>.self))
         i += 16
     }
     var sum = (acc0 + acc1).sum()
@@ -327,10 +338,10 @@ private func dot4(
     let r = UnsafeRawPointer(row)
     while i + 8 <= n {
         let w = r.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-        a0 += w * UnsafeRawPointer(v0).loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-        a1 += w * UnsafeRawPointer(v1).loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-        a2 += w * UnsafeRawPointer(v2).loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-        a3 += w * UnsafeRawPointer(v3).loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+        a0 = multiplyAdd(a0, w, UnsafeRawPointer(v0).loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self))
+        a1 = multiplyAdd(a1, w, UnsafeRawPointer(v1).loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self))
+        a2 = multiplyAdd(a2, w, UnsafeRawPointer(v2).loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self))
+        a3 = multiplyAdd(a3, w, UnsafeRawPointer(v3).loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self))
         i += 8
     }
     var s = SIMD4<Float>(a0.sum(), a1.sum(), a2.sum(), a3.sum())
