@@ -133,12 +133,7 @@ final class CallSession: Sendable {
                         case .sendRealtime(let clientEvent):
                             realtime?.send(RealtimeCodec.encode(clientEvent, dialect: dialect))
                         case .scheduleTimer(let timer, let at):
-                            let deadline = self.timeline.instant(at)
-                            let clock = self.timeline.clock
-                            group.addTask {
-                                guard (try? await clock.sleep(until: deadline, tolerance: .zero)) != nil else { return }
-                                continuation.yield(.event(.timerFired(timer)))
-                            }
+                            self.deliver(.event(.timerFired(timer)), at: self.timeline.instant(at), in: &group, to: continuation)
                         case .logBadMessage(let kind):
                             logger.warning("bad message", metadata: ["message.kind": .string(kind)])
                         case .logWatchdog(let kind):
@@ -166,11 +161,12 @@ final class CallSession: Sendable {
                             }
                             realtime?.close(reason: "call ended")
                             twilio.close(reason: "call ended")
-                            let clock = self.timeline.clock
-                            group.addTask {
-                                guard (try? await clock.sleep(for: Self.closeGrace)) != nil else { return }
-                                continuation.yield(.closeGraceExpired)
-                            }
+                            self.deliver(
+                                .closeGraceExpired,
+                                at: self.timeline.clock.now.advanced(by: Self.closeGrace),
+                                in: &group,
+                                to: continuation
+                            )
                         }
                     }
                     if machine.wantsTicks != ticking {
@@ -196,6 +192,20 @@ final class CallSession: Sendable {
             continuation.yield(.event(.shutdownRequested))
         }
         baseLogger.debug("call released", metadata: ["call.number": .stringConvertible(id)])
+    }
+
+    /// Yields `input` into the call's loop at `deadline` (unless the call's tasks are cancelled first).
+    func deliver(
+        _ input: Input,
+        at deadline: ContinuousClock.Instant,
+        in group: inout TaskGroup<Void>,
+        to continuation: AsyncStream<Input>.Continuation
+    ) {
+        let clock = self.timeline.clock
+        group.addTask {
+            guard (try? await clock.sleep(until: deadline, tolerance: .zero)) != nil else { return }
+            continuation.yield(input)
+        }
     }
 
     static func readTwilio(_ inbound: WebSocketInboundStream, into continuation: AsyncStream<Input>.Continuation, logger: Logger) async {

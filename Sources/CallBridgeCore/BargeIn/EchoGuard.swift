@@ -112,6 +112,8 @@ public struct EchoGuard: Sendable, Equatable {
     var history: [Played] = []
     var lags: [LagStatistics]
     public private(set) var estimate: Estimate?
+    /// Scratch for `classify`: the outbound level at each lag (kept, so a caller frame allocates nothing).
+    var delayed: [Double]
     /// The smallest `loudest outbound − inbound` seen on echo-only frames, and how many frames it covers.
     public private(set) var observedLossFloorDB = Double.infinity
     var observedLossFrames = 0
@@ -120,6 +122,7 @@ public struct EchoGuard: Sendable, Equatable {
         self.configuration = configuration
         let bins = max(1, configuration.maxEchoDelay.wholeMilliseconds / 20) + 1
         self.lags = Array(repeating: LagStatistics(), count: bins)
+        self.delayed = Array(repeating: -120, count: bins)
     }
 
     /// A frame of `levelDBFS` began playing at `start` (from the mark echoes: the echo time minus 20 ms).
@@ -146,10 +149,10 @@ public struct EchoGuard: Sendable, Equatable {
         -> Verdict
     {
         let bins = self.lags.count
-        var delayed = [Double](repeating: -120, count: bins)
         for bin in 0..<bins {
-            delayed[bin] = self.outboundLevel(at: frameStart - Duration.milliseconds(20 * bin))
+            self.delayed[bin] = self.outboundLevel(at: frameStart - Duration.milliseconds(20 * bin))
         }
+        let delayed = self.delayed
         // A frame playing right now (not yet confirmed) counts for the decision, not for learning the path.
         let loudest = max(delayed.max() ?? -120, playingNowDBFS ?? -120)
         guard loudest >= self.configuration.farEndSilenceDBFS else { return .farEndSilent }

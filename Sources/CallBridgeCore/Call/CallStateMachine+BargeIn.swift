@@ -86,7 +86,8 @@ extension CallStateMachine {
             let level = Level.dBFS(muLaw: frame)
             if self.confirmer != nil {
                 self.recentFrames.append((frameStart, frame))
-                if self.recentFrames.count > 50 { self.recentFrames.removeFirst() }
+                // About a second is kept; trimmed in batches, not one shift per frame.
+                if self.recentFrames.count > 100 { self.recentFrames.removeFirst(50) }
             }
             let verdict = self.echoGuard.classify(
                 inboundDBFS: level,
