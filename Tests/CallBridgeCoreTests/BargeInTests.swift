@@ -360,14 +360,20 @@ import Testing
 
     // MARK: The second-stage confirmer
 
-    /// A scripted confirmer: answers from a list and records what it was shown.
+    /// A scripted confirmer: answers one verdict per active period from a list and records how many frames each
+    /// period was shown and whether it started warm.
     struct ScriptedConfirmer: SpeechConfirmer {
         var answers: [Bool]
         var shown: [Int] = []
-        mutating func isSpeech(_ frames: [[UInt8]]) -> Bool {
-            self.shown.append(frames.count)
-            return self.answers.isEmpty ? true : self.answers.removeFirst()
+        var warmStarts: [Bool] = []
+        var verdict = true
+        mutating func begin(warm: Bool) {
+            self.warmStarts.append(warm)
+            self.shown.append(0)
+            self.verdict = self.answers.isEmpty ? true : self.answers.removeFirst()
         }
+        mutating func feed(_ frame: [UInt8]) { self.shown[self.shown.count - 1] += 1 }
+        var heardSpeech: Bool { self.verdict }
     }
 
     func speakingCall(confirmer: ScriptedConfirmer) -> CallStateMachine {
@@ -400,9 +406,32 @@ import Testing
         _ = self.caller(&sm, [-10, -10], from: 120)
         let commit = sm.handle(.realtimeReceived(.speechStarted(audioStartMs: 100, itemID: "u1")), now: t(150))
         #expect(commit.contains(.sendRealtime(.responseCancel(responseID: "r1", eventID: "cb_cancel_1"))))
-        #expect((sm.confirmer as? ScriptedConfirmer)?.shown == [])
+        #expect(sm.counters.bargeInEvents == 1)
+        #expect(sm.counters.confirmerRejections == 0, "the confirmer's \"no\" is not consulted")
         // The service heard the caller: no false-trigger check is armed.
         #expect(!commit.contains { if case .scheduleTimer(let id, _) = $0 { id.kind == .falseTriggerCheck } else { false } })
+    }
+
+    @Test func theConfirmerStaysWarmOverContiguousAudioAndStartsFreshAfterALongGap() {
+        var sm = self.speakingCall(confirmer: ScriptedConfirmer(answers: [false, false, false]))
+        // Five more seconds of reply, so the AI is still speaking for every burst below.
+        _ = sm.handle(.realtimeReceived(.audioDelta(responseID: "r1", itemID: "i1", audio: Array(repeating: Self.ai, count: 5).joined().map { $0 })), now: t(100))
+        _ = self.caller(&sm, Array(repeating: nil, count: 10), from: 120)
+        _ = self.caller(&sm, Array(repeating: -10, count: 8), from: 320)  // a door: rejected
+        _ = self.caller(&sm, Array(repeating: nil, count: 30), from: 480)
+        // Another bang 0.6 s later: the period resumes the model's state and is shown every frame since the last one.
+        _ = self.caller(&sm, Array(repeating: -10, count: 8), from: 1080)
+        var confirmer = sm.confirmer as? ScriptedConfirmer
+        #expect(confirmer?.warmStarts == [false, true])
+        #expect(confirmer?.shown == [11, 30 + 8])
+        // Three seconds of quiet: more than the kept history, so the next period starts fresh from the onset.
+        _ = self.caller(&sm, Array(repeating: nil, count: 150), from: 1240)
+        _ = self.caller(&sm, Array(repeating: -10, count: 8), from: 4240)
+        confirmer = sm.confirmer as? ScriptedConfirmer
+        #expect(confirmer?.warmStarts == [false, true, false])
+        #expect(confirmer?.shown == [11, 38, 11])
+        #expect(sm.counters.confirmerRejections == 3)
+        #expect(sm.counters.bargeInEvents == 0)
     }
 
     @Test func aConfirmedPauseCommits() {

@@ -85,9 +85,11 @@ extension CallStateMachine {
             let frameStart = now - AudioFrame.duration * (frames.count - index)
             let level = Level.dBFS(muLaw: frame)
             if self.confirmer != nil {
-                self.recentFrames.append((frameStart, frame))
+                self.frameSequence += 1
+                self.recentFrames.append((self.frameSequence, frameStart, frame))
                 // About a second is kept; trimmed in batches, not one shift per frame.
                 if self.recentFrames.count > 100 { self.recentFrames.removeFirst(50) }
+                if self.confirmerActive { self.feedConfirmer(through: self.frameSequence) }
             }
             let verdict = self.echoGuard.classify(
                 inboundDBFS: level,
@@ -189,18 +191,46 @@ extension CallStateMachine {
         )
         self.counters.bargeInPauses += 1
         self.counters.lastBargeInPause = now - onset
+        if self.confirmer != nil { self.beginConfirmerPeriod(onset: onset) }
+    }
+
+    /// Opens the confirmer's active period at a pause: it is shown the audio from a little before the onset (it
+    /// needs the start of the sound), or, when its last period ended within the kept history (1–2 s), everything
+    /// since that period, so the model's state carries on over contiguous audio.
+    mutating func beginConfirmerPeriod(onset: CallInstant) {
+        guard var confirmer = self.confirmer, let newest = self.recentFrames.last?.sequence else { return }
+        let from = onset - AudioFrame.duration * 3
+        let firstFromOnset = self.recentFrames.first { $0.start >= from }?.sequence ?? newest
+        let oldest = self.recentFrames.first?.sequence ?? newest
+        if let fed = self.confirmerFedThrough, fed + 1 >= oldest {
+            confirmer.begin(warm: true)
+        } else {
+            confirmer.begin(warm: false)
+            self.confirmerFedThrough = firstFromOnset - 1
+        }
+        self.confirmer = confirmer
+        self.confirmerActive = true
+        self.feedConfirmer(through: newest)
+    }
+
+    /// Feeds the confirmer every kept frame after the last one it saw, up to `sequence`.
+    mutating func feedConfirmer(through sequence: Int) {
+        guard var confirmer = self.confirmer else { return }
+        let after = self.confirmerFedThrough ?? 0
+        for entry in self.recentFrames where entry.sequence > after && entry.sequence <= sequence {
+            confirmer.feed(entry.frame)
+        }
+        self.confirmerFedThrough = sequence
+        self.confirmer = confirmer
     }
 
     /// Stage 2: the pause is confirmed, by the second-stage confirmer too when there is one (the service's own
     /// `speech_started` needs no confirmation).
     mutating func commit(now: CallInstant, byService: Bool = false, into actions: inout [CallAction]) {
         guard case .tentative(let tentative) = self.bargeIn else { return }
-        if !byService, var confirmer = self.confirmer {
-            // From a little before the onset: the confirmer needs the start of the sound.
-            let from = tentative.onset - AudioFrame.duration * 3
-            let speech = confirmer.isSpeech(self.recentFrames.filter { $0.start >= from }.map(\.frame))
-            self.confirmer = confirmer
-            guard speech else {
+        self.confirmerActive = false
+        if !byService, let confirmer = self.confirmer {
+            guard confirmer.heardSpeech else {
                 self.counters.confirmerRejections += 1
                 self.falseAlarm(now: now)
                 return
@@ -220,6 +250,7 @@ extension CallStateMachine {
     /// The speech ended before it was confirmed (a cough, a click): resume exactly where Twilio stopped.
     mutating func falseAlarm(now: CallInstant) {
         guard case .tentative(let tentative) = self.bargeIn else { return }
+        self.confirmerActive = false
         self.bargeIn = .listening
         self.queue.prepend(contentsOf: tentative.cleared)
         self.counters.bargeInFalseAlarms += 1

@@ -86,7 +86,12 @@ public struct CallStateMachine: Sendable {
     var confirmer: (any SpeechConfirmer)?
     /// Armed by a committed local barge-in; disarmed when the service hears the caller or a response starts.
     var falseTriggerTimer: TimerID?
-    var recentFrames: [(start: CallInstant, frame: [UInt8])] = []
+    /// Caller frames numbered in arrival order, about the last second (the confirmer's pre-onset history).
+    var recentFrames: [(sequence: Int, start: CallInstant, frame: [UInt8])] = []
+    var frameSequence = 0
+    /// The confirmer's active period is open (frames are fed as they arrive), and the last frame it was fed.
+    var confirmerActive = false
+    var confirmerFedThrough: Int?
 
     // Watchdogs (see CallStateMachine+Watchdogs.swift).
     var lastInboundAt: CallInstant
