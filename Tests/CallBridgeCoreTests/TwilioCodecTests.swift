@@ -93,13 +93,19 @@ struct TwilioCodecTests {
              "media":{"track":"inbound","chunk":"2","timestamp":"5","payload":"\(Self.silencePayload)"},
              "streamSid":"\(Self.streamSid)"}
             """
-        #expect(try TwilioCodec.decode(text) == .media(payload: Self.silencePayload))
+        #expect(try TwilioCodec.decode(text) == .media(payload: Self.silencePayload, chunk: 2))
         // The compact form takes the scanner path; both paths must give the same answer.
         let compact = #"{"event":"media","sequenceNumber":"4","media":{"track":"inbound","chunk":"2","#
             + #""timestamp":"5","payload":"/85OgAA="},"streamSid":"MZ1"}"#
-        #expect(TwilioCodec.scanMedia(compact) == "/85OgAA=")
-        #expect(try TwilioCodec.decodeWithCodable(compact) == .media(payload: "/85OgAA="))
-        #expect(try TwilioCodec.decode(compact) == .media(payload: "/85OgAA="))
+        #expect(TwilioCodec.scanMedia(compact)?.payload == "/85OgAA=")
+        #expect(TwilioCodec.scanMedia(compact)?.chunk == 2)
+        #expect(try TwilioCodec.decodeWithCodable(compact) == .media(payload: "/85OgAA=", chunk: 2))
+        #expect(try TwilioCodec.decode(compact) == .media(payload: "/85OgAA=", chunk: 2))
+        // A numeric chunk is accepted too; a chunk that is not a number is ignored, not an error.
+        let numeric = #"{"event":"media","media":{"chunk":7,"payload":"/85OgAA="}}"#
+        #expect(try TwilioCodec.decode(numeric) == .media(payload: "/85OgAA=", chunk: 7))
+        let odd = #"{"event":"media","media":{"chunk":"x1","payload":"/85OgAA="}}"#
+        #expect(try TwilioCodec.decode(odd) == .media(payload: "/85OgAA=", chunk: nil))
     }
 
     @Test("media payload with JSON-escaped slashes is unescaped by the Codable path")

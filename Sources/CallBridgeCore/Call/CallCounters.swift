@@ -43,8 +43,46 @@ public struct CallCounters: Sendable, Equatable {
     public var echoReturnLossDB: Double?
     public var firstAudioAt: Duration?
     public var realtimeReadyAt: Duration?
+    /// Dry spells of the pacer: a frame was due while a response was streaming and the queue was empty.
+    public var txUnderruns = 0
+    /// Caller speech onset → Twilio told to clear, one per barge-in whose onset is known.
+    public var bargeInLatencies: [Duration] = []
+    /// Per turn: caller speech end → first reply frame sent, and → that frame's mark echoed as played.
+    public var turnLatencies: [Duration] = []
+    public var turnPlayedLatencies: [Duration] = []
+    /// `audio_end_ms` of every truncation sent, in order.
+    public var truncationAudioEndMs: [Int] = []
+    /// 20 ms frames of audio deltas dropped because their response was interrupted (an old generation) or unknown.
+    public var staleFramesDropped = 0
+    /// Holes in Twilio's media chunk numbering, and the chunks missing in them.
+    public var inboundGaps = 0
+    public var inboundMissingChunks = 0
+    public var badMessagesByKind: [String: Int] = [:]
+    /// Upstream `error` events by code (`unknown` when the event has none).
+    public var upstreamErrorsByCode: [String: Int] = [:]
+    /// Reconnections of the Realtime leg during the call.
+    public var upstreamReconnects = 0
+    /// μ-law bytes received from the caller and sent to Twilio (8000 per second).
+    public var audioInBytes = 0
+    public var audioOutBytes = 0
 
     public init() {}
+
+    /// Watchdog trips by kind, as named in logs and metrics.
+    public var watchdogTrips: [(kind: String, count: Int)] {
+        [
+            ("safety_fuse", self.safetyFuseTrips), ("stuck_response", self.stuckResponses),
+            ("cancel_timeout", self.cancelTimeouts), ("twilio_stalled", self.stallFlags),
+        ]
+    }
+}
+
+/// Nearest-rank percentile of durations (nil when there are none).
+func percentile(_ values: [Duration], _ fraction: Double) -> Duration? {
+    guard !values.isEmpty else { return nil }
+    let sorted = values.sorted()
+    let rank = Int((fraction * Double(sorted.count)).rounded(.up))
+    return sorted[min(max(rank, 1), sorted.count) - 1]
 }
 
 /// The call log record written when a call ends: one JSON object on one line.
@@ -55,6 +93,8 @@ public struct CallSummary: Sendable, Equatable {
     public var endReason: EndReason
     public var counters: CallCounters
     public var customParameters: [String: String]
+    /// Wall-clock start (ISO 8601, UTC), filled in by the shell: the core never reads a clock.
+    public var startTime: String?
 
     public init(
         callSid: String,
@@ -111,6 +151,29 @@ public struct CallSummary: Sendable, Equatable {
             ("cancel_timeouts", String(c.cancelTimeouts)),
             ("stuck_responses", String(c.stuckResponses)),
             ("stall_flags", String(c.stallFlags)),
+            ("from", self.customParameters["From"].map(JSONText.quoted) ?? "null"),
+            ("to", self.customParameters["To"].map(JSONText.quoted) ?? "null"),
+            ("start_time", self.startTime.map(JSONText.quoted) ?? "null"),
+            ("ended_by", JSONText.quoted(self.endReason.endedBy)),
+            ("tx_underruns", String(c.txUnderruns)),
+            ("barge_in_latency_min_ms", Self.ms(c.bargeInLatencies.min())),
+            ("barge_in_latency_p50_ms", Self.ms(percentile(c.bargeInLatencies, 0.5))),
+            ("barge_in_latency_max_ms", Self.ms(c.bargeInLatencies.max())),
+            ("turns", String(c.turnLatencies.count)),
+            ("turn_latency_p50_ms", Self.ms(percentile(c.turnLatencies, 0.5))),
+            ("turn_latency_max_ms", Self.ms(c.turnLatencies.max())),
+            ("turn_played_latency_p50_ms", Self.ms(percentile(c.turnPlayedLatencies, 0.5))),
+            ("turn_played_latency_max_ms", Self.ms(c.turnPlayedLatencies.max())),
+            ("truncations", String(c.truncationAudioEndMs.count)),
+            ("truncation_audio_end_ms", "[" + c.truncationAudioEndMs.map(String.init).joined(separator: ",") + "]"),
+            ("stale_frames_dropped", String(c.staleFramesDropped)),
+            ("inbound_gaps", String(c.inboundGaps)),
+            ("inbound_missing_chunks", String(c.inboundMissingChunks)),
+            ("bad_messages_by_kind", Self.object(c.badMessagesByKind)),
+            ("upstream_errors_by_code", Self.object(c.upstreamErrorsByCode)),
+            ("upstream_reconnects", String(c.upstreamReconnects)),
+            ("audio_in_seconds", String(format2: Double(c.audioInBytes) / 8000)),
+            ("audio_out_seconds", String(format2: Double(c.audioOutBytes) / 8000)),
         ]
         if !self.customParameters.isEmpty {
             let params = self.customParameters.sorted { $0.key < $1.key }
@@ -119,5 +182,13 @@ public struct CallSummary: Sendable, Equatable {
             fields.append(("custom_parameters", "{" + params + "}"))
         }
         return "{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}"
+    }
+
+    static func ms(_ duration: Duration?) -> String {
+        duration.map { String($0.wholeMilliseconds) } ?? "null"
+    }
+
+    static func object(_ counts: [String: Int]) -> String {
+        "{" + counts.sorted { $0.key < $1.key }.map { JSONText.quoted($0.key) + ":" + String($0.value) }.joined(separator: ",") + "}"
     }
 }

@@ -11,6 +11,16 @@ public enum EndReason: String, Sendable, Equatable {
     /// No caller media, or no mark echoes, for the watchdog's stall limit.
     case twilioStalled = "twilio_stalled"
     case shutdown = "shutdown"
+
+    /// Which side ended the call (the `ended_by` field): `twilio` (the caller hung up or Twilio stopped the stream),
+    /// `realtime` (the model's service closed, refused or never answered), or `bridge` (a watchdog or a shutdown).
+    public var endedBy: String {
+        switch self {
+        case .twilioStop, .twilioClosed: "twilio"
+        case .realtimeClosed, .realtimeConnectFailed, .realtimeRejected: "realtime"
+        case .realtimeNotReady, .twilioStalled, .shutdown: "bridge"
+        }
+    }
 }
 
 /// How the Realtime leg went away.

@@ -12,6 +12,8 @@ extension CallStateMachine {
 
     struct Tentative: Sendable, Equatable {
         var onset: CallInstant
+        /// When Twilio was told to stop (the pause).
+        var pausedAt: CallInstant
         /// The response that was speaking when the pause began (the idempotency check at commit).
         var targetResponseID: String?
         /// The item the caller was hearing when the pause began: the one to truncate to what was played.
@@ -101,7 +103,9 @@ extension CallStateMachine {
             case .speechStarted(let onset):
                 speechStarted = true
                 self.callerSpeechStarted(onset: onset, now: now, into: &actions)
-            case .speechEnded:
+            case .speechEnded(let at):
+                // The caller's turn ended with the last voiced frame, one hang-over before the VAD said so.
+                self.callerSpeechEnd = at - self.vad.configuration.hangover
                 self.falseAlarm(now: now)
             case nil:
                 // Speech already under way when a gate was closed (the recovery delay, the lock, the greeting, or the
@@ -187,7 +191,7 @@ extension CallStateMachine {
         let timer = self.makeTimer(.pauseTimeout)
         actions.append(.scheduleTimer(timer, at: now + self.configuration.bargeIn.maxPause))
         self.bargeIn = .tentative(
-            Tentative(onset: onset, targetResponseID: target, targetItem: self.playback, cleared: cleared, timer: timer)
+            Tentative(onset: onset, pausedAt: now, targetResponseID: target, targetItem: self.playback, cleared: cleared, timer: timer)
         )
         self.counters.bargeInPauses += 1
         self.counters.lastBargeInPause = now - onset
@@ -237,6 +241,7 @@ extension CallStateMachine {
             }
         }
         self.bargeIn = .listening
+        self.counters.bargeInLatencies.append(tentative.pausedAt - tentative.onset)
         self.interrupt(
             now: now,
             cancel: .ifStillActive(tentative.targetResponseID),
@@ -281,6 +286,8 @@ extension CallStateMachine {
         if let last = self.lastBargeInAt, now - last < settings.interruptLock { return }
         if settings.greetingWindow > .zero && now - self.startedAt < settings.greetingWindow { return }
         guard self.assistantAudioOutstanding else { return }
+        // Latency needs the onset as the local VAD dated it; without local detection it is unknown, not zero.
+        if let onset = self.vad.speechOnset { self.counters.bargeInLatencies.append(now - onset) }
         self.interrupt(now: now, cancel: .activeResponse, heardItem: self.playback, pauseCleared: false, into: &actions)
     }
 
@@ -343,6 +350,7 @@ extension CallStateMachine {
                 )
             )
             self.counters.truncatesSent += 1
+            self.counters.truncationAudioEndMs.append(AudioFrame.milliseconds(ofBytes: played))
         }
         if newer == nil {
             self.playback = nil

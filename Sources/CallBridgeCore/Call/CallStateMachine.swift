@@ -70,6 +70,14 @@ public struct CallStateMachine: Sendable {
     var nextTimerGeneration: UInt64 = 1
     var timersStarted = false
 
+    // Call-quality bookkeeping for the call log.
+    var lastInboundChunk: Int?
+    var underrunning = false
+    /// When the caller last stopped talking, until a reply's first frame is sent.
+    var callerSpeechEnd: CallInstant?
+    var turnAwaitingFirstFrame = false
+    var turnAwaitingPlayed: (mark: String, speechEnd: CallInstant)?
+
     // Barge-in engine (see CallStateMachine+BargeIn.swift).
     var vad: EnergyVAD
     var echoGuard: EchoGuard
@@ -220,14 +228,26 @@ public struct CallStateMachine: Sendable {
             break
         case .start(let start):
             self.start = start
-        case .media(let payload):
+        case .media(let payload, let chunk):
             self.counters.rxMessages += 1
+            self.counters.audioInBytes += Base64.decodedLength(payload)
+            if let chunk {
+                if let last = self.lastInboundChunk, chunk > last + 1 {
+                    self.counters.inboundGaps += 1
+                    self.counters.inboundMissingChunks += chunk - last - 1
+                }
+                self.lastInboundChunk = max(chunk, self.lastInboundChunk ?? chunk)
+            }
             self.lastInboundAt = now
             self.callerAudio(payload, now: now, into: &actions)
         case .mark(let name):
             switch self.marks.echoReceived(name: name) {
             case .played(let entry):
                 self.counters.marksPlayed += 1
+                if let turn = self.turnAwaitingPlayed, turn.mark == name {
+                    self.counters.turnPlayedLatencies.append(now - turn.speechEnd)
+                    self.turnAwaitingPlayed = nil
+                }
                 // The frame finished playing now: it began one frame earlier.
                 self.echoGuard.played(levelDBFS: entry.levelDBFS, start: now - AudioFrame.duration)
             case .cleared:
@@ -279,7 +299,8 @@ public struct CallStateMachine: Sendable {
             self.falseTriggerTimer = nil  // the service heard the caller: a real turn
             self.serverSpeechStarted(now: now, into: &actions)
         case .speechStopped:
-            break
+            // The local VAD dates the end of the caller's speech better, when it runs; else this is the best known.
+            if self.callerSpeechEnd == nil { self.callerSpeechEnd = now }
         case .responseCreated(let id):
             self.falseTriggerTimer = nil
             self.responseStarted(id: id, itemID: nil, now: now)
@@ -322,6 +343,7 @@ public struct CallStateMachine: Sendable {
         // With interrupt_response on, the service often cancels before our cancel arrives: harmless.
         guard !info.isCancelNotActive else { return }
         self.counters.upstreamErrors += 1
+        self.counters.upstreamErrorsByCode[info.code ?? "unknown", default: 0] += 1
         actions.append(.logUpstreamError(info))
         // A rejected configuration leaves a call that can neither hear nor speak: end it now.
         if info.eventID == Self.sessionUpdateEventID && self.upstream != .ready {
@@ -338,6 +360,7 @@ public struct CallStateMachine: Sendable {
             self.markDead(active.id)
         }
         self.counters.responses += 1
+        self.turnAwaitingFirstFrame = true
         self.response = .streaming(ActiveResponse(id: id, itemID: itemID, generation: self.generation, createdAt: now))
     }
 
@@ -352,6 +375,7 @@ public struct CallStateMachine: Sendable {
             active.generation == self.generation, !active.audioDone
         else {
             self.counters.staleDeltasDropped += 1
+            self.counters.staleFramesDropped += (audio.count + AudioFrame.byteCount - 1) / AudioFrame.byteCount
             return
         }
         if active.itemID == nil { active.itemID = itemID }
@@ -426,13 +450,30 @@ public struct CallStateMachine: Sendable {
                 self.counters.firstAudioAt = now - self.startedAt
             }
             self.counters.txFrames += 1
+            self.counters.audioOutBytes += frame.bytes.count
             actions.append(.sendTwilio(.media(frame.bytes)))
             let name = self.marks.recordSent(frame, levelDBFS: Level.dBFS(muLaw: frame.bytes), at: now, deadline: deadline)
             self.counters.marksSent += 1
+            if self.turnAwaitingFirstFrame {
+                self.turnAwaitingFirstFrame = false
+                // A reply's first frame after the caller stopped talking: one turn.
+                if let end = self.callerSpeechEnd, end <= now {
+                    self.counters.turnLatencies.append(now - end)
+                    self.turnAwaitingPlayed = (name, end)
+                }
+                self.callerSpeechEnd = nil
+            }
             actions.append(.sendTwilio(.mark(name: name)))
             sent = true
         }
-        if sent { self.refreshPlayout(now: now) }
+        if sent {
+            self.underrunning = false
+            self.refreshPlayout(now: now)
+        } else if self.queue.isEmpty, self.isStreamingAudio, !self.underrunning, let due = self.pacer.nextDeadline, due <= now {
+            // A frame was due, the response is still streaming, and nothing is queued: the lead ran dry.
+            self.underrunning = true
+            self.counters.txUnderruns += 1
+        }
         if self.queue.isEmpty && self.chunker.bufferedByteCount == 0 && !self.isStreamingAudio {
             self.pacer.stop()
         }
@@ -454,6 +495,7 @@ public struct CallStateMachine: Sendable {
 
     mutating func badMessage(kind: String, into actions: inout [CallAction]) {
         self.counters.badMessages += 1
+        self.counters.badMessagesByKind[kind, default: 0] += 1
         if self.loggedBadKinds.insert(kind).inserted {
             actions.append(.logBadMessage(kind: kind))
         }

@@ -173,4 +173,13 @@ extension String {
         let magnitude = Int(abs(tenths))
         self = "\(sign)\(magnitude / 10).\(magnitude % 10)"
     }
+
+    /// Two decimal places, without Foundation.
+    init(format2 value: Double) {
+        let hundredths = (value * 100).rounded()
+        let sign = hundredths < 0 ? "-" : ""
+        let magnitude = Int(abs(hundredths))
+        let fraction = magnitude % 100
+        self = "\(sign)\(magnitude / 100).\(fraction < 10 ? "0" : "")\(fraction)"
+    }
 }

@@ -36,6 +36,21 @@ public enum Base64 {
         }
     }
 
+    /// The byte count `text` decodes to, from its length and padding alone (no validation).
+    public static func decodedLength(_ text: String) -> Int {
+        let utf8 = text.utf8
+        let count = utf8.count
+        guard count >= 2 else { return 0 }
+        var padding = 0
+        var index = utf8.index(before: utf8.endIndex)
+        if utf8[index] == UInt8(ascii: "=") {
+            padding += 1
+            index = utf8.index(before: index)
+            if utf8[index] == UInt8(ascii: "=") { padding += 1 }
+        }
+        return count / 4 * 3 - padding
+    }
+
     /// Decodes standard base64; nil on any character outside the alphabet or a bad length/padding.
     public static func decode(_ text: String) -> [UInt8]? {
         var text = text

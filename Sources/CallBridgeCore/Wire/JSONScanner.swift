@@ -73,6 +73,36 @@ struct JSONScanner {
         return found
     }
 
+    /// How many times `"key":` occurs (in any object, at any depth).
+    func occurrences(ofKey key: StaticString) -> Int {
+        let pattern = UnsafeBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount)
+        var found = 0
+        var i = 0
+        let n = self.bytes.count
+        while i + pattern.count + 3 <= n {
+            if self.bytes[i] == UInt8(ascii: "\"") && self.matches(pattern, at: i + 1)
+                && self.bytes[i + 1 + pattern.count] == UInt8(ascii: "\"")
+                && self.bytes[i + 2 + pattern.count] == UInt8(ascii: ":")
+            {
+                found += 1
+            }
+            i += 1
+        }
+        return found
+    }
+
+    /// The decimal digits in `range` as an Int (nil if empty, not all digits, or too long).
+    func integer(_ range: Range<Int>) -> Int? {
+        guard !range.isEmpty, range.count <= 18 else { return nil }
+        var value = 0
+        for i in range {
+            let b = self.bytes[i]
+            guard b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9") else { return nil }
+            value = value * 10 + Int(b - UInt8(ascii: "0"))
+        }
+        return value
+    }
+
     func string(_ range: Range<Int>) -> String {
         String(decoding: UnsafeBufferPointer(rebasing: self.bytes[range]), as: UTF8.self)
     }

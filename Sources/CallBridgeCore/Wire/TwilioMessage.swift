@@ -37,7 +37,8 @@ public enum TwilioInbound: Sendable, Equatable {
     case connected
     case start(TwilioStart)
     /// Caller audio: base64 μ-law exactly as received (it is forwarded without re-encoding).
-    case media(payload: String)
+    /// `chunk` is Twilio's per-stream media chunk number (1, 2, …), when present: holes in it are lost audio.
+    case media(payload: String, chunk: Int? = nil)
     case mark(name: String)
     case dtmf(digit: String)
     case stop
@@ -62,20 +63,36 @@ public enum TwilioCodec {
     /// Decodes one text frame. `media` takes the byte-scanner path; everything else, and any `media` the scanner
     /// cannot vouch for, goes through Codable.
     public static func decode(_ text: String) throws(TwilioDecodingError) -> TwilioInbound {
-        if let payload = scanMedia(text) {
-            return .media(payload: payload)
+        if let media = scanMedia(text) {
+            return .media(payload: media.payload, chunk: media.chunk)
         }
         return try decodeWithCodable(text)
     }
 
     /// The fast path: nil unless the message is certainly a `media` event with a valid base64 payload.
-    static func scanMedia(_ text: String) -> String? {
-        JSONScanner.withScanner(text) { scanner -> String? in
+    static func scanMedia(_ text: String) -> (payload: String, chunk: Int?)? {
+        JSONScanner.withScanner(text) { scanner -> (payload: String, chunk: Int?)? in
             guard let event = scanner.stringValueRange(forKey: "event"), scanner.equals(event, "media"),
                 let payload = scanner.stringValueRange(forKey: "payload"), scanner.isBase64(payload)
             else { return nil }
-            return scanner.string(payload)
+            // The chunk number, when it is one plain string of digits; anything else is left to Codable.
+            var chunk: Int?
+            switch scanner.occurrences(ofKey: "chunk") {
+            case 0: break
+            case 1:
+                guard let range = scanner.stringValueRange(forKey: "chunk") else { return nil }
+                chunk = scanner.integer(range)
+            default: return nil
+            }
+            return (scanner.string(payload), chunk)
         }
+    }
+
+    /// A chunk number is 1–18 ASCII digits (the scanner's rule too, so both paths agree).
+    static func chunkNumber(_ text: String) -> Int? {
+        guard !text.isEmpty, text.utf8.count <= 18, text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") })
+        else { return nil }
+        return Int(text)
     }
 
     static func decodeWithCodable(_ text: String) throws(TwilioDecodingError) -> TwilioInbound {
@@ -105,10 +122,11 @@ public enum TwilioCodec {
             )
         case "media":
             guard let payload = envelope.media?.payload else { throw .missingField("media.payload") }
+            let chunk = envelope.media?.chunk.flatMap(chunkNumber)
             var copy = payload
             let valid = copy.withUTF8 { Base64.isValid($0) }
             guard valid else { throw .invalidBase64 }
-            return .media(payload: payload)
+            return .media(payload: payload, chunk: chunk)
         case "mark":
             guard let name = envelope.mark?.name else { throw .missingField("mark.name") }
             return .mark(name: name)
@@ -157,7 +175,23 @@ public enum TwilioCodec {
             var sampleRate: Int?
             var channels: Int?
         }
-        struct Media: Decodable { var payload: String? }
+        struct Media: Decodable {
+            var payload: String?
+            /// Twilio sends it as a string of digits; a number is accepted too, anything else ignored.
+            var chunk: String?
+
+            enum CodingKeys: String, CodingKey { case payload, chunk }
+
+            init(from decoder: any Decoder) throws {
+                let container = try decoder.container(keyedBy: CodingKeys.self)
+                self.payload = try container.decodeIfPresent(String.self, forKey: .payload)
+                if let text = try? container.decodeIfPresent(String.self, forKey: .chunk) {
+                    self.chunk = text
+                } else if let number = try? container.decodeIfPresent(Int.self, forKey: .chunk) {
+                    self.chunk = String(number)
+                }
+            }
+        }
         struct Mark: Decodable { var name: String? }
         struct DTMF: Decodable { var digit: String? }
     }

@@ -1,0 +1,83 @@
+import Testing
+
+@testable import CallBridgeCore
+
+/// The call log's quality figures, from scripted calls in virtual time: the values, not just the names.
+extension BargeInTests {
+    func marks(_ actions: [CallAction]) -> [String] {
+        actions.compactMap { if case .sendTwilio(.mark(let name)) = $0 { name } else { nil } }
+    }
+
+    @Test func aCallWithTwoBargeInsLogsBothWithTheirLatenciesTurnsAndTruncations() throws {
+        var sm = self.speakingCall()
+        // Barge-in 1: the caller talks over r1 from 120 ms; quiet from 300 ms.
+        _ = self.caller(&sm, Array(repeating: -10, count: 9), from: 120)
+        #expect(sm.counters.bargeInEvents == 1)
+        _ = self.caller(&sm, Array(repeating: nil, count: 20), from: 300)
+        // The VAD's end (after its 300 ms hang-over) dates the end of the turn at the last voiced frame's end: the
+        // message received at 280 carried the frame 260–280.
+        #expect(sm.callerSpeechEnd == t(280))
+        // The reply r2 arrives at 900: its first frame goes out at once, 620 ms after the caller stopped.
+        _ = sm.handle(.realtimeReceived(.responseCreated(responseID: "r2")), now: t(900))
+        let reply = sm.handle(.realtimeReceived(.audioDelta(responseID: "r2", itemID: "i2", audio: Self.ai)), now: t(900))
+        #expect(sm.counters.turnLatencies == [.milliseconds(620)])
+        // Its first mark echoes as played at 930: the caller heard the reply 650 ms after they stopped.
+        let firstMark = try #require(self.marks(reply).first)
+        _ = sm.handle(.twilioReceived(.mark(name: firstMark)), now: t(930))
+        #expect(sm.counters.turnPlayedLatencies == [.milliseconds(650)])
+        // Barge-in 2, over r2, after the interrupt lock.
+        _ = self.caller(&sm, Array(repeating: -10, count: 9), from: 1000)
+        #expect(sm.counters.bargeInEvents == 2)
+        // Onset (first voiced frame's start) → Twilio cleared (the pause, on the second voiced frame).
+        #expect(sm.counters.bargeInLatencies.count == 2)
+        #expect(sm.counters.bargeInLatencies.allSatisfy { $0 > .zero && $0 <= .milliseconds(60) })
+        #expect(sm.counters.truncationAudioEndMs.count == 2)
+        _ = sm.handle(.twilioReceived(.stop), now: t(1300))
+        let line = try #require(sm.summary).jsonLine
+        #expect(line.contains(#""barge_in_events":2,"#))
+        #expect(line.contains(#""truncations":2,"#))
+        #expect(line.contains(#""turns":1,"turn_latency_p50_ms":620,"turn_latency_max_ms":620,"#))
+        #expect(line.contains(#""turn_played_latency_p50_ms":650,"#))
+        #expect(line.contains(#""ended_by":"twilio""#))
+        let latency = sm.counters.bargeInLatencies.map { String($0.wholeMilliseconds) }
+        #expect(line.contains(#""barge_in_latency_min_ms":\#(latency.min()!),"#))
+    }
+
+    @Test func anUnderrunIsCountedOncePerDrySpellWhileAResponseStreams() {
+        var sm = CallStateMachine(configuration: Self.configuration(), now: t(0))
+        _ = sm.handle(.realtimeConnected, now: t(5))
+        _ = sm.handle(.realtimeReceived(.sessionUpdated), now: t(10))
+        _ = sm.handle(.realtimeReceived(.responseCreated(responseID: "r1")), now: t(100))
+        _ = sm.handle(.realtimeReceived(.audioDelta(responseID: "r1", itemID: "i1", audio: tone(-20, frames: 2))), now: t(100))
+        for ms in stride(from: 120, through: 200, by: 20) { _ = sm.handle(.tick, now: t(ms)) }
+        #expect(sm.counters.txUnderruns == 1)
+        _ = sm.handle(.realtimeReceived(.audioDelta(responseID: "r1", itemID: "i1", audio: tone(-20, frames: 1))), now: t(210))
+        for ms in stride(from: 220, through: 300, by: 20) { _ = sm.handle(.tick, now: t(ms)) }
+        #expect(sm.counters.txUnderruns == 2)
+        // Once the response's audio is done an empty queue is the end of the reply, not an underrun.
+        _ = sm.handle(.realtimeReceived(.audioDone(responseID: "r1", itemID: "i1")), now: t(310))
+        for ms in stride(from: 320, through: 400, by: 20) { _ = sm.handle(.tick, now: t(ms)) }
+        #expect(sm.counters.txUnderruns == 2)
+    }
+
+    @Test func inboundGapsBadMessagesAndUpstreamErrorsAreCountedByKind() throws {
+        var sm = self.speakingCall()
+        for chunk in [1, 2, 5, 6, 9] {
+            _ = sm.handle(.twilioReceived(.media(payload: Self.silencePayload, chunk: chunk)), now: t(100 + 20 * chunk))
+        }
+        #expect(sm.counters.inboundGaps == 2)
+        #expect(sm.counters.inboundMissingChunks == 4)
+        #expect(sm.counters.audioInBytes == 5 * 160)
+        _ = sm.handle(.twilioMalformed(.invalidJSON), now: t(400))
+        _ = sm.handle(.twilioMalformed(.invalidJSON), now: t(401))
+        _ = sm.handle(.realtimeMalformed(.missingField("delta")), now: t(402))
+        _ = sm.handle(.realtimeReceived(.error(RealtimeErrorInfo(type: "server_error", code: "rate_limit_exceeded", message: "slow down"))), now: t(403))
+        _ = sm.handle(.realtimeReceived(.error(RealtimeErrorInfo(type: "server_error", code: nil, message: "oops"))), now: t(404))
+        _ = sm.handle(.twilioReceived(.stop), now: t(500))
+        let line = try #require(sm.summary).jsonLine
+        #expect(line.contains(#""inbound_gaps":2,"inbound_missing_chunks":4,"#))
+        #expect(line.contains(#""upstream_errors_by_code":{"rate_limit_exceeded":1,"unknown":1}"#))
+        #expect(sm.counters.badMessagesByKind.values.reduce(0, +) == 3)
+        #expect(line.contains(#""audio_in_seconds":0.10,"#))
+    }
+}
