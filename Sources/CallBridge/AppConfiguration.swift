@@ -48,6 +48,12 @@ public struct AppConfiguration: Sendable {
     public var confirmer: ConfirmerMode
     /// Silero speech probability at or above which a paused barge-in is confirmed.
     public var sileroThreshold: Float
+    /// Concurrent calls admitted; nil: no limit.
+    public var maxCalls: Int?
+    /// How long a drain (SIGTERM/SIGINT) lets active calls finish before ending them.
+    public var drainTimeout: Duration
+    /// Strings that must never reach a log line (the API key is always one; add Twilio's auth token and the like).
+    public var extraSecrets: [String]
 
     public init(
         host: String = "0.0.0.0",
@@ -63,8 +69,14 @@ public struct AppConfiguration: Sendable {
         callLogPath: String? = nil,
         echoAgent: EchoAgent.Configuration = .init(),
         confirmer: ConfirmerMode = .silero,
-        sileroThreshold: Float = 0.5
+        sileroThreshold: Float = 0.5,
+        maxCalls: Int? = nil,
+        drainTimeout: Duration = .seconds(300),
+        extraSecrets: [String] = []
     ) {
+        self.maxCalls = maxCalls
+        self.drainTimeout = drainTimeout
+        self.extraSecrets = extraSecrets
         self.echoAgent = echoAgent
         self.confirmer = confirmer
         self.sileroThreshold = sileroThreshold
@@ -81,6 +93,9 @@ public struct AppConfiguration: Sendable {
         self.callLogPath = callLogPath
     }
 
+    /// Everything the logs must redact.
+    public var secrets: [String] { ([self.apiKey].compactMap { $0 } + self.extraSecrets).filter { !$0.isEmpty } }
+
     /// Whether calls go to the embedded echo agent.
     public var usesEchoAgent: Bool {
         switch self.agent {
@@ -92,6 +107,12 @@ public struct AppConfiguration: Sendable {
 
     /// Checks what can be checked before binding a socket.
     public func validate() throws(CallBridgeError) {
+        if let maxCalls, maxCalls < 1 {
+            throw CallBridgeError(.configurationInvalid, "--max-calls must be at least 1, got \(maxCalls)")
+        }
+        guard self.drainTimeout >= .zero else {
+            throw CallBridgeError(.configurationInvalid, "--drain-timeout must not be negative")
+        }
         guard (1...65535).contains(self.port) || self.port == 0 else {
             throw CallBridgeError(.configurationInvalid, "port \(self.port) is out of range")
         }

@@ -6,6 +6,8 @@ import HummingbirdWebSocket
 import Logging
 import NIOCore
 import ServiceLifecycle
+import Synchronization
+import UnixSignals
 
 /// `callbridge run`: the Twilio-facing server, the shared pacing ticker and, when configured, the embedded echo
 /// agent, run as one service group.
@@ -21,16 +23,28 @@ public struct BridgeServer: Sendable {
     public let logger: Logger
     public let callLog: CallLog
     public let registry = CallRegistry()
+    public let metrics = BridgeMetrics()
+    let admission = Admission()
     let ticker = PacingTicker()
     let timeline = Timeline()
 
+    /// `logger` is wrapped so that no configured secret (the API key, …) ever reaches a log line.
     public init(configuration: AppConfiguration, logger: Logger, callLog: CallLog) {
         self.configuration = configuration
-        self.logger = logger
+        self.logger = logger.redacting(configuration.secrets)
         self.callLog = callLog
+        self.metrics.setMaxCalls(configuration.maxCalls)
     }
 
-    /// Runs until SIGTERM/SIGINT (when `handleSignals`) or until the task is cancelled.
+    /// Starts a graceful drain, as SIGTERM does: new calls are refused, active ones finish (up to the drain timeout),
+    /// then the server stops. A second call ends the drain at once.
+    public func drain() { self.admission.requestDrain() }
+
+    /// Whether a new call would be refused now, and why (`draining`, `max_calls`).
+    public var refusal: String? { self.admission.refusal(active: self.registry.activeCalls, limit: self.configuration.maxCalls) }
+
+    /// Runs until the task is cancelled, or until a drain (`drain()`, or SIGTERM/SIGINT when `handleSignals`) has
+    /// let the calls finish.
     public func run(handleSignals: Bool = true, onReady: @escaping @Sendable (Ready) async -> Void = { _ in }) async throws {
         // Fail at start, not on the first call, if the confirmer's weights are missing or damaged.
         let makeConfirmer: @Sendable () -> (any SpeechConfirmer)?
@@ -65,13 +79,25 @@ public struct BridgeServer: Sendable {
             await onReady(Ready(port: port, echoAgentURL: await agentURL.value))
         }
         services.append(app)
+        let groupRef = AsyncValue<ServiceGroup>()
+        let drainService = DrainService(
+            admission: self.admission,
+            registry: self.registry,
+            metrics: self.metrics,
+            timeout: self.configuration.drainTimeout,
+            handleSignals: handleSignals,
+            logger: self.logger,
+            shutdown: { await groupRef.value.triggerGracefulShutdown() }
+        )
+        // Graceful shutdown runs in reverse order: the app (its calls) first, the ticker they pace with after it.
         let group = ServiceGroup(
             configuration: .init(
-                services: services.map { .init(service: $0) },
-                gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
+                services: [.init(service: drainService, successTerminationBehavior: .ignore)] + services.map { .init(service: $0) },
+                gracefulShutdownSignals: [],
                 logger: self.logger
             )
         )
+        groupRef.set(group)
         try await group.run()
     }
 
@@ -83,16 +109,40 @@ public struct BridgeServer: Sendable {
         let router = Router(context: BasicWebSocketRequestContext.self)
         let configuration = self.configuration
         let registry = self.registry
+        let metrics = self.metrics
+        let admission = self.admission
+        let logger = self.logger
+        @Sendable func json(_ status: HTTPResponse.Status, _ body: String) -> Response {
+            Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: body)))
+        }
+        // Liveness: the process answers.
         router.get("/healthz") { _, _ -> Response in
-            let body = "{\"status\":\"ok\",\"active_calls\":\(registry.activeCalls),\"total_calls\":\(registry.totalCalls)}"
+            json(.ok, "{\"status\":\"ok\",\"active_calls\":\(registry.activeCalls),\"total_calls\":\(registry.totalCalls)}")
+        }
+        // Readiness: a new call would be admitted (503 while draining or at --max-calls).
+        router.get("/readyz") { _, _ -> Response in
+            let active = registry.activeCalls
+            let limit = configuration.maxCalls.map(String.init) ?? "null"
+            if let refusal = admission.refusal(active: active, limit: configuration.maxCalls) {
+                return json(.serviceUnavailable, "{\"status\":\"\(refusal)\",\"active_calls\":\(active),\"max_calls\":\(limit)}")
+            }
+            return json(.ok, "{\"status\":\"ready\",\"active_calls\":\(active),\"max_calls\":\(limit)}")
+        }
+        router.get("/metrics") { _, _ -> Response in
+            metrics.setActiveCalls(registry.activeCalls)
             return Response(
                 status: .ok,
-                headers: [.contentType: "application/json"],
-                body: .init(byteBuffer: ByteBuffer(string: body))
+                headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(string: metrics.exposition()))
             )
         }
         // Twilio calls the voice webhook with POST (form body) by default, or GET (query string) if so configured.
         @Sendable func twiml(_ form: [(name: String, value: String)]) -> Response {
+            if let refusal = admission.refusal(active: registry.activeCalls, limit: configuration.maxCalls) {
+                metrics.callRejected(reason: refusal)
+                logger.notice("call rejected", metadata: ["reason": .string(refusal), "call_sid": .string(form.first { $0.name == "CallSid" }?.value ?? "")])
+                return Response(status: .ok, headers: [.contentType: "text/xml"], body: .init(byteBuffer: ByteBuffer(string: TwiML.reject())))
+            }
             let wanted = ["From", "To", "CallSid"]
             let parameters = wanted.compactMap { name in form.first(where: { $0.name == name }) }
             let xml = TwiML.connectStream(url: configuration.streamURL, parameters: parameters)
@@ -112,9 +162,18 @@ public struct BridgeServer: Sendable {
             ticker: self.ticker,
             timeline: self.timeline,
             callLog: self.callLog,
-            registry: registry
+            registry: registry,
+            metrics: metrics
         )
-        router.ws("/twilio/media") { inbound, outbound, context in
+        router.ws("/twilio/media") { _, _ in
+            // A stream Twilio opens while draining or full is refused before it is upgraded (Twilio ends the call).
+            if let refusal = admission.refusal(active: registry.activeCalls, limit: configuration.maxCalls) {
+                metrics.callRejected(reason: refusal)
+                logger.notice("media stream refused", metadata: ["reason": .string(refusal)])
+                throw HTTPError(.serviceUnavailable)
+            }
+            return .upgrade([:])
+        } onUpgrade: { inbound, outbound, context in
             await session.run(twilioInbound: inbound, twilioOutbound: outbound, logger: context.logger)
         }
         let wsConfiguration = HTTP1WebSocketUpgradeChannel.Configuration(
@@ -127,6 +186,95 @@ public struct BridgeServer: Sendable {
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
             logger: self.logger
         )
+    }
+}
+
+/// Who may start a call: nobody once a drain began; nobody beyond `--max-calls`.
+final class Admission: Sendable {
+    private let drainRequests = Atomic<Int>(0)
+    private let signal = AsyncStream.makeStream(of: Void.self)
+
+    var isDraining: Bool { self.drainRequests.load(ordering: .acquiring) > 0 }
+    /// A second drain request (a second signal) cuts the drain short.
+    var isDrainCut: Bool { self.drainRequests.load(ordering: .acquiring) > 1 }
+
+    func refusal(active: Int, limit: Int?) -> String? {
+        if self.isDraining { return "draining" }
+        if let limit, active >= limit { return "max_calls" }
+        return nil
+    }
+
+    func requestDrain() {
+        if self.drainRequests.add(1, ordering: .acquiringAndReleasing).newValue == 1 { self.signal.continuation.yield() }
+    }
+
+    /// Returns when the first drain is requested, or nil when the stream is finished.
+    func firstDrainRequest() async -> Void? {
+        var iterator = self.signal.stream.makeAsyncIterator()
+        return await iterator.next()
+    }
+
+    func finish() { self.signal.continuation.finish() }
+}
+
+/// Turns SIGTERM/SIGINT into a drain: stop admitting calls, wait for the active ones to end (up to the drain
+/// timeout, or until a second signal), then shut the service group down, which ends what is left as `shutdown`
+/// (after the audio drain) with clean closes on both legs. `callbridge run` then exits 0.
+struct DrainService: Service {
+    let admission: Admission
+    let registry: CallRegistry
+    let metrics: BridgeMetrics
+    let timeout: Duration
+    let handleSignals: Bool
+    let logger: Logger
+    let shutdown: @Sendable () async -> Void
+
+    func run() async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            if self.handleSignals {
+                let admission = self.admission
+                let logger = self.logger
+                group.addTask {
+                    for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
+                        logger.notice(admission.isDraining ? "second signal: ending the drain now" : "signal: draining", metadata: ["signal": .string("\(signal)")])
+                        admission.requestDrain()
+                    }
+                }
+            }
+            await withGracefulShutdownHandler {
+                guard await self.admission.firstDrainRequest() != nil else { return }
+                await self.drain()
+            } onGracefulShutdown: {
+                self.admission.finish()
+            }
+            // The group shuts services down in order, this one last: returning before its turn would be an error.
+            try? await gracefulShutdown()
+            group.cancelAll()
+        }
+    }
+
+    func drain() async {
+        self.metrics.setDraining(true)
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: self.timeout)
+        self.logger.notice(
+            "draining: new calls are refused",
+            metadata: ["active_calls": .stringConvertible(self.registry.activeCalls), "drain.timeout_s": .stringConvertible(self.timeout.components.seconds)]
+        )
+        var outcome = "all calls ended"
+        while self.registry.activeCalls > 0 {
+            if self.admission.isDrainCut {
+                outcome = "cut short by a second signal"
+                break
+            }
+            if clock.now >= deadline {
+                outcome = "drain timeout"
+                break
+            }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        self.logger.notice("drain finished; stopping", metadata: ["drain.outcome": .string(outcome), "active_calls": .stringConvertible(self.registry.activeCalls)])
+        await self.shutdown()
     }
 }
 

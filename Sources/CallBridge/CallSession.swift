@@ -34,6 +34,9 @@ final class CallSession: Sendable {
     let timeline: Timeline
     let callLog: CallLog
     let registry: CallRegistry
+    let metrics: BridgeMetrics
+    /// How often a call adds what changed in its counters to the Prometheus metrics (and once more at its end).
+    static let metricsInterval: Duration = .seconds(1)
 
     init(
         configuration: CallConfiguration,
@@ -42,8 +45,10 @@ final class CallSession: Sendable {
         ticker: PacingTicker,
         timeline: Timeline,
         callLog: CallLog,
-        registry: CallRegistry
+        registry: CallRegistry,
+        metrics: BridgeMetrics
     ) {
+        self.metrics = metrics
         self.configuration = configuration
         self.endpoint = endpoint
         self.makeConfirmer = makeConfirmer
@@ -53,13 +58,27 @@ final class CallSession: Sendable {
         self.registry = registry
     }
 
-    func run(twilioInbound: WebSocketInboundStream, twilioOutbound: WebSocketOutboundWriter, logger baseLogger: Logger) async {
+    func run(twilioInbound: WebSocketInboundStream, twilioOutbound: WebSocketOutboundWriter, logger requestLogger: Logger) async {
+        // Every line of this call, from any of its tasks, carries its call_sid and stream_sid once `start` named them.
+        let callMetadata = CallMetadata()
+        var callLogger = requestLogger
+        let inherited = callLogger.handler.metadataProvider
+        callLogger.handler.metadataProvider = Logger.MetadataProvider {
+            var metadata = inherited?.get() ?? [:]
+            metadata.merge(callMetadata.current) { _, new in new }
+            return metadata
+        }
+        let baseLogger = callLogger
         let (inputs, continuation) = AsyncStream.makeStream(of: Input.self)
         let id = self.registry.callStarted()
+        self.metrics.callStarted()
+        self.metrics.setActiveCalls(self.registry.activeCalls)
+        let startTime = JSONLogHandler.timestamp()
         let tickPending = TickFlag()
         defer {
             self.ticker.unregister(id)
             self.registry.callEnded()
+            self.metrics.setActiveCalls(self.registry.activeCalls)
         }
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
@@ -88,6 +107,8 @@ final class CallSession: Sendable {
                 var ticking = false
                 var twilioOpen = true
                 var realtimeOpen = true
+                var published = CallCounters()
+                var publishedAt = self.timeline.clock.now
 
                 loop: for await input in inputs {
                     let event: CallEvent
@@ -117,10 +138,14 @@ final class CallSession: Sendable {
                         break loop
                     }
                     if case .tick = event { tickPending.clear() }
+                    if self.timeline.clock.now - publishedAt >= Self.metricsInterval {
+                        self.metrics.publish(machine.counters, since: published)
+                        published = machine.counters
+                        publishedAt = self.timeline.clock.now
+                    }
                     if case .twilioReceived(.start(let start)) = event {
                         quotedStreamSid = JSONText.quoted(start.streamSid)
-                        logger[metadataKey: "call.sid"] = .string(start.callSid)
-                        logger[metadataKey: "stream.sid"] = .string(start.streamSid)
+                        callMetadata.set(callSid: start.callSid, streamSid: start.streamSid)
                         logger.info("call started", metadata: ["call.parameters": .string("\(start.customParameters)")])
                     }
                     if case .realtimeReceived(.sessionCreated(let sid?)) = event {
@@ -147,7 +172,11 @@ final class CallSession: Sendable {
                                 ]
                             )
                         case .endCall(let reason):
-                            if let summary = machine.summary {
+                            self.metrics.publish(machine.counters, since: published)
+                            published = machine.counters
+                            self.metrics.callEnded(reason)
+                            if var summary = machine.summary {
+                                summary.startTime = startTime
                                 self.callLog.write(summary)
                                 logger.info(
                                     "call ended",
@@ -315,6 +344,18 @@ struct LegWriter: Sendable {
                 logger.debug("leg write failed", metadata: ["error": "\(error)"])
                 return
             }
+        }
+    }
+}
+
+/// The call's identity for its log lines, filled in when Twilio's `start` arrives.
+final class CallMetadata: Sendable {
+    private let metadata = Mutex<Logger.Metadata>([:])
+    var current: Logger.Metadata { self.metadata.withLock { $0 } }
+    func set(callSid: String, streamSid: String) {
+        self.metadata.withLock {
+            $0["call_sid"] = .string(callSid)
+            $0["stream_sid"] = .string(streamSid)
         }
     }
 }

@@ -10,7 +10,7 @@ struct CallBridgeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "callbridge",
         abstract: "Puts a realtime speech-to-speech model on the phone: Twilio Media Streams ⇄ OpenAI Realtime.",
-        subcommands: [Run.self, Dial.self, VadCommand.self, EchoAgentCommand.self],
+        subcommands: [Run.self, Dial.self, VadCommand.self, EchoAgentCommand.self, Drain.self],
         defaultSubcommand: Run.self
     )
 }
@@ -31,14 +31,21 @@ func environment(_ variable: String) -> String? {
     ProcessInfo.processInfo.environment[variable].flatMap { $0.isEmpty ? nil : $0 }
 }
 
-func makeLogger(label: String, level: String) throws -> Logger {
+/// Bootstraps logging for the process: text or JSON lines on standard error, at `level`, with every secret the
+/// environment holds (the API key, Twilio's auth token) redacted from every line, whoever logs it.
+func makeLogger(label: String, level: String, format: LogFormat = .text) throws -> Logger {
     guard let parsed = Logger.Level(rawValue: level) else {
         throw ValidationError("log level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
     }
+    let secrets = ["OPENAI_API_KEY", "TWILIO_AUTH_TOKEN"].compactMap(environment)
     LoggingSystem.bootstrap { label in
-        var handler = StreamLogHandler.standardError(label: label)
+        var handler: any LogHandler
+        switch format {
+        case .text: handler = StreamLogHandler.standardError(label: label)
+        case .json: handler = JSONLogHandler(label: label)
+        }
         handler.logLevel = parsed
-        return handler
+        return RedactingLogHandler(wrapping: handler, secrets: secrets)
     }
     var logger = Logger(label: label)
     logger.logLevel = parsed
@@ -50,6 +57,7 @@ extension RealtimeAuth: ExpressibleByArgument {}
 extension AgentMode: ExpressibleByArgument {}
 extension EchoAgentServer.Behavior: ExpressibleByArgument {}
 extension ConfirmerMode: ExpressibleByArgument {}
+extension LogFormat: ExpressibleByArgument {}
 
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -123,6 +131,15 @@ struct Run: AsyncParsableCommand {
     @Option(help: "trace, debug, info, notice, warning, error or critical. (env: CALLBRIDGE_LOG_LEVEL, default: info)")
     var logLevel: String?
 
+    @Option(help: "json (one object per line) or text. (env: CALLBRIDGE_LOG_FORMAT, default: text on a terminal, json otherwise)")
+    var logFormat: LogFormat?
+
+    @Option(help: "Concurrent calls admitted; more are rejected and /readyz answers 503. (env: CALLBRIDGE_MAX_CALLS, default: unlimited)")
+    var maxCalls: Int?
+
+    @Option(help: "Seconds a drain (SIGTERM/SIGINT) lets active calls finish before ending them; a second signal ends it at once. (env: CALLBRIDGE_DRAIN_TIMEOUT, default: 300)")
+    var drainTimeout: Int?
+
     func makeConfiguration() throws -> AppConfiguration {
         let port = try resolve(self.port, "CALLBRIDGE_PORT", { Int($0) }, default: 8080)
         let bargeIn = try self.bargeIn.configuration()
@@ -164,12 +181,24 @@ struct Run: AsyncParsableCommand {
                 vadDelay: try milliseconds(self.echoAgentVadDelayMs, "CALLBRIDGE_ECHO_AGENT_VAD_DELAY_MS", default: 0)
             ),
             confirmer: try resolve(self.vad, "CALLBRIDGE_VAD", { ConfirmerMode(rawValue: $0) }, default: .silero),
-            sileroThreshold: try resolve(self.sileroThreshold, "CALLBRIDGE_SILERO_THRESHOLD", { Float($0) }, default: 0.5)
+            sileroThreshold: try resolve(self.sileroThreshold, "CALLBRIDGE_SILERO_THRESHOLD", { Float($0) }, default: 0.5),
+            maxCalls: try self.maxCalls ?? environment("CALLBRIDGE_MAX_CALLS").map { raw in
+                guard let limit = Int(raw) else {
+                    throw ValidationError("environment variable CALLBRIDGE_MAX_CALLS has an invalid value '\(raw)'")
+                }
+                return limit
+            },
+            drainTimeout: .seconds(try resolve(self.drainTimeout, "CALLBRIDGE_DRAIN_TIMEOUT", { Int($0) }, default: 300)),
+            extraSecrets: ["TWILIO_AUTH_TOKEN"].compactMap(environment)
         )
     }
 
     func run() async throws {
-        let logger = try makeLogger(label: "callbridge", level: try resolve(self.logLevel, "CALLBRIDGE_LOG_LEVEL", { $0 }, default: "info"))
+        let logger = try makeLogger(
+            label: "callbridge",
+            level: try resolve(self.logLevel, "CALLBRIDGE_LOG_LEVEL", { $0 }, default: "info"),
+            format: try resolve(self.logFormat, "CALLBRIDGE_LOG_FORMAT", { LogFormat(rawValue: $0) }, default: LogFormat.automatic)
+        )
         let configuration = try self.makeConfiguration()
         do {
             try configuration.validate()
@@ -197,6 +226,42 @@ struct Run: AsyncParsableCommand {
             ]
             if let agent = ready.echoAgentURL { metadata["echo_agent.url"] = .string(agent) }
             logger.notice("callbridge listening", metadata: metadata)
+        }
+    }
+}
+
+struct Drain: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Start a running bridge's graceful drain (for a Kubernetes preStop hook or a deploy script).",
+        discussion: """
+            Sends SIGTERM to the bridge process: it stops admitting calls (/readyz answers 503, the voice webhook \
+            answers <Reject/>), lets active calls finish up to its --drain-timeout, then exits 0. With --wait, \
+            returns only when that process has exited, so the hook holds the pod until its calls are done.
+            """
+    )
+
+    @Option(help: "Process id of the bridge (in a container it is 1).")
+    var pid: Int32 = 1
+
+    @Flag(help: "Wait until the process has exited.")
+    var wait = false
+
+    @Option(help: "With --wait, give up after this many seconds (exit 1).")
+    var timeout: Int = 3600
+
+    func run() async throws {
+        guard kill(self.pid, SIGTERM) == 0 else {
+            throw ValidationError("cannot signal process \(self.pid): \(String(cString: strerror(errno)))")
+        }
+        guard self.wait else { return }
+        let deadline = ContinuousClock.now.advanced(by: .seconds(self.timeout))
+        // kill(pid, 0) fails with ESRCH once the process is gone.
+        while kill(self.pid, 0) == 0 || errno == EPERM {
+            if ContinuousClock.now >= deadline {
+                FileHandle.standardError.write(Data("callbridge drain: process \(self.pid) still running after \(self.timeout) s\n".utf8))
+                throw ExitCode(1)
+            }
+            try await Task.sleep(for: .milliseconds(200))
         }
     }
 }

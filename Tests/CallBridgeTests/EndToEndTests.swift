@@ -421,6 +421,7 @@ struct CapturingLogHandler: LogHandler {
     let lines: Observations<LogLine>
     var metadata: Logger.Metadata = [:]
     var logLevel: Logger.Level = .trace
+    var metadataProvider: Logger.MetadataProvider?
 
     subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { self.metadata[key] }
@@ -428,7 +429,8 @@ struct CapturingLogHandler: LogHandler {
     }
 
     func log(event: LogEvent) {
-        let merged = self.metadata.merging(event.metadata ?? [:]) { _, new in new }
+        let merged = self.metadata.merging(self.metadataProvider?.get() ?? [:]) { _, new in new }
+            .merging(event.metadata ?? [:]) { _, new in new }
         self.lines.record(LogLine(level: event.level, message: "\(event.message)", metadata: merged.mapValues { "\($0)" }))
     }
 }

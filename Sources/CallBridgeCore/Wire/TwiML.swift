@@ -11,6 +11,11 @@ public enum TwiML {
         return xml + "</Stream></Connect></Response>"
     }
 
+    /// `<Reject>`: Twilio refuses the call before it is answered (no charge to the caller), with a busy signal.
+    public static func reject() -> String {
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Reject reason=\"busy\"/></Response>"
+    }
+
     public static func escape(_ text: String) -> String {
         var out = ""
         out.reserveCapacity(text.utf8.count)
