@@ -29,6 +29,9 @@ public struct EchoAgentServer: Sendable {
         case echo
         /// A hung service: send `session.created`, then never read, answer or close (for timeout and watchdog tests).
         case unresponsive
+        /// A service that refuses the session: answers `session.update` with an `invalid_api_key` error quoting the
+        /// key it was sent, as real services do (for the test that no secret reaches a log line).
+        case rejectsSession = "rejects-session"
     }
 
     public var host: String
@@ -88,6 +91,26 @@ public struct EchoAgentServer: Sendable {
                     context.request.headers[HTTPField.Name("OpenAI-Beta")!] == "realtime=v1" ? .beta : .ga
                 let connection = counter.next()
                 observer?(.connected(connection: connection, dialect: dialect))
+                if behavior == .rejectsSession {
+                    var agent = EchoAgent(dialect: dialect, configuration: agentConfiguration)
+                    for event in agent.connected() { try? await outbound.write(.text(event)) }
+                    let headers = context.request.headers
+                    let key = headers[.authorization].map { String($0.dropFirst("Bearer ".count)) } ?? headers[HTTPField.Name("api-key")!] ?? ""
+                    var refused = false
+                    do {
+                        for try await message in inbound.messages(maxSize: 4 << 20) {
+                            guard case .text(let text) = message, !refused else { continue }
+                            observer?(.clientEvent(connection: connection, type: "session.update"))
+                            refused = true
+                            let error = "{\"type\":\"error\",\"event_id\":\"evt_reject\",\"error\":{\"type\":\"invalid_request_error\","
+                                + "\"code\":\"invalid_api_key\",\"message\":\"Incorrect API key provided: \(key). Request: \(text.prefix(40).filter { $0 != "\"" && $0 != "\\" })\","
+                                + "\"event_id\":\"cb_session_update\"}}"
+                            try await outbound.write(.text(error))
+                        }
+                    } catch {}
+                    observer?(.disconnected(connection: connection))
+                    return
+                }
                 if behavior == .unresponsive {
                     var agent = EchoAgent(dialect: dialect, configuration: agentConfiguration)
                     for event in agent.connected() { try? await outbound.write(.text(event)) }

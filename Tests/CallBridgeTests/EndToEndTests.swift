@@ -19,7 +19,7 @@ import FoundationNetworking
     static let caFile = fixtures.appendingPathComponent("tls/test-ca.pem").path
     static let apiKey = "sk-test-e2e"
 
-    static func logger(capturing lines: Observations<LogLine>? = nil) -> Logger {
+    static func logger(capturing lines: Observations<LogLine>? = nil, json: Observations<String>? = nil) -> Logger {
         // Standard error gets only what E2E_LOG asks for (nothing by default); the capture sees debug and up.
         let level = ProcessInfo.processInfo.environment["E2E_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .critical
         // No `logger.logLevel =` afterwards: on a multiplex handler that would overwrite every handler's own level.
@@ -31,6 +31,12 @@ import FoundationNetworking
                 var capture = CapturingLogHandler(lines: lines)
                 capture.logLevel = .debug
                 handlers.append(capture)
+            }
+            if let json {
+                // The production JSON formatter, writing into the test instead of standard error.
+                var handler = JSONLogHandler(label: label) { json.record($0) }
+                handler.logLevel = .trace
+                handlers.append(handler)
             }
             return MultiplexLogHandler(handlers)
         }
@@ -63,10 +69,12 @@ import FoundationNetworking
         agent: EchoAgent.Configuration = .init(),
         behavior: EchoAgentServer.Behavior = .echo,
         call: CallConfiguration = .init(),
+        maxCalls: Int? = nil,
         _ body: @escaping @Sendable (_ call: Harness) async throws -> Void
     ) async throws {
         let agentEvents = Observations<EchoAgentServer.Observation>()
         let logs = Observations<LogLine>()
+        let jsonLines = Observations<String>()
         let calls = Observations<CallSummary>()
         let tls = TLSConfiguration.makeServerConfiguration(
             certificateChain: try NIOSSLCertificate.fromPEMFile(Self.fixtures.appendingPathComponent("tls/localhost.pem").path).map { .certificate($0) },
@@ -98,15 +106,18 @@ import FoundationNetworking
                 dialect: dialect,
                 realtimeCAFile: trustTestCA ? Self.caFile : nil,
                 agent: .remote,
-                call: call
+                call: call,
+                maxCalls: maxCalls
             )
             let log = try CallLog(path: FileManager.default.temporaryDirectory.appendingPathComponent("callbridge-e2e-\(UUID()).jsonl").path)
             log.observe { calls.record($0) }
-            let bridge = BridgeServer(configuration: configuration, logger: Self.logger(capturing: logs), callLog: log)
+            let bridge = BridgeServer(configuration: configuration, logger: Self.logger(capturing: logs, json: jsonLines), callLog: log)
             group.addTask { try await bridge.run(handleSignals: false) { ready in bridgePort.continuation.yield(ready.port) } }
             var bridgePorts = bridgePort.stream.makeAsyncIterator()
             let listening = try #require(await bridgePorts.next())
-            try await body(Harness(port: listening, agentEvents: agentEvents, calls: calls, logs: logs, stopAgent: { agentTask.cancel() }))
+            try await body(
+                Harness(port: listening, agentEvents: agentEvents, calls: calls, logs: logs, jsonLines: jsonLines, bridge: bridge, stopAgent: { agentTask.cancel() })
+            )
             // Let every call finish its close handshakes before the servers go away.
             try? await logs.wait(upTo: .seconds(10)) { lines in
                 lines.filter { $0.message == "call released" }.count >= lines.filter { $0.message == "call started" }.count
@@ -407,6 +418,9 @@ struct Harness: Sendable {
     var agentEvents: Observations<EchoAgentServer.Observation>
     var calls: Observations<CallSummary>
     var logs: Observations<LogLine>
+    /// Every log line as the JSON formatter wrote it.
+    var jsonLines: Observations<String>
+    var bridge: BridgeServer
     var stopAgent: @Sendable () -> Void
 }
 

@@ -1,0 +1,309 @@
+import CallBridge
+import CallBridgeCore
+import Foundation
+import HummingbirdWSClient
+import Logging
+import Synchronization
+import Testing
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// Operations, end to end: the call log and `/metrics` after real calls, JSON logs with the call's identity and no
+/// secret in them, and the drain of a real `callbridge run` process on SIGTERM.
+extension EndToEndTests {
+    static func get(_ url: String) async throws -> (status: Int, body: String) {
+        let (body, response) = try await URLSession.shared.data(from: URL(string: url)!)
+        return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: body, as: UTF8.self))
+    }
+
+    static func postVoice(port: Int, callSid: String) async throws -> String {
+        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/twilio/voice")!)
+        request.httpMethod = "POST"
+        request.setValue("application/x-www-form-urlencoded", forHTTPHeaderField: "Content-Type")
+        request.httpBody = Data("CallSid=\(callSid)&From=%2B14155550100&To=%2B15005550006".utf8)
+        let (body, _) = try await URLSession.shared.data(for: request)
+        return String(decoding: body, as: UTF8.self)
+    }
+
+    /// The value of one sample line of a Prometheus exposition (`name{labels} value`).
+    static func sample(_ exposition: String, _ series: String) -> Double? {
+        for line in exposition.split(separator: "\n") where line.hasPrefix(series + " ") {
+            return Double(line.dropFirst(series.count + 1))
+        }
+        return nil
+    }
+
+    // MARK: Call log and /metrics
+
+    @Test func twoBargeInsShowInTheCallLogAndInMetrics() async throws {
+        // The agent streams in real time, so each reply is still playing when the caller talks over it.
+        try await Self.withBridge(dialect: .ga, agent: .init(speedFactor: 1)) { call in
+            // 0.2–1.4 s the caller speaks; the echo plays from about 1.9 s for 1.2 s. The caller talks over it at
+            // 2.3 s for 0.8 s; that reply plays from about 3.6 s, and the caller talks over it again at 3.9 s.
+            let caller = Self.silence(10) + Self.speech(60) + Self.silence(45) + Self.speech(40) + Self.silence(40)
+                + Self.speech(20) + Self.silence(60)
+            let options = DialClient.Options(
+                url: "ws://127.0.0.1:\(call.port)/twilio/media",
+                callerAudio: caller,
+                duration: .milliseconds(5800),
+                customParameters: ["From": "+14155550100", "To": "+15005550006"]
+            )
+            let result = try await withTimeout(.seconds(20)) { try await DialClient(options: options, logger: Self.logger).run() }
+            try await call.calls.wait(upTo: .seconds(10)) { $0.count == 1 }
+            let summary = try #require(call.calls.all.first)
+            #expect(summary.counters.bargeInEvents == 2)
+            #expect(summary.counters.bargeInLatencies.count == 2)
+            #expect(summary.counters.truncationAudioEndMs.count == 2)
+            #expect(result.report.clears >= 2)
+            let line = summary.jsonLine
+            #expect(line.contains(#""barge_in_events":2,"#))
+            #expect(line.contains(#""from":"+14155550100","to":"+15005550006","#))
+            #expect(line.contains(#""ended_by":"twilio""#))
+            #expect(summary.startTime?.hasSuffix("Z") == true)
+
+            // The call's socket work is over (close handshakes done) before it leaves the active count.
+            try await call.logs.wait(upTo: .seconds(10)) { $0.contains { $0.message == "call released" } }
+            let (status, metrics) = try await Self.get("http://127.0.0.1:\(call.port)/metrics")
+            #expect(status == 200)
+            #expect(Self.sample(metrics, #"callbridge_barge_ins_total{outcome="confirmed"}"#) == 2)
+            #expect(Self.sample(metrics, "callbridge_barge_in_latency_seconds_count") == 2)
+            let latencySum = try #require(Self.sample(metrics, "callbridge_barge_in_latency_seconds_sum"))
+            let logged = summary.counters.bargeInLatencies.map { Double($0.components.attoseconds) / 1e18 + Double($0.components.seconds) }
+            #expect(abs(latencySum - logged.reduce(0, +)) < 0.001)
+            #expect(Self.sample(metrics, "callbridge_tx_frames_total") == Double(summary.counters.txFrames))
+            #expect(Self.sample(metrics, "callbridge_turn_latency_seconds_count") == Double(summary.counters.turnLatencies.count))
+            #expect(Self.sample(metrics, "callbridge_first_audio_latency_seconds_count") == 1)
+            #expect(Self.sample(metrics, #"callbridge_calls_ended_total{end_reason="twilio_stop",ended_by="twilio"}"#) == 1)
+            #expect(Self.sample(metrics, "callbridge_calls_started_total") == 1)
+            #expect(Self.sample(metrics, "callbridge_active_calls") == 0)
+            #expect(Self.sample(metrics, "callbridge_draining") == 0)
+            let audioIn = try #require(Self.sample(metrics, "callbridge_audio_in_seconds_total"))
+            #expect(abs(audioIn - Double(summary.counters.audioInBytes) / 8000) < 0.01)
+        }
+    }
+
+    // MARK: Logs
+
+    /// Every line is one JSON object with level, timestamp and message; the call's lines carry its sids; the API key
+    /// appears nowhere, not even when the service quotes it back in an error.
+    static func checkJSONLogs(_ lines: [String], secret: String, callSid: String) throws {
+        #expect(!lines.isEmpty)
+        var callLines = 0
+        for line in lines {
+            #expect(!line.contains(secret), "a log line leaks the key: \(line)")
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "not a JSON object: \(line)")
+            #expect(object["level"] is String && object["timestamp"] is String && object["message"] is String)
+            #expect(line.hasSuffix("}\n"))
+            if object["call_sid"] as? String == callSid {
+                callLines += 1
+                #expect(object["stream_sid"] is String)
+            }
+        }
+        #expect(callLines >= 2, "call-scoped lines carry call_sid and stream_sid")
+    }
+
+    @Test func jsonLogsCarryTheCallAndNeverTheAPIKey() async throws {
+        try await Self.withBridge(dialect: .ga) { call in
+            let options = DialClient.Options(
+                url: "ws://127.0.0.1:\(call.port)/twilio/media",
+                callerAudio: Self.silence(5) + Self.speech(25),
+                duration: .milliseconds(3000)
+            )
+            _ = try await withTimeout(.seconds(20)) { try await DialClient(options: options, logger: Self.logger).run() }
+            try await call.calls.wait(upTo: .seconds(10)) { $0.count == 1 }
+            try await call.logs.wait(upTo: .seconds(10)) { $0.contains { $0.message == "call released" } }
+            let callSid = try #require(call.calls.all.first).callSid
+            try Self.checkJSONLogs(call.jsonLines.all, secret: Self.apiKey, callSid: callSid)
+            let ended = try #require(call.jsonLines.all.first { $0.contains(#""message":"call ended""#) })
+            #expect(ended.contains(#""call_sid":"\#(callSid)""#))
+        }
+    }
+
+    @Test func anErrorQuotingTheAPIKeyIsLoggedRedacted() async throws {
+        try await Self.withBridge(dialect: .ga, behavior: .rejectsSession) { call in
+            let options = DialClient.Options(
+                url: "ws://127.0.0.1:\(call.port)/twilio/media",
+                callerAudio: Self.speech(10),
+                duration: .seconds(10)
+            )
+            let result = try await withTimeout(.seconds(20)) { try await DialClient(options: options, logger: Self.logger).run() }
+            try await call.calls.wait(upTo: .seconds(10)) { $0.count == 1 }
+            try await call.logs.wait(upTo: .seconds(10)) { $0.contains { $0.message == "call released" } }
+            #expect(result.closedByBridge)
+            let summary = try #require(call.calls.all.first)
+            #expect(summary.endReason == .realtimeRejected)
+            #expect(summary.counters.upstreamErrorsByCode == ["invalid_api_key": 1])
+            try Self.checkJSONLogs(call.jsonLines.all, secret: Self.apiKey, callSid: summary.callSid)
+            // The error itself is logged, with the key replaced.
+            let error = try #require(call.jsonLines.all.first { $0.contains(#""message":"realtime error""#) })
+            #expect(error.contains("Incorrect API key provided: [REDACTED]"))
+            #expect(!summary.jsonLine.contains(Self.apiKey))
+        }
+    }
+
+    @Test func maxCallsRefusesTheNextCallAndReadinessSaysSo() async throws {
+        try await Self.withBridge(dialect: .ga, maxCalls: 1) { call in
+            #expect(try await Self.get("http://127.0.0.1:\(call.port)/readyz").status == 200)
+            let options = DialClient.Options(
+                url: "ws://127.0.0.1:\(call.port)/twilio/media",
+                callerAudio: Self.silence(5) + Self.speech(25),
+                duration: .milliseconds(2500)
+            )
+            async let first = withTimeout(.seconds(20)) { try await DialClient(options: options, logger: Self.logger).run() }
+            try await call.logs.wait(upTo: .seconds(10)) { $0.contains { $0.message == "call started" } }
+            let ready = try await Self.get("http://127.0.0.1:\(call.port)/readyz")
+            #expect(ready.status == 503)
+            #expect(ready.body.contains(#""status":"max_calls""#))
+            #expect(try await Self.postVoice(port: call.port, callSid: "CAfull").contains("<Reject"))
+            await #expect(throws: (any Error).self) {
+                try await WebSocketClient.connect(url: "ws://127.0.0.1:\(call.port)/twilio/media", logger: Self.logger) { _, _, _ in }
+            }
+            _ = try await first
+            try await call.calls.wait(upTo: .seconds(10)) { $0.count == 1 }
+            try await call.logs.wait(upTo: .seconds(10)) { $0.contains { $0.message == "call released" } }
+            #expect(try await Self.get("http://127.0.0.1:\(call.port)/readyz").status == 200)
+            let metrics = try await Self.get("http://127.0.0.1:\(call.port)/metrics").body
+            #expect(Self.sample(metrics, #"callbridge_calls_rejected_total{reason="max_calls"}"#) == 2)
+            #expect(Self.sample(metrics, "callbridge_max_calls") == 1)
+        }
+    }
+}
+
+// MARK: Drain of a real process
+
+/// `callbridge run` as a child process (the binary `swift build --build-tests` puts next to the test bundle), its
+/// JSON log lines read from standard error as they come.
+final class BridgeProcess: Sendable {
+    let process: Process
+    let lines = Observations<[String: String]>()
+    let callLog: URL
+    let port: Int
+
+    init(arguments: [String] = []) async throws {
+        let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        var binary = directory.appendingPathComponent("callbridge")
+        if !FileManager.default.isExecutableFile(atPath: binary.path) {
+            binary = directory.deletingLastPathComponent().appendingPathComponent("callbridge")
+        }
+        guard FileManager.default.isExecutableFile(atPath: binary.path) else {
+            throw CallBridgeError(.configurationInvalid, "no callbridge binary next to the tests (\(directory.path)); run `swift build --build-tests`")
+        }
+        self.callLog = FileManager.default.temporaryDirectory.appendingPathComponent("callbridge-drain-\(UUID()).jsonl")
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = ["run", "--host", "127.0.0.1", "--port", "0", "--call-log", self.callLog.path, "--log-format", "json"] + arguments
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("CALLBRIDGE_") }
+        environment["OPENAI_API_KEY"] = nil
+        process.environment = environment
+        let stderr = Pipe()
+        process.standardError = stderr
+        process.standardOutput = FileHandle.nullDevice
+        let lines = self.lines
+        let pending = Mutex<[UInt8]>([])
+        stderr.fileHandleForReading.readabilityHandler = { handle in
+            let data = handle.availableData
+            guard !data.isEmpty else {
+                handle.readabilityHandler = nil
+                return
+            }
+            // Whole lines only: a read can end in the middle of one.
+            let complete: [[UInt8]] = pending.withLock { buffer in
+                buffer.append(contentsOf: data)
+                guard let last = buffer.lastIndex(of: UInt8(ascii: "\n")) else { return [] }
+                let done = Array(buffer[...last])
+                buffer.removeFirst(last + 1)
+                return done.split(separator: UInt8(ascii: "\n")).map(Array.init)
+            }
+            for line in complete {
+                guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else { continue }
+                lines.record(object.compactMapValues { $0 as? String })
+            }
+        }
+        try process.run()
+        self.process = process
+        try await lines.wait(upTo: .seconds(30)) { $0.contains { $0["message"] == "callbridge listening" } }
+        self.port = Int(lines.all.first { $0["message"] == "callbridge listening" }?["port"] ?? "") ?? 0
+    }
+
+    func signal(_ number: Int32 = SIGTERM) { kill(self.process.processIdentifier, number) }
+
+    /// Waits for the process to exit; its exit status.
+    func exitStatus(within limit: Duration) async throws -> Int32 {
+        let deadline = ContinuousClock.now.advanced(by: limit)
+        while self.process.isRunning {
+            if ContinuousClock.now >= deadline {
+                self.process.terminate()
+                throw CallBridgeError(.configurationInvalid, "callbridge run did not exit within \(limit)")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return self.process.terminationStatus
+    }
+
+    var summaries: [String] {
+        (try? String(contentsOf: self.callLog, encoding: .utf8))?.split(separator: "\n").map(String.init) ?? []
+    }
+}
+
+extension EndToEndTests {
+    @Test func sigtermDrainsTheCallInProgressRefusesNewOnesAndExitsZero() async throws {
+        let bridge = try await BridgeProcess()
+        let port = bridge.port
+        // A 4.5 s call: the caller speaks, the echo agent answers; SIGTERM lands in the middle of it.
+        let options = DialClient.Options(
+            url: "ws://127.0.0.1:\(port)/twilio/media",
+            callerAudio: Self.silence(5) + Self.speech(40) + Self.silence(150),
+            duration: .milliseconds(4500)
+        )
+        let start = ContinuousClock.now
+        async let dialed = withTimeout(.seconds(30)) { try await DialClient(options: options, logger: Self.logger).run() }
+        try await bridge.lines.wait(upTo: .seconds(10)) { $0.contains { $0["message"] == "call started" } }
+        try await Task.sleep(for: .milliseconds(700))
+        bridge.signal()
+        let signalledAt = ContinuousClock.now - start
+        try await bridge.lines.wait(upTo: .seconds(10)) { $0.contains { $0["message"] == "draining: new calls are refused" } }
+        // Not ready, new calls rejected by TwiML, a new media stream refused.
+        let ready = try await Self.get("http://127.0.0.1:\(port)/readyz")
+        #expect(ready.status == 503)
+        #expect(ready.body.contains(#""status":"draining""#))
+        #expect(try await Self.postVoice(port: port, callSid: "CAlate").contains("<Reject"))
+        await #expect(throws: (any Error).self) {
+            try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/twilio/media", logger: Self.logger) { _, _, _ in }
+        }
+        let metrics = try await Self.get("http://127.0.0.1:\(port)/metrics").body
+        #expect(Self.sample(metrics, "callbridge_draining") == 1)
+        // The call in progress keeps flowing and ends normally, by the caller.
+        let result = try await dialed
+        #expect(!result.closedByBridge)
+        let afterSignal = result.trace.mediaArrivals.filter { $0.at > signalledAt + .milliseconds(100) }
+        #expect(!afterSignal.isEmpty, "audio kept flowing after SIGTERM")
+        #expect(try await bridge.exitStatus(within: .seconds(15)) == 0)
+        let summaries = bridge.summaries
+        #expect(summaries.count == 1)
+        #expect(summaries.first?.contains(#""end_reason":"twilio_stop""#) == true)
+        #expect(bridge.lines.all.contains { $0["message"] == "drain finished; stopping" && $0["drain.outcome"] == "all calls ended" })
+    }
+
+    @Test func aSecondSignalCutsTheDrainShortAndEndsCallsCleanly() async throws {
+        let bridge = try await BridgeProcess(arguments: ["--drain-timeout", "120"])
+        let options = DialClient.Options(
+            url: "ws://127.0.0.1:\(bridge.port)/twilio/media",
+            callerAudio: Self.silence(5) + Self.speech(20) + Self.silence(1500),
+            duration: .seconds(30)
+        )
+        async let dialed = withTimeout(.seconds(40)) { try await DialClient(options: options, logger: Self.logger).run() }
+        try await bridge.lines.wait(upTo: .seconds(10)) { $0.contains { $0["message"] == "call started" } }
+        bridge.signal()
+        try await bridge.lines.wait(upTo: .seconds(10)) { $0.contains { $0["message"] == "draining: new calls are refused" } }
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(bridge.process.isRunning, "the first signal alone waits for the call")
+        bridge.signal(SIGINT)
+        #expect(try await bridge.exitStatus(within: .seconds(15)) == 0)
+        let result = try await dialed
+        #expect(result.closedByBridge, "the bridge ended the call, with a close frame")
+        #expect(bridge.summaries.first?.contains(#""end_reason":"shutdown","#) == true)
+        #expect(bridge.lines.all.contains { $0["drain.outcome"] == "cut short by a second signal" })
+    }
+}
