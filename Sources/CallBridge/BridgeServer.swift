@@ -220,7 +220,9 @@ final class Admission: Sendable {
 /// Turns SIGTERM/SIGINT into a drain: stop admitting calls, wait for the active ones to end (up to the drain
 /// timeout, or until a second signal), then shut the service group down, which ends what is left as `shutdown`
 /// (after the audio drain) with clean closes on both legs. `callbridge run` then exits 0.
-struct DrainService: Service {
+struct DrainService: Service, CustomStringConvertible {
+    var description: String { "DrainService" }
+
     let admission: Admission
     let registry: CallRegistry
     let metrics: BridgeMetrics

@@ -307,3 +307,21 @@ extension EndToEndTests {
         #expect(bridge.lines.all.contains { $0["drain.outcome"] == "cut short by a second signal" })
     }
 }
+
+extension EndToEndTests {
+    /// The preStop hook's command: signals the bridge and returns only once it has exited.
+    @Test func drainCommandStartsTheDrainAndWaitsForTheExit() async throws {
+        let bridge = try await BridgeProcess()
+        let drain = Process()
+        drain.executableURL = bridge.process.executableURL
+        drain.arguments = ["drain", "--pid", String(bridge.process.processIdentifier), "--wait", "--timeout", "30"]
+        try drain.run()
+        let deadline = ContinuousClock.now.advanced(by: .seconds(20))
+        while drain.isRunning && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(!drain.isRunning)
+        #expect(drain.terminationStatus == 0)
+        #expect(!bridge.process.isRunning, "drain --wait returned only after the bridge exited")
+        #expect(try await bridge.exitStatus(within: .seconds(1)) == 0)
+        #expect(bridge.lines.all.contains { $0["drain.outcome"] == "all calls ended" })
+    }
+}
