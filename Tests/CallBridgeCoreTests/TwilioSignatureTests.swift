@@ -117,3 +117,28 @@ import Testing
         #expect(!TwilioSignature.isValid(signature: "hPXmLwIy3Fgqv1i9KPmH/HhQ6zo=", authToken: "12345", url: "https://example.com/myapp", jsonBody: body))
     }
 }
+
+@Suite struct CallTokenTests {
+    static let key = CallToken.key(authToken: "0123456789abcdef0123456789abcdef")
+
+    @Test func aTokenIsValidForItsCallUntilItExpires() {
+        let token = CallToken.make(callSid: "CA1", expiresAt: 1_000, key: Self.key)
+        #expect(token.hasPrefix("v1.1000."))
+        #expect(!token.contains("+") && !token.contains("/") && !token.contains("="))
+        #expect(CallToken.verify(token, callSid: "CA1", now: 999, key: Self.key) == .valid)
+        #expect(CallToken.verify(token, callSid: "CA1", now: 1_000, key: Self.key) == .valid)
+        #expect(CallToken.verify(token, callSid: "CA1", now: 1_001, key: Self.key) == .expired)
+    }
+
+    @Test func anotherCallAnotherKeyOrAnEditedTokenIsRefused() {
+        let token = CallToken.make(callSid: "CA1", expiresAt: 1_000, key: Self.key)
+        #expect(CallToken.verify(token, callSid: "CA2", now: 0, key: Self.key) == .wrongSignature)
+        #expect(CallToken.verify(token, callSid: "CA1", now: 0, key: CallToken.key(authToken: "another token 0123456789")) == .wrongSignature)
+        // Pushing the expiry out breaks the signature.
+        #expect(CallToken.verify(token.replacingOccurrences(of: "v1.1000.", with: "v1.9000."), callSid: "CA1", now: 0, key: Self.key) == .wrongSignature)
+        #expect(CallToken.verify(nil, callSid: "CA1", now: 0, key: Self.key) == .missing)
+        for junk in ["", "v1", "v1..", "v2.1000.abc", "v1.x.abc", "v1.1000.", "v1.1000.a.b", String(repeating: "v", count: 10_000)] {
+            #expect(CallToken.verify(junk, callSid: "CA1", now: 0, key: Self.key) == .malformed, "\(junk.prefix(20))")
+        }
+    }
+}

@@ -11,6 +11,12 @@ public enum EndReason: String, Sendable, Equatable {
     /// No caller media, or no mark echoes, for the watchdog's stall limit.
     case twilioStalled = "twilio_stalled"
     case shutdown = "shutdown"
+    /// The stream's `start` did not carry a valid per-call token (or the upgrade was not signed).
+    case unauthorized = "unauthorized"
+    /// The stream never sent `start` within the start timeout.
+    case noStart = "no_start"
+    /// The call reached `--max-call-duration`.
+    case maxDuration = "max_duration"
 
     /// Which side ended the call (the `ended_by` field): `twilio` (the caller hung up or Twilio stopped the stream),
     /// `realtime` (the model's service closed, refused or never answered), or `bridge` (a watchdog or a shutdown).
@@ -18,7 +24,7 @@ public enum EndReason: String, Sendable, Equatable {
         switch self {
         case .twilioStop, .twilioClosed: "twilio"
         case .realtimeClosed, .realtimeConnectFailed, .realtimeRejected: "realtime"
-        case .realtimeNotReady, .twilioStalled, .shutdown: "bridge"
+        case .realtimeNotReady, .twilioStalled, .shutdown, .unauthorized, .noStart, .maxDuration: "bridge"
         }
     }
 }
@@ -75,6 +81,10 @@ public enum CallEvent: Sendable, Equatable {
     /// A timer requested with `scheduleTimer` is due.
     case timerFired(TimerID)
     case shutdownRequested
+    /// The shell decided the call must end (authentication, start timeout, maximum duration): end it cleanly.
+    case terminate(EndReason)
+    /// Bad input the shell detected before the core could see it (e.g. media before an authenticated start).
+    case badInput(kind: String)
 }
 
 /// Commands for the shell; the only way the core acts on the world.

@@ -187,6 +187,10 @@ public struct CallStateMachine: Sendable {
             self.timerFired(id, now: now, into: &actions)
         case .shutdownRequested:
             self.shutdownRequested(now: now, into: &actions)
+        case .terminate(let reason):
+            self.end(reason, now: now, into: &actions)
+        case .badInput(let kind):
+            self.badMessage(kind: kind, into: &actions)
         }
         if self.endReason == nil {
             self.pump(now: now, into: &actions)
@@ -227,6 +231,11 @@ public struct CallStateMachine: Sendable {
         case .connected:
             break
         case .start(let start):
+            // A stream has one start: a second one is counted and ignored (it must not rename the call).
+            guard self.start == nil else {
+                self.badMessage(kind: "twilio.duplicate_start", into: &actions)
+                return
+            }
             self.start = start
         case .media(let payload, let chunk):
             self.counters.rxMessages += 1
