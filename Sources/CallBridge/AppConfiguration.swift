@@ -52,8 +52,18 @@ public struct AppConfiguration: Sendable {
     public var maxCalls: Int?
     /// How long a drain (SIGTERM/SIGINT) lets active calls finish before ending them.
     public var drainTimeout: Duration
-    /// Strings that must never reach a log line (the API key is always one; add Twilio's auth token and the like).
+    /// Strings that must never reach a log line (the API key and the auth token always are; add more here).
     public var extraSecrets: [String]
+    /// Twilio's auth token (`TWILIO_AUTH_TOKEN`): checks `X-Twilio-Signature` and keys the per-call tokens.
+    public var twilioAuthToken: String?
+    /// `--insecure-no-signature`: no signature and no call-token checks (local testing only).
+    public var insecureNoSignature: Bool
+    /// How long the per-call token in the TwiML stays valid (the stream must start within it).
+    public var callTokenLifetime: Duration
+    /// A media stream that has not sent `start` after this long is closed.
+    public var startTimeout: Duration
+    /// Calls are ended (cleanly, as `max_duration`) after this long.
+    public var maxCallDuration: Duration
 
     public init(
         host: String = "0.0.0.0",
@@ -72,8 +82,18 @@ public struct AppConfiguration: Sendable {
         sileroThreshold: Float = 0.5,
         maxCalls: Int? = nil,
         drainTimeout: Duration = .seconds(300),
-        extraSecrets: [String] = []
+        extraSecrets: [String] = [],
+        twilioAuthToken: String? = nil,
+        insecureNoSignature: Bool = false,
+        callTokenLifetime: Duration = .seconds(300),
+        startTimeout: Duration = .seconds(10),
+        maxCallDuration: Duration = .seconds(4 * 3600)
     ) {
+        self.twilioAuthToken = twilioAuthToken
+        self.insecureNoSignature = insecureNoSignature
+        self.callTokenLifetime = callTokenLifetime
+        self.startTimeout = startTimeout
+        self.maxCallDuration = maxCallDuration
         self.maxCalls = maxCalls
         self.drainTimeout = drainTimeout
         self.extraSecrets = extraSecrets
@@ -94,7 +114,23 @@ public struct AppConfiguration: Sendable {
     }
 
     /// Everything the logs must redact.
-    public var secrets: [String] { ([self.apiKey].compactMap { $0 } + self.extraSecrets).filter { !$0.isEmpty } }
+    public var secrets: [String] { ([self.apiKey, self.twilioAuthToken].compactMap { $0 } + self.extraSecrets).filter { !$0.isEmpty } }
+
+    /// Whether Twilio's requests are authenticated (signatures and per-call tokens).
+    public var checksSignatures: Bool { !self.insecureNoSignature }
+
+    /// The key of the per-call tokens (nil without authentication).
+    var callTokenKey: [UInt8]? {
+        guard self.checksSignatures, let token = self.twilioAuthToken, !token.isEmpty else { return nil }
+        return CallToken.key(authToken: token)
+    }
+
+    /// The URL Twilio requested for a request whose target (path and query, as sent) is `target`: the public base
+    /// URL's scheme, authority and path prefix, then the target.
+    func publicURL(forTarget target: String) -> String? {
+        guard let base = self.publicURL else { return nil }
+        return (base.hasSuffix("/") ? String(base.dropLast()) : base) + target
+    }
 
     /// Whether calls go to the embedded echo agent.
     public var usesEchoAgent: Bool {
@@ -107,6 +143,24 @@ public struct AppConfiguration: Sendable {
 
     /// Checks what can be checked before binding a socket.
     public func validate() throws(CallBridgeError) {
+        if self.checksSignatures {
+            guard let token = self.twilioAuthToken, !token.isEmpty else {
+                throw CallBridgeError(
+                    .configurationInvalid,
+                    "TWILIO_AUTH_TOKEN is not set: Twilio's request signatures cannot be checked. Set it, or pass "
+                        + "--insecure-no-signature for local testing only"
+                )
+            }
+            guard self.publicURL != nil else {
+                throw CallBridgeError(
+                    .configurationInvalid,
+                    "--public-url is required to check Twilio's signatures (they cover the public URL Twilio requested)"
+                )
+            }
+        }
+        for (name, value) in [("--call-token-lifetime", self.callTokenLifetime), ("--start-timeout", self.startTimeout), ("--max-call-duration", self.maxCallDuration)] {
+            guard value > .zero else { throw CallBridgeError(.configurationInvalid, "\(name) must be positive") }
+        }
         if let maxCalls, maxCalls < 1 {
             throw CallBridgeError(.configurationInvalid, "--max-calls must be at least 1, got \(maxCalls)")
         }

@@ -59,6 +59,7 @@ public final class BridgeMetrics: Sendable {
         for outcome in ["confirmed", "false_alarm"] { _ = self.counter("callbridge_barge_ins_total", ["outcome": outcome]) }
         for (kind, _) in CallCounters().watchdogTrips { _ = self.counter("callbridge_watchdog_trips_total", ["kind": kind]) }
         for reason in ["draining", "max_calls"] { _ = self.counter("callbridge_calls_rejected_total", ["reason": reason]) }
+        for route in ["voice", "media", "start"] { _ = self.counter("callbridge_auth_failures_total", ["route": route]) }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -82,6 +83,11 @@ public final class BridgeMetrics: Sendable {
 
     func callRejected(reason: String) {
         self.counter("callbridge_calls_rejected_total", ["reason": reason]).increment()
+    }
+
+    /// A request or stream refused by the signature or call-token check (`route`: voice, media, start).
+    func authFailed(route: String, reason: String) {
+        self.counter("callbridge_auth_failures_total", ["route": route]).increment()
     }
 
     func callEnded(_ reason: EndReason) {

@@ -1,4 +1,5 @@
 import CallBridgeCore
+import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdCore
@@ -46,6 +47,12 @@ public struct BridgeServer: Sendable {
     /// Runs until the task is cancelled, or until a drain (`drain()`, or SIGTERM/SIGINT when `handleSignals`) has
     /// let the calls finish.
     public func run(handleSignals: Bool = true, onReady: @escaping @Sendable (Ready) async -> Void = { _ in }) async throws {
+        try self.configuration.validate()
+        if !self.configuration.checksSignatures {
+            self.logger.warning(
+                "INSECURE: Twilio request signatures and per-call tokens are NOT checked (--insecure-no-signature); anyone who can reach this port can open calls on your API key"
+            )
+        }
         // Fail at start, not on the first call, if the confirmer's weights are missing or damaged.
         let makeConfirmer: @Sendable () -> (any SpeechConfirmer)?
         switch self.configuration.confirmer {
@@ -144,16 +151,54 @@ public struct BridgeServer: Sendable {
                 return Response(status: .ok, headers: [.contentType: "text/xml"], body: .init(byteBuffer: ByteBuffer(string: TwiML.reject())))
             }
             let wanted = ["From", "To", "CallSid"]
-            let parameters = wanted.compactMap { name in form.first(where: { $0.name == name }) }
+            var parameters = wanted.compactMap { name in form.first(where: { $0.name == name }) }
+            if let key = configuration.callTokenKey {
+                // Bound to this CallSid; the stream's `start` must hand it back before any audio reaches the model.
+                let callSid = form.first { $0.name == "CallSid" }?.value ?? ""
+                let expiresAt = Int64(Date().timeIntervalSince1970) + configuration.callTokenLifetime.components.seconds
+                parameters.append((CallToken.parameterName, CallToken.make(callSid: callSid, expiresAt: expiresAt, key: key)))
+            }
             let xml = TwiML.connectStream(url: configuration.streamURL, parameters: parameters)
             return Response(status: .ok, headers: [.contentType: "text/xml"], body: .init(byteBuffer: ByteBuffer(string: xml)))
         }
+        /// nil when the request is Twilio's (or checks are off); else why not.
+        @Sendable func signatureProblem(_ request: Request, formParameters: [(name: String, value: String)], jsonBody: [UInt8]?) -> String? {
+            guard configuration.checksSignatures, let token = configuration.twilioAuthToken else { return nil }
+            guard let signature = request.headers[HTTPField.Name("X-Twilio-Signature")!] else { return "missing_signature" }
+            guard let url = configuration.publicURL(forTarget: request.head.path ?? "/") else { return "no_public_url" }
+            let valid =
+                if let jsonBody {
+                    TwilioSignature.isValid(signature: signature, authToken: token, url: url, jsonBody: jsonBody)
+                } else {
+                    TwilioSignature.isValid(signature: signature, authToken: token, url: url, parameters: formParameters)
+                }
+            return valid ? nil : "wrong_signature"
+        }
+        @Sendable func forbidden(_ route: String, _ reason: String) -> Response {
+            metrics.authFailed(route: route, reason: reason)
+            logger.warning("request refused: signature check failed", metadata: ["route": .string(route), "reason": .string(reason)])
+            return Response(status: .forbidden, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: "forbidden\n")))
+        }
         router.post("/twilio/voice") { request, _ -> Response in
-            let body = try await request.body.collect(upTo: 64 * 1024)
-            return twiml(FormURLEncoded.parse(String(buffer: body)))
+            let body = Array(buffer: try await request.body.collect(upTo: 64 * 1024))
+            let isJSON = request.headers[.contentType]?.lowercased().hasPrefix("application/json") == true
+            let form: [(name: String, value: String)]
+            if isJSON {
+                // The JSON variant: fields are the object's string values; the body is bound by bodySHA256.
+                let object = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] ?? [:]
+                form = object.compactMap { key, value in (value as? String).map { (key, $0) } }
+            } else {
+                form = FormURLEncoded.parse(String(decoding: body, as: UTF8.self))
+            }
+            if let problem = signatureProblem(request, formParameters: isJSON ? [] : form, jsonBody: isJSON ? body : nil) {
+                return forbidden("voice", problem)
+            }
+            return twiml(form)
         }
         router.get("/twilio/voice") { request, _ -> Response in
-            twiml(FormURLEncoded.parse(request.uri.query ?? ""))
+            // A GET's parameters are in the query string, which the signature covers as part of the URL.
+            if let problem = signatureProblem(request, formParameters: [], jsonBody: nil) { return forbidden("voice", problem) }
+            return twiml(FormURLEncoded.parse(request.uri.query ?? ""))
         }
         let session = CallSession(
             configuration: configuration.call,
@@ -163,9 +208,27 @@ public struct BridgeServer: Sendable {
             timeline: self.timeline,
             callLog: self.callLog,
             registry: registry,
-            metrics: metrics
+            metrics: metrics,
+            security: .init(
+                callTokenKey: configuration.callTokenKey,
+                startTimeout: configuration.startTimeout,
+                maxCallDuration: configuration.maxCallDuration
+            )
         )
-        router.ws("/twilio/media") { _, _ in
+        router.ws("/twilio/media") { request, _ in
+            // Twilio signs the upgrade over the exact <Stream url> it was given, with no parameters.
+            if configuration.checksSignatures, let token = configuration.twilioAuthToken {
+                let signature = request.headers[HTTPField.Name("X-Twilio-Signature")!]
+                let valid = signature.map {
+                    TwilioSignature.isValid(signature: $0, authToken: token, url: configuration.streamURL, trailingSlash: true)
+                } ?? false
+                guard valid else {
+                    let reason = signature == nil ? "missing_signature" : "wrong_signature"
+                    metrics.authFailed(route: "media", reason: reason)
+                    logger.warning("media stream refused: signature check failed", metadata: ["reason": .string(reason)])
+                    throw HTTPError(.forbidden)
+                }
+            }
             // A stream Twilio opens while draining or full is refused before it is upgraded (Twilio ends the call).
             if let refusal = admission.refusal(active: registry.activeCalls, limit: configuration.maxCalls) {
                 metrics.callRejected(reason: refusal)

@@ -1,4 +1,5 @@
 import CallBridgeCore
+import Foundation
 import HummingbirdWSClient
 import HummingbirdWebSocket
 import Logging
@@ -20,6 +21,16 @@ final class CallSession: Sendable {
         case twilioFinished
         /// The ended call's close handshakes took too long: stop waiting for the peers.
         case closeGraceExpired
+        /// The start timeout passed: end the call unless `start` has arrived.
+        case startDeadline
+    }
+
+    /// What authenticates a stream and bounds its life.
+    struct Security: Sendable {
+        /// Key of the per-call tokens; nil with --insecure-no-signature.
+        var callTokenKey: [UInt8]?
+        var startTimeout: Duration
+        var maxCallDuration: Duration
     }
 
     /// How long an ended call waits for the peers to answer its close frames.
@@ -35,6 +46,7 @@ final class CallSession: Sendable {
     let callLog: CallLog
     let registry: CallRegistry
     let metrics: BridgeMetrics
+    let security: Security
     /// How often a call adds what changed in its counters to the Prometheus metrics (and once more at its end).
     static let metricsInterval: Duration = .seconds(1)
 
@@ -46,9 +58,11 @@ final class CallSession: Sendable {
         timeline: Timeline,
         callLog: CallLog,
         registry: CallRegistry,
-        metrics: BridgeMetrics
+        metrics: BridgeMetrics,
+        security: Security
     ) {
         self.metrics = metrics
+        self.security = security
         self.configuration = configuration
         self.endpoint = endpoint
         self.makeConfirmer = makeConfirmer
@@ -85,7 +99,15 @@ final class CallSession: Sendable {
                 let twilio = LegWriter()
                 group.addTask { await Self.readTwilio(twilioInbound, into: continuation, logger: baseLogger) }
                 group.addTask { await twilio.drain(into: twilioOutbound, logger: baseLogger) }
+                // With authentication on, the model's session is opened only for a stream whose `start` carried a
+                // valid call token: nothing of an unauthenticated stream reaches the paid API.
+                let admitted = AsyncValue<Bool>()
+                if self.security.callTokenKey == nil { admitted.set(true) }
                 group.addTask {
+                    guard await admitted.value else {
+                        continuation.yield(.realtimeFinished)
+                        return
+                    }
                     let endpoint = try? await withTimeout(Self.endpointWait) { await self.endpoint() }
                     guard let endpoint else {
                         continuation.yield(.event(.realtimeClosed(.connectFailed("the Realtime endpoint is not ready"))))
@@ -109,12 +131,20 @@ final class CallSession: Sendable {
                 var realtimeOpen = true
                 var published = CallCounters()
                 var publishedAt = self.timeline.clock.now
+                var started = false
+                let opened = self.timeline.clock.now
+                self.deliver(.startDeadline, at: opened.advanced(by: self.security.startTimeout), in: &group, to: continuation)
+                self.deliver(.event(.terminate(.maxDuration)), at: opened.advanced(by: self.security.maxCallDuration), in: &group, to: continuation)
 
                 loop: for await input in inputs {
-                    let event: CallEvent
+                    var event: CallEvent
                     switch input {
                     case .event(let e):
                         event = e
+                    case .startDeadline:
+                        guard !started else { continue }
+                        logger.warning("no start message: closing the stream", metadata: ["start.timeout_ms": .stringConvertible(self.security.startTimeout.components.seconds * 1000)])
+                        event = .terminate(.noStart)
                     case .realtimeAttached(let writer):
                         realtime = writer
                         dialect = writer.dialect
@@ -138,6 +168,38 @@ final class CallSession: Sendable {
                         break loop
                     }
                     if case .tick = event { tickPending.clear() }
+                    if case .twilioReceived(let message) = event {
+                        switch message {
+                        case .start(var start) where !started:
+                            started = true
+                            if let key = self.security.callTokenKey {
+                                let verdict = CallToken.verify(
+                                    start.customParameters[CallToken.parameterName],
+                                    callSid: start.callSid,
+                                    now: Int64(Date().timeIntervalSince1970),
+                                    key: key
+                                )
+                                guard verdict == .valid else {
+                                    self.metrics.authFailed(route: "start", reason: verdict.rawValue)
+                                    logger.warning("call token rejected: closing the stream", metadata: ["call_sid": .string(start.callSid), "token.verdict": .string(verdict.rawValue)])
+                                    admitted.set(false)
+                                    event = .terminate(.unauthorized)
+                                    break
+                                }
+                            }
+                            // The token has done its job; it is not a call parameter to log.
+                            start.customParameters[CallToken.parameterName] = nil
+                            event = .twilioReceived(.start(start))
+                            admitted.set(true)
+                        case .connected, .start, .stop, .unhandled:
+                            break
+                        case .media, .mark, .dtmf:
+                            // Before an authenticated start nothing of the stream counts, and no audio moves.
+                            if !started && self.security.callTokenKey != nil {
+                                event = .badInput(kind: "twilio.\(message.kindName)_before_start")
+                            }
+                        }
+                    }
                     if self.timeline.clock.now - publishedAt >= Self.metricsInterval {
                         self.metrics.publish(machine.counters, since: published)
                         published = machine.counters
@@ -212,6 +274,7 @@ final class CallSession: Sendable {
                     // Once ended, wait for both legs to finish their close handshakes; a leg still connecting is cancelled.
                     if machine.isEnded && !twilioOpen && (!realtimeOpen || realtime == nil) { break loop }
                 }
+                admitted.set(false)
                 continuation.finish()
                 twilio.finish()
                 realtime?.finish()

@@ -134,6 +134,18 @@ struct Run: AsyncParsableCommand {
     @Option(help: "json (one object per line) or text. (env: CALLBRIDGE_LOG_FORMAT, default: text on a terminal, json otherwise)")
     var logFormat: LogFormat?
 
+    @Flag(help: "Do not check Twilio's request signatures or the per-call tokens: anyone who reaches the port can open calls. Local testing only; the default without TWILIO_AUTH_TOKEN when the embedded echo agent answers. (env: CALLBRIDGE_INSECURE_NO_SIGNATURE=1)")
+    var insecureNoSignature = false
+
+    @Option(help: "Seconds the per-call token in the TwiML stays valid. (env: CALLBRIDGE_CALL_TOKEN_LIFETIME, default: 300)")
+    var callTokenLifetime: Int?
+
+    @Option(help: "Seconds a media stream may take to send start before it is closed. (env: CALLBRIDGE_START_TIMEOUT, default: 10)")
+    var startTimeout: Int?
+
+    @Option(help: "Calls are ended cleanly after this many seconds. (env: CALLBRIDGE_MAX_CALL_DURATION, default: 14400)")
+    var maxCallDuration: Int?
+
     @Option(help: "Concurrent calls admitted; more are rejected and /readyz answers 503. (env: CALLBRIDGE_MAX_CALLS, default: unlimited)")
     var maxCalls: Int?
 
@@ -189,8 +201,21 @@ struct Run: AsyncParsableCommand {
                 return limit
             },
             drainTimeout: .seconds(try resolve(self.drainTimeout, "CALLBRIDGE_DRAIN_TIMEOUT", { Int($0) }, default: 300)),
-            extraSecrets: ["TWILIO_AUTH_TOKEN"].compactMap(environment)
+            twilioAuthToken: environment("TWILIO_AUTH_TOKEN"),
+            callTokenLifetime: .seconds(try resolve(self.callTokenLifetime, "CALLBRIDGE_CALL_TOKEN_LIFETIME", { Int($0) }, default: 300)),
+            startTimeout: .seconds(try resolve(self.startTimeout, "CALLBRIDGE_START_TIMEOUT", { Int($0) }, default: 10)),
+            maxCallDuration: .seconds(try resolve(self.maxCallDuration, "CALLBRIDGE_MAX_CALL_DURATION", { Int($0) }, default: 4 * 3600))
         )
+    }
+
+    /// Signatures are checked unless switched off, or unless there is no token and the embedded echo agent answers
+    /// (so `make run` works on a fresh clone).
+    func insecure(for configuration: AppConfiguration) throws -> Bool {
+        if self.insecureNoSignature { return true }
+        if try resolve(nil, "CALLBRIDGE_INSECURE_NO_SIGNATURE", { ["1", "true", "yes"].contains($0.lowercased()) ? true : ["0", "false", "no"].contains($0.lowercased()) ? false : nil }, default: false) {
+            return true
+        }
+        return configuration.twilioAuthToken == nil && configuration.usesEchoAgent
     }
 
     func run() async throws {
@@ -199,7 +224,9 @@ struct Run: AsyncParsableCommand {
             level: try resolve(self.logLevel, "CALLBRIDGE_LOG_LEVEL", { $0 }, default: "info"),
             format: try resolve(self.logFormat, "CALLBRIDGE_LOG_FORMAT", { LogFormat(rawValue: $0) }, default: LogFormat.automatic)
         )
-        let configuration = try self.makeConfiguration()
+        var settings = try self.makeConfiguration()
+        settings.insecureNoSignature = try self.insecure(for: settings)
+        let configuration = settings
         do {
             try configuration.validate()
         } catch {

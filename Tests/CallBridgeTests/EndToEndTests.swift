@@ -70,6 +70,8 @@ import FoundationNetworking
         behavior: EchoAgentServer.Behavior = .echo,
         call: CallConfiguration = .init(),
         maxCalls: Int? = nil,
+        twilioAuthToken: String? = nil,
+        startTimeout: Duration = .seconds(10),
         _ body: @escaping @Sendable (_ call: Harness) async throws -> Void
     ) async throws {
         let agentEvents = Observations<EchoAgentServer.Observation>()
@@ -107,7 +109,11 @@ import FoundationNetworking
                 realtimeCAFile: trustTestCA ? Self.caFile : nil,
                 agent: .remote,
                 call: call,
-                maxCalls: maxCalls
+                maxCalls: maxCalls,
+                twilioAuthToken: twilioAuthToken,
+                // Without a token the tests play Twilio unsigned, as `--insecure-no-signature` allows.
+                insecureNoSignature: twilioAuthToken == nil,
+                startTimeout: startTimeout
             )
             let log = try CallLog(path: FileManager.default.temporaryDirectory.appendingPathComponent("callbridge-e2e-\(UUID()).jsonl").path)
             log.observe { calls.record($0) }

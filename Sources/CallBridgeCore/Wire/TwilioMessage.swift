@@ -44,6 +44,19 @@ public enum TwilioInbound: Sendable, Equatable {
     case stop
     /// An event this bridge does not handle; Twilio adds events without notice.
     case unhandled(event: String)
+
+    /// The `event` name, for counting and logs.
+    public var kindName: String {
+        switch self {
+        case .connected: "connected"
+        case .start: "start"
+        case .media: "media"
+        case .mark: "mark"
+        case .dtmf: "dtmf"
+        case .stop: "stop"
+        case .unhandled: "unhandled"
+        }
+    }
 }
 
 public enum TwilioDecodingError: Error, Sendable, Equatable {
