@@ -1,4 +1,5 @@
 import CallBridgeCore
+import HTTPTypes
 import HummingbirdWSClient
 import Logging
 import NIOCore
@@ -24,6 +25,10 @@ public struct DialClient: Sendable {
         public var stopWhen: (@Sendable (DialTrace) -> Bool)?
         /// Feed what the caller hears back into what they send, like a phone's acoustic echo.
         public var echo: EchoPath?
+        /// The CallSid of the `start` message (random when nil); a per-call token is bound to it.
+        public var callSid: String?
+        /// Sign the upgrade as Twilio does: X-Twilio-Signature over `url` (the public <Stream url>) with `authToken`.
+        public var signing: (authToken: String, url: String)?
 
         public init(
             url: String,
@@ -101,7 +106,7 @@ public struct DialClient: Sendable {
         let options = self.options
         let clock = ContinuousClock()
         let streamSid = "MZ" + Self.hex(32)
-        let callSid = "CA" + Self.hex(32)
+        let callSid = options.callSid ?? "CA" + Self.hex(32)
         let accountSid = "AC" + Self.hex(32)
         @Sendable func nextSequence() -> Int { shared.sequence.add(1, ordering: .relaxed).newValue }
 
@@ -125,7 +130,13 @@ public struct DialClient: Sendable {
 
         try await WebSocketClient.connect(
             url: options.url,
-            configuration: .init(maxFrameSize: 1 << 16, closeTimeout: .seconds(3)),
+            configuration: .init(
+                maxFrameSize: 1 << 16,
+                additionalHeaders: options.signing.map { signing in
+                    [HTTPField.Name("X-Twilio-Signature")!: TwilioSignature.compute(authToken: signing.authToken, url: signing.url)]
+                } ?? [:],
+                closeTimeout: .seconds(3)
+            ),
             tlsConfiguration: tls,
             logger: self.logger
         ) { inbound, outbound, _ in
