@@ -194,9 +194,9 @@ final class CallSession: Sendable {
                         case .connected, .start, .stop, .unhandled:
                             break
                         case .media, .mark, .dtmf:
-                            // Before an authenticated start nothing of the stream counts, and no audio moves.
-                            if !started && self.security.callTokenKey != nil {
-                                event = .badInput(kind: "twilio.\(message.kindName)_before_start")
+                            // Before (an authenticated) start nothing of the stream counts, and no audio moves.
+                            if !started {
+                                event = .badInput(kind: "twilio.\(message.kindName)_before_start", count: 1)
                             }
                         }
                     }
@@ -300,23 +300,57 @@ final class CallSession: Sendable {
         }
     }
 
+    /// Messages per second a stream may send before the excess is dropped (Twilio sends 50 media messages a second,
+    /// plus marks and the odd DTMF), and the burst allowed above that rate.
+    static let floodRate = 150.0
+    static let floodBurst = 300.0
+
     static func readTwilio(_ inbound: WebSocketInboundStream, into continuation: AsyncStream<Input>.Continuation, logger: Logger) async {
+        var streamSid: String?
+        // A token bucket: a flood from one stream is cut off at the door instead of queueing in memory.
+        var tokens = Self.floodBurst
+        var refilledAt = ContinuousClock.now
+        var dropped = 0
+        var unreported = 0
         do {
             for try await message in inbound.messages(maxSize: 1 << 16) {
+                let now = ContinuousClock.now
+                let elapsed = now - refilledAt
+                tokens = min(Self.floodBurst, tokens + Self.floodRate * (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))
+                refilledAt = now
+                guard tokens >= 1 else {
+                    dropped += 1
+                    unreported += 1
+                    // Counted in batches, so the flood does not flood the call's loop either.
+                    if unreported == 50 {
+                        continuation.yield(.event(.badInput(kind: "twilio.flood_dropped", count: unreported)))
+                        unreported = 0
+                    }
+                    continue
+                }
+                tokens -= 1
+                if unreported > 0 {
+                    continuation.yield(.event(.badInput(kind: "twilio.flood_dropped", count: unreported)))
+                    unreported = 0
+                }
                 switch message {
                 case .text(let text):
                     do throws(TwilioDecodingError) {
-                        continuation.yield(.event(.twilioReceived(try TwilioCodec.decode(text))))
+                        let decoded = try TwilioCodec.decode(text, streamSid: streamSid)
+                        if case .start(let start) = decoded, streamSid == nil { streamSid = start.streamSid }
+                        continuation.yield(.event(.twilioReceived(decoded)))
                     } catch {
                         continuation.yield(.event(.twilioMalformed(error)))
                     }
                 case .binary:
-                    continuation.yield(.event(.twilioMalformed(.invalidJSON)))
+                    continuation.yield(.event(.twilioMalformed(.binaryFrame)))
                 }
             }
         } catch {
             logger.debug("twilio leg read ended", metadata: ["error": "\(error)"])
         }
+        if unreported > 0 { continuation.yield(.event(.badInput(kind: "twilio.flood_dropped", count: unreported))) }
+        if dropped > 0 { logger.warning("flood: messages dropped", metadata: ["dropped": .stringConvertible(dropped)]) }
         continuation.yield(.event(.twilioClosed))
         continuation.yield(.twilioFinished)
     }

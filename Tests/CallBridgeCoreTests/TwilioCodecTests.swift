@@ -158,13 +158,37 @@ struct TwilioCodecTests {
         "invalid JSON",
         arguments: [
             "", "not json", "{", "}", "[]", "null", #"{"event":}"#, #"{"event":"media""#,
-            #"{"streamSid":"MZ1"}"#,  // no event at all
-            #"{"event":5}"#,  // event is not a string
-            #"{"event":"media","media":{"payload":5}}"#,  // payload is not a string
         ]
     )
     func invalidJSON(text: String) {
         #expect(throws: TwilioDecodingError.invalidJSON) { try TwilioCodec.decode(text) }
+    }
+
+    @Test("wrong types and missing fields say which field")
+    func wrongTypes() {
+        #expect(throws: TwilioDecodingError.missingField("event")) { try TwilioCodec.decode(#"{"streamSid":"MZ1"}"#) }
+        #expect(throws: TwilioDecodingError.wrongType("event")) { try TwilioCodec.decode(#"{"event":5}"#) }
+        #expect(throws: TwilioDecodingError.wrongType("media.payload")) { try TwilioCodec.decode(#"{"event":"media","media":{"payload":5}}"#) }
+        #expect(throws: TwilioDecodingError.wrongType("media")) { try TwilioCodec.decode(#"{"event":"media","media":[1]}"#) }
+    }
+
+    @Test("a message for another stream, and an oversized payload, are refused")
+    func streamSidAndSize() throws {
+        let media = #"{"event":"media","streamSid":"MZ1","media":{"payload":"/85OgAA="}}"#
+        #expect(try TwilioCodec.decode(media, streamSid: "MZ1") == .media(payload: "/85OgAA="))
+        #expect(throws: TwilioDecodingError.wrongStreamSid) { try TwilioCodec.decode(media, streamSid: "MZ2") }
+        #expect(throws: TwilioDecodingError.wrongStreamSid) {
+            try TwilioCodec.decode(#"{"event":"mark","streamSid":"MZ9","mark":{"name":"cb1"}}"#, streamSid: "MZ2")
+        }
+        // Before start there is nothing to compare with.
+        #expect(try TwilioCodec.decode(media) == .media(payload: "/85OgAA="))
+        let big = Base64.encode([UInt8](repeating: 0xFF, count: TwilioCodec.maxPayloadBytes + 3))
+        #expect(throws: TwilioDecodingError.oversizedPayload) { try TwilioCodec.decode(#"{"event":"media","media":{"payload":"\#(big)"}}"#) }
+        let largest = Base64.encode([UInt8](repeating: 0xFF, count: TwilioCodec.maxPayloadBytes))
+        #expect(throws: Never.self) { try TwilioCodec.decode(#"{"event":"media","media":{"payload":"\#(largest)"}}"#) }
+        // Deep nesting is an error, not a crash.
+        let deep = String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000)
+        #expect(throws: TwilioDecodingError.self) { try TwilioCodec.decode(#"{"event":"media","x":\#(deep)}"#) }
     }
 
     @Test(

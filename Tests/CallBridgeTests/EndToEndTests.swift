@@ -378,7 +378,10 @@ import FoundationNetworking
             }
             try await calls.wait(upTo: .seconds(10)) { $0.count == 1 }
             let summary = try #require(calls.all.first)
-            #expect(summary.counters.badMessages == 3)
+            #expect(summary.counters.badMessages == 4)
+            #expect(summary.counters.badMessagesByKind == [
+                "twilio.invalid_json": 1, "twilio.invalid_base64": 1, "twilio.binary_frame": 1, "twilio.unknown_event": 1,
+            ])
             #expect(summary.endReason == .twilioStop)
             #expect(summary.callSid == "CAbad")
         }

@@ -84,7 +84,7 @@ public enum CallEvent: Sendable, Equatable {
     /// The shell decided the call must end (authentication, start timeout, maximum duration): end it cleanly.
     case terminate(EndReason)
     /// Bad input the shell detected before the core could see it (e.g. media before an authenticated start).
-    case badInput(kind: String)
+    case badInput(kind: String, count: Int = 1)
 }
 
 /// Commands for the shell; the only way the core acts on the world.

@@ -163,7 +163,7 @@ public struct CallStateMachine: Sendable {
         case .twilioReceived(let message):
             self.twilioReceived(message, now: now, into: &actions)
         case .twilioMalformed(let error):
-            self.badMessage(kind: "twilio." + Self.kind(of: error), into: &actions)
+            self.badMessage(kind: "twilio." + error.kind, into: &actions)
         case .twilioClosed:
             self.end(.twilioClosed, now: now, into: &actions)
         case .realtimeConnected:
@@ -189,8 +189,8 @@ public struct CallStateMachine: Sendable {
             self.shutdownRequested(now: now, into: &actions)
         case .terminate(let reason):
             self.end(reason, now: now, into: &actions)
-        case .badInput(let kind):
-            self.badMessage(kind: kind, into: &actions)
+        case .badInput(let kind, let count):
+            self.badMessage(kind: kind, count: count, into: &actions)
         }
         if self.endReason == nil {
             self.pump(now: now, into: &actions)
@@ -270,7 +270,8 @@ public struct CallStateMachine: Sendable {
         case .stop:
             self.end(.twilioStop, now: now, into: &actions)
         case .unhandled:
-            break
+            // Twilio may add events: counted (so a new one shows up on dashboards), otherwise ignored.
+            self.badMessage(kind: "twilio.unknown_event", into: &actions)
         }
     }
 
@@ -502,9 +503,9 @@ public struct CallStateMachine: Sendable {
 
     // MARK: Errors and ending
 
-    mutating func badMessage(kind: String, into actions: inout [CallAction]) {
-        self.counters.badMessages += 1
-        self.counters.badMessagesByKind[kind, default: 0] += 1
+    mutating func badMessage(kind: String, count: Int = 1, into actions: inout [CallAction]) {
+        self.counters.badMessages += count
+        self.counters.badMessagesByKind[kind, default: 0] += count
         if self.loggedBadKinds.insert(kind).inserted {
             actions.append(.logBadMessage(kind: kind))
         }
@@ -517,14 +518,6 @@ public struct CallStateMachine: Sendable {
         self.queue.removeAll()
         self.pacer.stop()
         actions.append(.endCall(reason))
-    }
-
-    static func kind(of error: TwilioDecodingError) -> String {
-        switch error {
-        case .invalidJSON: "invalid_json"
-        case .missingField: "missing_field"
-        case .invalidBase64: "invalid_base64"
-        }
     }
 
     static func kind(of error: RealtimeDecodingError) -> String {

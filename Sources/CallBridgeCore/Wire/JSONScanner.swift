@@ -113,6 +113,13 @@ struct JSONScanner {
         return self.matches(pattern, at: range.lowerBound)
     }
 
+    func equals(_ range: Range<Int>, _ value: String) -> Bool {
+        var value = value
+        return value.withUTF8 { pattern in
+            range.count == pattern.count && self.matches(pattern, at: range.lowerBound)
+        }
+    }
+
     /// True when every byte in `range` is in the standard base64 alphabet (with `=` padding only at the end).
     func isBase64(_ range: Range<Int>) -> Bool {
         Base64.isValid(UnsafeBufferPointer(rebasing: self.bytes[range]))

@@ -63,6 +63,27 @@ public enum TwilioDecodingError: Error, Sendable, Equatable {
     case invalidJSON
     case missingField(String)
     case invalidBase64
+    /// A field of the wrong JSON type (a number where a string belongs, …).
+    case wrongType(String)
+    /// A `media`, `mark` or `dtmf` message naming another stream than the one `start` opened.
+    case wrongStreamSid
+    /// A `media` payload over `TwilioCodec.maxPayloadBytes` (Twilio sends 160 bytes).
+    case oversizedPayload
+    /// A binary WebSocket frame (Twilio sends text only).
+    case binaryFrame
+
+    /// The kind in logs, the call log and metrics (after `twilio.`).
+    public var kind: String {
+        switch self {
+        case .invalidJSON: "invalid_json"
+        case .missingField: "missing_field"
+        case .invalidBase64: "invalid_base64"
+        case .wrongType: "wrong_type"
+        case .wrongStreamSid: "wrong_stream_sid"
+        case .oversizedPayload: "oversized_payload"
+        case .binaryFrame: "binary_frame"
+        }
+    }
 }
 
 /// Messages the bridge sends to Twilio.
@@ -75,19 +96,34 @@ public enum TwilioOutbound: Sendable, Equatable {
 public enum TwilioCodec {
     /// Decodes one text frame. `media` takes the byte-scanner path; everything else, and any `media` the scanner
     /// cannot vouch for, goes through Codable.
-    public static func decode(_ text: String) throws(TwilioDecodingError) -> TwilioInbound {
-        if let media = scanMedia(text) {
+    /// `streamSid`: the stream `start` opened, once known; a message naming another one is refused.
+    public static func decode(_ text: String, streamSid: String? = nil) throws(TwilioDecodingError) -> TwilioInbound {
+        if let media = scanMedia(text, streamSid: streamSid) {
             return .media(payload: media.payload, chunk: media.chunk)
         }
-        return try decodeWithCodable(text)
+        return try decodeWithCodable(text, streamSid: streamSid)
     }
 
-    /// The fast path: nil unless the message is certainly a `media` event with a valid base64 payload.
-    static func scanMedia(_ text: String) -> (payload: String, chunk: Int?)? {
+    /// Largest `media` payload accepted, decoded: one second of audio (Twilio sends 20 ms).
+    public static let maxPayloadBytes = 8000
+    static let maxPayloadCharacters = (maxPayloadBytes + 2) / 3 * 4
+
+    /// The fast path: nil unless the message is certainly a well-formed `media` event for this stream with a valid
+    /// base64 payload of an acceptable size (anything else is left to Codable, which says what is wrong).
+    static func scanMedia(_ text: String, streamSid expected: String? = nil) -> (payload: String, chunk: Int?)? {
         JSONScanner.withScanner(text) { scanner -> (payload: String, chunk: Int?)? in
             guard let event = scanner.stringValueRange(forKey: "event"), scanner.equals(event, "media"),
-                let payload = scanner.stringValueRange(forKey: "payload"), scanner.isBase64(payload)
+                let payload = scanner.stringValueRange(forKey: "payload"), payload.count <= Self.maxPayloadCharacters,
+                scanner.isBase64(payload)
             else { return nil }
+            if let expected {
+                switch scanner.occurrences(ofKey: "streamSid") {
+                case 0: break
+                case 1:
+                    guard let range = scanner.stringValueRange(forKey: "streamSid"), scanner.equals(range, expected) else { return nil }
+                default: return nil
+                }
+            }
             // The chunk number, when it is one plain string of digits; anything else is left to Codable.
             var chunk: Int?
             switch scanner.occurrences(ofKey: "chunk") {
@@ -108,12 +144,21 @@ public enum TwilioCodec {
         return Int(text)
     }
 
-    static func decodeWithCodable(_ text: String) throws(TwilioDecodingError) -> TwilioInbound {
+    static func decodeWithCodable(_ text: String, streamSid expected: String? = nil) throws(TwilioDecodingError) -> TwilioInbound {
         let envelope: Envelope
         do {
             envelope = try JSONDecoder().decode(Envelope.self, from: Data(text.utf8))
+        } catch DecodingError.typeMismatch(_, let context) where !context.codingPath.isEmpty {
+            throw .wrongType(context.codingPath.map(\.stringValue).joined(separator: "."))
+        } catch DecodingError.valueNotFound(_, let context) where !context.codingPath.isEmpty {
+            throw .wrongType(context.codingPath.map(\.stringValue).joined(separator: "."))
+        } catch DecodingError.keyNotFound(let key, _) {
+            throw .missingField(key.stringValue)
         } catch {
             throw .invalidJSON
+        }
+        if let expected, let named = envelope.streamSid, named != expected, ["media", "mark", "dtmf"].contains(envelope.event) {
+            throw .wrongStreamSid
         }
         switch envelope.event {
         case "connected":
@@ -135,6 +180,7 @@ public enum TwilioCodec {
             )
         case "media":
             guard let payload = envelope.media?.payload else { throw .missingField("media.payload") }
+            guard payload.utf8.count <= Self.maxPayloadCharacters else { throw .oversizedPayload }
             let chunk = envelope.media?.chunk.flatMap(chunkNumber)
             var copy = payload
             let valid = copy.withUTF8 { Base64.isValid($0) }
