@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import CallBridgeCore
@@ -16,9 +17,21 @@ struct ScannerFuzzTests {
         case disagree(String)
     }
 
+    /// The streamSid the seeds use: with it expected, the two paths must also agree on which stream a message is for.
+    static let seedStreamSid = "MZ18ad3ab5a668481ce02b83e7395059f0"
+
     static func compareTwilio(_ text: String) -> Outcome {
-        let scanned = TwilioCodec.scanMedia(text)
-        let decoded = try? TwilioCodec.decodeWithCodable(text)
+        let plain = self.compareTwilio(text, streamSid: nil)
+        guard plain == .agree || plain == .neither || plain == .onlyCodable else { return plain }
+        let checked = self.compareTwilio(text, streamSid: Self.seedStreamSid)
+        if case .disagree = checked { return checked }
+        if checked == .onlyScanner { return checked }
+        return plain
+    }
+
+    static func compareTwilio(_ text: String, streamSid: String?) -> Outcome {
+        let scanned = TwilioCodec.scanMedia(text, streamSid: streamSid)
+        let decoded = try? TwilioCodec.decodeWithCodable(text, streamSid: streamSid)
         switch (scanned, decoded) {
         case (nil, nil): return .neither
         case (nil, .some): return .onlyCodable
@@ -256,12 +269,16 @@ struct ScannerFuzzTests {
         }
     }
 
+    /// Bounded in CI (400 rounds, a fixed seed, about a second); `make fuzz` runs millions:
+    /// `FUZZ_ROUNDS=1000000 FUZZ_SEED=7 swift test --filter ScannerFuzzTests`. A failing input is printed; save it as
+    /// a file under Fixtures/fuzz/twilio or Fixtures/fuzz/realtime and it is replayed by every run from then on.
     @Test("mutated messages: the scanner never traps and never contradicts a successful Codable decode")
     func mutationFuzz() {
-        var rng = SplitMix64(state: 0x5CA7_7E25)
+        let environment = ProcessInfo.processInfo.environment
+        var rng = SplitMix64(state: environment["FUZZ_SEED"].flatMap { UInt64($0) } ?? 0x5CA7_7E25)
         var twilio = Tally()
         var realtime = Tally()
-        let rounds = 400
+        let rounds = environment["FUZZ_ROUNDS"].flatMap { Int($0) } ?? 400
         for round in 0..<rounds {
             for (index, seed) in Self.twilioSeeds.enumerated() {
                 var bytes = Array(seed.utf8)
@@ -284,6 +301,26 @@ struct ScannerFuzzTests {
         #expect(twilio.counts["agree", default: 0] > rounds / 2, "\(twilio.counts)")
         #expect(realtime.counts["agree", default: 0] > rounds / 4, "\(realtime.counts)")
         #expect(twilio.counts["neither", default: 0] > 0 && realtime.counts["neither", default: 0] > 0)
+    }
+
+    /// Inputs that once broke an invariant, kept as regression fixtures (one message per file).
+    @Test("the regression corpus in Fixtures/fuzz")
+    func regressionCorpus() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/fuzz")
+        var replayed = 0
+        for (directory, compare) in [("twilio", Self.compareTwilio as (String) -> Outcome), ("realtime", Self.compareRealtime)] {
+            let folder = root.appendingPathComponent(directory)
+            for name in try FileManager.default.contentsOfDirectory(atPath: folder.path).sorted() {
+                let text = try String(contentsOf: folder.appendingPathComponent(name), encoding: .utf8)
+                let outcome = compare(text)
+                #expect(outcome == .agree || outcome == .neither || outcome == .onlyCodable, "\(directory)/\(name): \(outcome)")
+                _ = try? TwilioCodec.decode(text, streamSid: Self.seedStreamSid)
+                _ = try? RealtimeCodec.decode(text)
+                replayed += 1
+            }
+        }
+        #expect(replayed >= 4)
     }
 
     /// Exhaustive small edits: every prefix (truncation at each byte) and every single-byte deletion of every seed.
