@@ -205,7 +205,8 @@ final class CallSession: Sendable {
                         published = machine.counters
                         publishedAt = self.timeline.clock.now
                     }
-                    if case .twilioReceived(.start(let start)) = event {
+                    // Only the stream's first start names the call (the core counts and ignores any later one).
+                    if case .twilioReceived(.start(let start)) = event, machine.start == nil {
                         quotedStreamSid = JSONText.quoted(start.streamSid)
                         callMetadata.set(callSid: start.callSid, streamSid: start.streamSid)
                         logger.info("call started", metadata: ["call.parameters": .string("\(start.customParameters)")])

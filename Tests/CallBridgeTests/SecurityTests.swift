@@ -170,3 +170,87 @@ extension EndToEndTests {
         }
     }
 }
+
+extension EndToEndTests {
+    /// Every kind of bad Twilio input, sent into a live call: nothing crashes, each is counted by kind, the call still
+    /// relays audio afterwards, and a second call running at the same time does not notice.
+    @Test func hostileInputIsCountedAndNeitherThisCallNorAnotherOneBreaks() async throws {
+        try await Self.withBridge(dialect: .ga) { call in
+            let port = call.port
+            // The bystander: an ordinary call at the same time.
+            let options = DialClient.Options(
+                url: "ws://127.0.0.1:\(port)/twilio/media",
+                callerAudio: Self.silence(5) + Self.speech(25) + Self.silence(100),
+                duration: .milliseconds(4000)
+            )
+            async let bystander = withTimeout(.seconds(20)) { try await DialClient(options: options, logger: Self.logger).run() }
+
+            let sid = "MZhostile"
+            try await withTimeout(.seconds(20)) {
+                try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/twilio/media", logger: Self.logger) { inbound, outbound, _ in
+                    func send(_ text: String) async throws { try await outbound.write(.text(text)) }
+                    try await send(TwilioSimulatorCodec.connected())
+                    // Media before start: dropped, counted.
+                    try await send(TwilioSimulatorCodec.media(Self.silence(1), sequence: 1, chunk: 1, timestampMs: 0, streamSid: sid))
+                    try await send(TwilioSimulatorCodec.start(TwilioStart(streamSid: sid, callSid: "CAhostile"), sequence: 2))
+                    try await send(TwilioSimulatorCodec.start(TwilioStart(streamSid: "MZsecond", callSid: "CAsecond"), sequence: 3))
+                    try await send("{not json")
+                    try await send(#"{"event":5}"#)
+                    try await send(#"{"event":"media","media":{"payload":5}}"#)
+                    try await send(#"{"event":"mark"}"#)
+                    try await send(#"{"event":"something_new","streamSid":"MZhostile"}"#)
+                    try await send(TwilioSimulatorCodec.media(Self.silence(1), sequence: 4, chunk: 2, timestampMs: 20, streamSid: "MZother"))
+                    try await send(#"{"event":"media","streamSid":"MZhostile","media":{"payload":"%%%%"}}"#)
+                    try await send(TwilioSimulatorCodec.media([0xFF, 0xFF, 0xFF], sequence: 5, chunk: 3, timestampMs: 40, streamSid: sid))  // odd length: fine
+                    try await send(#"{"event":"media","streamSid":"MZhostile","media":{"payload":"\#(Base64.encode([UInt8](repeating: 0xFF, count: 9000)))"}}"#)
+                    try await outbound.write(.binary(.init(bytes: [0, 1, 2, 3])))
+                    try await send(#"{"event":"media","x":"# + String(repeating: "[", count: 5000) + String(repeating: "]", count: 5000) + "}")
+                    // A flood: far more than the stream's rate allows, all at once.
+                    for i in 0..<1500 {
+                        try await send(TwilioSimulatorCodec.media(Self.silence(1), sequence: 10 + i, chunk: 10 + i, timestampMs: 200 + 20 * i, streamSid: sid))
+                    }
+                    // After the flood subsides, the call still works: speech reaches the service and is answered.
+                    try await Task.sleep(for: .seconds(2.2))
+                    var chunk = 2000
+                    for frame in 0..<70 {
+                        let audio = frame < 30 ? Self.speech(1) : Self.silence(1)
+                        try await send(TwilioSimulatorCodec.media(audio, sequence: chunk, chunk: chunk, timestampMs: 20 * chunk, streamSid: sid))
+                        chunk += 1
+                        try await Task.sleep(for: .milliseconds(20))
+                    }
+                    var answered = false
+                    var messages = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
+                    while let message = try await messages.next() {
+                        if case .text(let text) = message, text.contains(#""event":"media""#) {
+                            answered = true
+                            break
+                        }
+                    }
+                    #expect(answered, "the hostile stream's call still relays the agent's reply")
+                    try await send(TwilioSimulatorCodec.stop(sequence: chunk, accountSid: "AC", callSid: "CAhostile", streamSid: sid))
+                    while try await messages.next() != nil {}
+                }
+            }
+            let other = try await bystander
+            try await call.calls.wait(upTo: .seconds(10)) { $0.count == 2 }
+            let hostile = try #require(call.calls.all.first { $0.callSid == "CAhostile" })
+            let calm = try #require(call.calls.all.first { $0.callSid != "CAhostile" })
+            #expect(hostile.endReason == .twilioStop)
+            #expect(hostile.streamSid == "MZhostile", "a second start does not rename the call")
+            let kinds = hostile.counters.badMessagesByKind
+            for kind in [
+                "twilio.media_before_start", "twilio.duplicate_start", "twilio.invalid_json", "twilio.wrong_type",
+                "twilio.missing_field", "twilio.unknown_event", "twilio.wrong_stream_sid", "twilio.invalid_base64",
+                "twilio.oversized_payload", "twilio.binary_frame", "twilio.flood_dropped",
+            ] {
+                #expect(kinds[kind, default: 0] >= 1, "\(kind) counted: \(kinds)")
+            }
+            #expect(kinds["twilio.wrong_type"] == 2)
+            #expect(kinds["twilio.flood_dropped", default: 0] > 1000)
+            #expect(calm.endReason == .twilioStop)
+            #expect(calm.counters.badMessages == 0)
+            #expect(other.report.mediaMessages > 20, "the bystander's call was answered")
+            #expect(!other.closedByBridge)
+        }
+    }
+}
