@@ -4,7 +4,7 @@ PORT ?= 8080
 BIN := .build/debug/callbridge
 RELEASE_BIN := .build/release/callbridge
 
-.PHONY: run run-release test build build-release deps demo bargein-check bench fixtures fixtures-update certs clean deploy-check
+.PHONY: run run-release test build build-release deps demo bargein-check bench fixtures fixtures-update certs clean deploy-check fuzz
 
 ## Start the bridge (embedded echo agent unless OPENAI_API_KEY is set). Options: make run ARGS="--port 9000".
 run: build
@@ -16,6 +16,7 @@ run-release: build-release
 
 ## Install what is missing, build, and run every test.
 test: deps
+	scripts/validate-deploy.sh
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 

@@ -7,8 +7,9 @@ public final class CallLog: Sendable {
     private let handle: Mutex<FileHandle>
     private let observers = Mutex<[@Sendable (CallSummary) -> Void]>([])
 
+    /// `path` nil or `-`: standard output.
     public init(path: String?) throws {
-        if let path {
+        if let path, path != "-" {
             if !FileManager.default.fileExists(atPath: path) {
                 guard FileManager.default.createFile(atPath: path, contents: nil) else {
                     throw CallBridgeError(.configurationInvalid, "cannot create call log '\(path)'")
