@@ -81,3 +81,17 @@ extension BargeInTests {
         #expect(line.contains(#""audio_in_seconds":0.10,"#))
     }
 }
+
+extension BargeInTests {
+    @Test func theTXQueueIsBoundedAndItsOverflowCounted() {
+        var sm = CallStateMachine(configuration: CallConfiguration(maxQueuedFrames: 10, watchdog: nil), now: t(0))
+        _ = sm.handle(.realtimeConnected, now: t(5))
+        _ = sm.handle(.realtimeReceived(.sessionUpdated), now: t(10))
+        _ = sm.handle(.realtimeReceived(.responseCreated(responseID: "r1")), now: t(100))
+        // 50 frames at once: ten fit the queue and the other 40 are dropped; then the lead (three) goes out.
+        let sent = sm.handle(.realtimeReceived(.audioDelta(responseID: "r1", itemID: "i1", audio: tone(-20, frames: 50))), now: t(100))
+        #expect(sent.mediaFrames.count == 3)
+        #expect(sm.queue.count == 7)
+        #expect(sm.counters.txQueueOverflowFrames == 40)
+    }
+}

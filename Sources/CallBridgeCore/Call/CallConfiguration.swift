@@ -5,6 +5,8 @@ public struct CallConfiguration: Sendable, Equatable {
     /// Caller audio held while the Realtime leg connects and applies `session.update`, in Twilio messages
     /// (20 ms each); the oldest is dropped beyond it.
     public var maxHeldInboundMessages: Int
+    /// Frames of the AI's audio waiting for the pacer (3000: 60 s, 480 KB); more is dropped and counted.
+    public var maxQueuedFrames: Int
     /// What `session.update` asks of the service (by default `interrupt_response` is off when local barge-in is on).
     public var session: RealtimeSessionSettings
     /// From the start of the call to `session.updated`; past it the call ends (`realtime_not_ready`).
@@ -17,6 +19,7 @@ public struct CallConfiguration: Sendable, Equatable {
     public init(
         pacer: TxPacer.Configuration = .init(),
         maxHeldInboundMessages: Int = 150,
+        maxQueuedFrames: Int = 3000,
         session: RealtimeSessionSettings? = nil,
         sessionReadyTimeout: Duration = .seconds(10),
         bargeIn: BargeInConfiguration = .init(),
@@ -24,6 +27,7 @@ public struct CallConfiguration: Sendable, Equatable {
     ) {
         self.pacer = pacer
         self.maxHeldInboundMessages = maxHeldInboundMessages
+        self.maxQueuedFrames = maxQueuedFrames
         // With local barge-in the bridge decides interruptions and cancels itself; the service must not.
         self.session = session ?? RealtimeSessionSettings(turnDetection: .init(interruptResponse: !bargeIn.localEnabled))
         self.sessionReadyTimeout = sessionReadyTimeout

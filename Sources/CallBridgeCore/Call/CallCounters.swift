@@ -65,6 +65,8 @@ public struct CallCounters: Sendable, Equatable {
     /// μ-law bytes received from the caller and sent to Twilio (8000 per second).
     public var audioInBytes = 0
     public var audioOutBytes = 0
+    /// AI audio frames dropped because the TX queue was full (`maxQueuedFrames`).
+    public var txQueueOverflowFrames = 0
 
     public init() {}
 
@@ -174,6 +176,7 @@ public struct CallSummary: Sendable, Equatable {
             ("upstream_reconnects", String(c.upstreamReconnects)),
             ("audio_in_seconds", String(format2: Double(c.audioInBytes) / 8000)),
             ("audio_out_seconds", String(format2: Double(c.audioOutBytes) / 8000)),
+            ("tx_queue_overflow_frames", String(c.txQueueOverflowFrames)),
         ]
         if !self.customParameters.isEmpty {
             let params = self.customParameters.sorted { $0.key < $1.key }
