@@ -103,7 +103,12 @@ final class CallSession: Sendable {
                 // valid call token: nothing of an unauthenticated stream reaches the paid API.
                 let admitted = AsyncValue<Bool>()
                 if self.security.callTokenKey == nil { admitted.set(true) }
-                group.addTask {
+                // The Realtime leg runs outside the call's task group: a call that ends while the leg is still
+                // connecting must not cancel it mid-handshake (the WebSocket client then lingers for seconds), but
+                // tell it to close with a close frame as soon as it is up.
+                let realtimeLeg = RealtimeLegControl()
+                let realtimeTask = Task {
+                    defer { realtimeLeg.markFinished() }
                     guard await admitted.value else {
                         continuation.yield(.realtimeFinished)
                         return
@@ -114,7 +119,11 @@ final class CallSession: Sendable {
                         continuation.yield(.realtimeFinished)
                         return
                     }
-                    await Self.runRealtimeLeg(endpoint, into: continuation, logger: baseLogger)
+                    guard !realtimeLeg.isCallOver else {
+                        continuation.yield(.realtimeFinished)
+                        return
+                    }
+                    await Self.runRealtimeLeg(endpoint, control: realtimeLeg, into: continuation, logger: baseLogger)
                 }
 
                 var machine = CallStateMachine(
@@ -276,10 +285,17 @@ final class CallSession: Sendable {
                     if machine.isEnded && !twilioOpen && (!realtimeOpen || realtime == nil) { break loop }
                 }
                 admitted.set(false)
+                realtimeLeg.callOver()
                 continuation.finish()
                 twilio.finish()
                 realtime?.finish()
                 group.cancelAll()
+                // Bounded: a leg still connecting closes as soon as it is up; one that never comes up is cancelled.
+                let legDeadline = ContinuousClock.now.advanced(by: Self.closeGrace)
+                while !realtimeLeg.isFinished && ContinuousClock.now < legDeadline {
+                    try? await Task.sleep(for: .milliseconds(10))
+                }
+                if !realtimeLeg.isFinished { realtimeTask.cancel() }
             }
         } onGracefulShutdown: {
             continuation.yield(.event(.shutdownRequested))
@@ -356,7 +372,12 @@ final class CallSession: Sendable {
         continuation.yield(.twilioFinished)
     }
 
-    static func runRealtimeLeg(_ endpoint: RealtimeEndpoint, into continuation: AsyncStream<Input>.Continuation, logger: Logger) async {
+    static func runRealtimeLeg(
+        _ endpoint: RealtimeEndpoint,
+        control: RealtimeLegControl,
+        into continuation: AsyncStream<Input>.Continuation,
+        logger: Logger
+    ) async {
         let connected = Atomic<Bool>(false)
         do {
             let closeFrame = try await WebSocketClient.connect(
@@ -367,6 +388,8 @@ final class CallSession: Sendable {
             ) { inbound, outbound, _ in
                 connected.store(true, ordering: .relaxed)
                 let writer = LegWriter(dialect: endpoint.dialect)
+                // The call may already be over: then the writer's only job is the close frame.
+                control.attach(writer)
                 continuation.yield(.realtimeAttached(writer))
                 continuation.yield(.event(.realtimeConnected))
                 try await withThrowingTaskGroup(of: Void.self) { group in
@@ -443,6 +466,43 @@ struct LegWriter: Sendable {
                 return
             }
         }
+    }
+}
+
+/// Between a call and its Realtime leg: the call says when it is over (the leg then closes with a close frame,
+/// also if it connects only afterwards), the leg says when it has finished.
+final class RealtimeLegControl: Sendable {
+    private struct State {
+        var over = false
+        var finished = false
+        var writer: LegWriter?
+    }
+    private let state = Mutex(State())
+
+    var isCallOver: Bool { self.state.withLock { $0.over } }
+    var isFinished: Bool { self.state.withLock { $0.finished } }
+
+    func attach(_ writer: LegWriter) {
+        let over = self.state.withLock { state in
+            state.writer = writer
+            return state.over
+        }
+        if over { Self.close(writer) }
+    }
+
+    func callOver() {
+        let writer = self.state.withLock { state in
+            state.over = true
+            return state.writer
+        }
+        if let writer { Self.close(writer) }
+    }
+
+    func markFinished() { self.state.withLock { $0.finished = true } }
+
+    private static func close(_ writer: LegWriter) {
+        writer.close(reason: "call ended")
+        writer.finish()
     }
 }
 
