@@ -70,6 +70,8 @@ let package = Package(
                 // Silero VAD v6, 8 kHz weights (MIT, Silero Team), from scripts/silero/export_weights.py.
                 .copy("Resources/silero_vad_v6_8k.f32"),
                 .copy("Resources/LICENSE.silero-vad"),
+                // The default fallback prompt (scripts/make-fallback-prompt.sh: espeak-ng + sox), 8 kHz μ-law.
+                .copy("Resources/fallback-prompt.ulaw"),
             ],
             swiftSettings: strict
         ),

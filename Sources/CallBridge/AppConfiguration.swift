@@ -64,6 +64,9 @@ public struct AppConfiguration: Sendable {
     public var startTimeout: Duration
     /// Calls are ended (cleanly, as `max_duration`) after this long.
     public var maxCallDuration: Duration
+    /// What the caller hears when the model's service fails for good: `nil` the bundled prompt, `"none"` nothing,
+    /// else a file (8 kHz μ-law raw, or any common WAV).
+    public var fallbackPrompt: String?
 
     public init(
         host: String = "0.0.0.0",
@@ -87,8 +90,10 @@ public struct AppConfiguration: Sendable {
         insecureNoSignature: Bool = false,
         callTokenLifetime: Duration = .seconds(300),
         startTimeout: Duration = .seconds(10),
-        maxCallDuration: Duration = .seconds(4 * 3600)
+        maxCallDuration: Duration = .seconds(4 * 3600),
+        fallbackPrompt: String? = nil
     ) {
+        self.fallbackPrompt = fallbackPrompt
         self.twilioAuthToken = twilioAuthToken
         self.insecureNoSignature = insecureNoSignature
         self.callTokenLifetime = callTokenLifetime

@@ -82,7 +82,9 @@ public struct BridgeServer: Sendable {
             endpoint.set(.remote(self.configuration))
             agentURL.set(nil)
         }
-        let app = self.makeApplication(endpoint: endpoint, makeConfirmer: makeConfirmer) { port in
+        var call = self.configuration.call
+        call.fallbackPrompt = try FallbackPromptLoader.load(self.configuration.fallbackPrompt)
+        let app = self.makeApplication(endpoint: endpoint, call: call, makeConfirmer: makeConfirmer) { port in
             await onReady(Ready(port: port, echoAgentURL: await agentURL.value))
         }
         services.append(app)
@@ -110,6 +112,7 @@ public struct BridgeServer: Sendable {
 
     func makeApplication(
         endpoint: AsyncValue<RealtimeEndpoint>,
+        call: CallConfiguration,
         makeConfirmer: @escaping @Sendable () -> (any SpeechConfirmer)?,
         onRunning: @escaping @Sendable (Int) async -> Void
     ) -> some ApplicationProtocol {
@@ -201,7 +204,7 @@ public struct BridgeServer: Sendable {
             return twiml(FormURLEncoded.parse(request.uri.query ?? ""))
         }
         let session = CallSession(
-            configuration: configuration.call,
+            configuration: call,
             endpoint: { await endpoint.value },
             makeConfirmer: makeConfirmer,
             ticker: self.ticker,

@@ -26,3 +26,35 @@ public enum SileroLoader {
         }
     }
 }
+
+/// Loads the fallback prompt: the bundled one, a raw 8 kHz μ-law file, or a WAV converted to it.
+public enum FallbackPromptLoader {
+    public static func load(_ setting: String?) throws -> [UInt8]? {
+        if setting == "none" { return nil }
+        let url: URL
+        if let path = setting {
+            url = URL(fileURLWithPath: path)
+        } else {
+            guard let bundled = Bundle.module.url(forResource: "fallback-prompt", withExtension: "ulaw") else {
+                throw CallBridgeError(.configurationInvalid, "the bundled fallback prompt (fallback-prompt.ulaw) is missing from the build")
+            }
+            url = bundled
+        }
+        let bytes: [UInt8]
+        do {
+            bytes = Array(try Data(contentsOf: url))
+        } catch {
+            throw CallBridgeError(.configurationInvalid, "cannot read the fallback prompt at \(url.path): \(error)")
+        }
+        guard url.pathExtension.lowercased() == "wav" else {
+            guard !bytes.isEmpty else { throw CallBridgeError(.configurationInvalid, "the fallback prompt \(url.path) is empty") }
+            return bytes
+        }
+        do {
+            let wav = try WAV.decode(bytes)
+            return MuLaw.encode(Resampler.resample(wav.samples, from: wav.sampleRate, to: AudioFrame.sampleRate))
+        } catch {
+            throw CallBridgeError(.configurationInvalid, "the fallback prompt \(url.path) is not a WAV file this build reads: \(error)")
+        }
+    }
+}

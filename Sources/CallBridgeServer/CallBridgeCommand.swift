@@ -146,6 +146,9 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Calls are ended cleanly after this many seconds. (env: CALLBRIDGE_MAX_CALL_DURATION, default: 14400)")
     var maxCallDuration: Int?
 
+    @Option(help: "What the caller hears when the model's service fails for good, before the call ends: a raw 8 kHz μ-law file or a WAV, or none. (env: CALLBRIDGE_FALLBACK_PROMPT, default: a bundled spoken apology)")
+    var fallbackPrompt: String?
+
     @Option(help: "Concurrent calls admitted; more are rejected and /readyz answers 503. (env: CALLBRIDGE_MAX_CALLS, default: unlimited)")
     var maxCalls: Int?
 
@@ -204,7 +207,8 @@ struct Run: AsyncParsableCommand {
             twilioAuthToken: environment("TWILIO_AUTH_TOKEN"),
             callTokenLifetime: .seconds(try resolve(self.callTokenLifetime, "CALLBRIDGE_CALL_TOKEN_LIFETIME", { Int($0) }, default: 300)),
             startTimeout: .seconds(try resolve(self.startTimeout, "CALLBRIDGE_START_TIMEOUT", { Int($0) }, default: 10)),
-            maxCallDuration: .seconds(try resolve(self.maxCallDuration, "CALLBRIDGE_MAX_CALL_DURATION", { Int($0) }, default: 4 * 3600))
+            maxCallDuration: .seconds(try resolve(self.maxCallDuration, "CALLBRIDGE_MAX_CALL_DURATION", { Int($0) }, default: 4 * 3600)),
+            fallbackPrompt: self.fallbackPrompt ?? environment("CALLBRIDGE_FALLBACK_PROMPT")
         )
     }
 

@@ -95,3 +95,40 @@ extension BargeInTests {
         #expect(sm.counters.txQueueOverflowFrames == 40)
     }
 }
+
+extension BargeInTests {
+    /// The service drops mid-reply: the reply is cut, the fallback prompt plays, and the call ends once it has.
+    @Test func aLostServicePlaysTheFallbackPromptThenEnds() throws {
+        let prompt = tone(-12, frames: 5)
+        var sm = CallStateMachine(configuration: CallConfiguration(watchdog: .init(), fallbackPrompt: prompt), now: t(0))
+        _ = sm.handle(.realtimeConnected, now: t(5))
+        _ = sm.handle(.realtimeReceived(.sessionUpdated), now: t(10))
+        _ = sm.handle(.realtimeReceived(.responseCreated(responseID: "r1")), now: t(100))
+        let replyMarks = self.marks(sm.handle(.realtimeReceived(.audioDelta(responseID: "r1", itemID: "i1", audio: Self.ai)), now: t(100)))
+        let lost = sm.handle(.realtimeClosed(.closed("connection reset")), now: t(150))
+        #expect(lost.contains(.sendTwilio(.clear)), "what the model was saying is cut")
+        // Twilio answers a clear by echoing the marks it dropped.
+        for mark in replyMarks { _ = sm.handle(.twilioReceived(.mark(name: mark)), now: t(151)) }
+        #expect(!sm.isEnded)
+        #expect(sm.counters.fallbackPlayed)
+        // Late audio of the dead response never plays.
+        _ = sm.handle(.realtimeReceived(.audioDelta(responseID: "r1", itemID: "i1", audio: Self.ai)), now: t(160))
+        var sent: [[UInt8]] = lost.mediaFrames
+        var marks = self.marks(lost)
+        var now = 150
+        while !sm.isEnded && now < 2000 {
+            now += 20
+            let actions = sm.handle(.tick, now: t(now))
+            sent += actions.mediaFrames
+            marks += self.marks(actions)
+            // Twilio plays each frame and echoes its mark 20 ms later.
+            if let mark = marks.first, (now - 150) % 40 == 0 {
+                marks.removeFirst()
+                _ = sm.handle(.twilioReceived(.mark(name: mark)), now: t(now))
+            }
+        }
+        #expect(Array(sent.joined()) == prompt, "exactly the prompt, after the cut")
+        #expect(sm.endReason == .realtimeClosed)
+        #expect(try #require(sm.summary).jsonLine.contains(#""fallback_played":true"#))
+    }
+}

@@ -44,6 +44,14 @@ import FoundationNetworking
 
     static var logger: Logger { Self.logger() }
 
+    /// A half-second fallback prompt (a 1 kHz tone), so tests of upstream failure do not wait for the bundled one.
+    static let shortFallbackPrompt: String = {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("callbridge-fallback-\(UUID()).ulaw").path
+        let tone = (0..<4000).map { i in MuLaw.encode(Int16(8000 * sin(Double(i) / 8000 * 2 * .pi * 1000))) }
+        FileManager.default.createFile(atPath: path, contents: Data(tone))
+        return path
+    }()
+
     /// A loud, speech-like stretch (well above every detector's threshold), 20 ms frames.
     static func speech(_ frames: Int) -> [UInt8] {
         (0..<(frames * 160)).map { i in
@@ -73,6 +81,7 @@ import FoundationNetworking
         twilioAuthToken: String? = nil,
         startTimeout: Duration = .seconds(10),
         captureLogs: Bool = true,
+        fallbackPrompt: String? = Self.shortFallbackPrompt,
         _ body: @escaping @Sendable (_ call: Harness) async throws -> Void
     ) async throws {
         let agentEvents = Observations<EchoAgentServer.Observation>()
@@ -120,7 +129,8 @@ import FoundationNetworking
                 twilioAuthToken: twilioAuthToken,
                 // Without a token the tests play Twilio unsigned, as `--insecure-no-signature` allows.
                 insecureNoSignature: twilioAuthToken == nil,
-                startTimeout: startTimeout
+                startTimeout: startTimeout,
+                fallbackPrompt: fallbackPrompt
             )
             let log = try CallLog(path: FileManager.default.temporaryDirectory.appendingPathComponent("callbridge-e2e-\(UUID()).jsonl").path)
             log.observe { summary in
@@ -318,6 +328,8 @@ import FoundationNetworking
             try await call.calls.wait(upTo: .seconds(10)) { $0.count == 1 }
             #expect(result.closedByBridge, "the bridge hangs up the Twilio leg when the service goes away")
             #expect(call.calls.all.first?.endReason == .realtimeClosed)
+            #expect(call.calls.all.first?.counters.fallbackPlayed == true)
+            #expect(result.heard.contains(Self.fallbackTone), "the caller heard the fallback prompt, not dead air")
         }
     }
 
@@ -367,6 +379,7 @@ import FoundationNetworking
             try await call.calls.wait(upTo: .seconds(10)) { $0.count == 1 }
             #expect(result.closedByBridge)
             #expect(call.calls.all.first?.endReason == .realtimeConnectFailed)
+            #expect(result.heard.contains(Self.fallbackTone), "the caller heard the fallback prompt, not dead air")
         }
     }
 
@@ -478,5 +491,20 @@ struct CapturingLogHandler: LogHandler {
         let merged = self.metadata.merging(self.metadataProvider?.get() ?? [:]) { _, new in new }
             .merging(event.metadata ?? [:]) { _, new in new }
         self.lines.record(LogLine(level: event.level, message: "\(event.message)", metadata: merged.mapValues { "\($0)" }))
+    }
+}
+
+extension EndToEndTests {
+    /// A byte of the short fallback prompt's tone that silence and the echo agent's audio never contain.
+    static let fallbackTone: [UInt8] = {
+        let prompt = Array(FileManager.default.contents(atPath: shortFallbackPrompt) ?? Data())
+        return Array(prompt[800..<960])
+    }()
+}
+
+extension Array where Element == UInt8 {
+    func contains(_ run: [UInt8]) -> Bool {
+        guard run.count <= self.count, !run.isEmpty else { return false }
+        return (0...(self.count - run.count)).contains { self[$0..<($0 + run.count)].elementsEqual(run) }
     }
 }

@@ -15,6 +15,8 @@ public struct CallConfiguration: Sendable, Equatable {
     public var bargeIn: BargeInConfiguration
     /// Watchdogs; nil turns them off.
     public var watchdog: WatchdogConfiguration?
+    /// 8 kHz μ-law the caller hears when the model's service fails for good, before the call ends; nil: end at once.
+    public var fallbackPrompt: [UInt8]?
 
     public init(
         pacer: TxPacer.Configuration = .init(),
@@ -23,8 +25,10 @@ public struct CallConfiguration: Sendable, Equatable {
         session: RealtimeSessionSettings? = nil,
         sessionReadyTimeout: Duration = .seconds(10),
         bargeIn: BargeInConfiguration = .init(),
-        watchdog: WatchdogConfiguration? = .init()
+        watchdog: WatchdogConfiguration? = .init(),
+        fallbackPrompt: [UInt8]? = nil
     ) {
+        self.fallbackPrompt = fallbackPrompt
         self.pacer = pacer
         self.maxHeldInboundMessages = maxHeldInboundMessages
         self.maxQueuedFrames = maxQueuedFrames

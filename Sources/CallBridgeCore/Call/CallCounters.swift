@@ -67,6 +67,8 @@ public struct CallCounters: Sendable, Equatable {
     public var audioOutBytes = 0
     /// AI audio frames dropped because the TX queue was full (`maxQueuedFrames`).
     public var txQueueOverflowFrames = 0
+    /// The model's service failed and the caller heard the fallback prompt.
+    public var fallbackPlayed = false
 
     public init() {}
 
@@ -177,6 +179,7 @@ public struct CallSummary: Sendable, Equatable {
             ("audio_in_seconds", String(format2: Double(c.audioInBytes) / 8000)),
             ("audio_out_seconds", String(format2: Double(c.audioOutBytes) / 8000)),
             ("tx_queue_overflow_frames", String(c.txQueueOverflowFrames)),
+            ("fallback_played", c.fallbackPlayed ? "true" : "false"),
         ]
         if !self.customParameters.isEmpty {
             let params = self.customParameters.sorted { $0.key < $1.key }

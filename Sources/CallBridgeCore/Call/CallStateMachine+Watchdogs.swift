@@ -65,6 +65,7 @@ extension CallStateMachine {
     /// Shutdown: let the AI's last words play out (bounded), then end.
     mutating func shutdownRequested(now: CallInstant, into actions: inout [CallAction]) {
         guard self.draining == nil else { return }
+        self.drainReason = .shutdown
         guard let limits = self.configuration.watchdog, self.assistantAudioOutstanding, !self.isPaused else {
             self.end(.shutdown, now: now, into: &actions)
             return
@@ -77,6 +78,41 @@ extension CallStateMachine {
     /// Ends a draining call once everything sent was confirmed played.
     mutating func checkDrain(now: CallInstant, into actions: inout [CallAction]) {
         guard self.draining != nil, !self.assistantAudioOutstanding else { return }
-        self.end(.shutdown, now: now, into: &actions)
+        self.end(self.drainReason, now: now, into: &actions)
     }
+
+    /// The model's service is gone for this call (it refused, failed to connect, closed, or never got ready): never
+    /// leave the caller in dead air. What the model was saying is cut, the fallback prompt plays, and the call ends
+    /// as `reason` once Twilio confirms it played (or at the drain limit). Without a prompt the call ends at once.
+    mutating func upstreamLost(_ reason: EndReason, now: CallInstant, into actions: inout [CallAction]) {
+        guard self.endReason == nil, self.draining == nil else { return }
+        guard let prompt = self.configuration.fallbackPrompt, !prompt.isEmpty else {
+            self.end(reason, now: now, into: &actions)
+            return
+        }
+        if case .streaming(let active) = self.response { self.markDead(active.id) }
+        self.response = .idle
+        self.generation += 1
+        self.bargeIn = .listening
+        self.queue.removeAll()
+        self.chunker.reset()
+        self.pacer.stop()
+        if self.marks.playableCount > 0 {
+            actions.append(.sendTwilio(.clear))
+            self.marks.clearSent(at: now)
+        }
+        self.playback = nil
+        var chunker = FrameChunker()
+        chunker.append(prompt)
+        while let frame = chunker.nextFrame() { self.queue.append(.init(bytes: frame, itemID: Self.fallbackItemID)) }
+        if let tail = chunker.finish() { self.queue.append(.init(bytes: tail, itemID: Self.fallbackItemID)) }
+        self.counters.fallbackPlayed = true
+        self.drainReason = reason
+        let timer = self.makeTimer(.audioDrain)
+        self.draining = timer
+        let length = Duration.milliseconds(AudioFrame.milliseconds(ofBytes: prompt.count))
+        actions.append(.scheduleTimer(timer, at: now + length + (self.configuration.watchdog?.audioDrainLimit ?? .seconds(5))))
+    }
+
+    static let fallbackItemID = "cb_fallback"
 }

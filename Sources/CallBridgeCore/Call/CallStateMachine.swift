@@ -77,6 +77,8 @@ public struct CallStateMachine: Sendable {
     var callerSpeechEnd: CallInstant?
     var turnAwaitingFirstFrame = false
     var turnAwaitingPlayed: (mark: String, speechEnd: CallInstant)?
+    /// Why a draining call ends once its audio has played (`shutdown`, or the upstream failure behind a fallback).
+    var drainReason: EndReason = .shutdown
 
     // Barge-in engine (see CallStateMachine+BargeIn.swift).
     var vad: EnergyVAD
@@ -178,8 +180,8 @@ public struct CallStateMachine: Sendable {
         case .realtimeClosed(let closure):
             self.upstream = .closed
             switch closure {
-            case .connectFailed: self.end(.realtimeConnectFailed, now: now, into: &actions)
-            case .closed: self.end(.realtimeClosed, now: now, into: &actions)
+            case .connectFailed: self.upstreamLost(.realtimeConnectFailed, now: now, into: &actions)
+            case .closed: self.upstreamLost(.realtimeClosed, now: now, into: &actions)
             }
         case .tick:
             break
@@ -203,7 +205,7 @@ public struct CallStateMachine: Sendable {
         switch id.kind {
         case .sessionReady:
             if self.upstream != .ready {
-                self.end(.realtimeNotReady, now: now, into: &actions)
+                self.upstreamLost(.realtimeNotReady, now: now, into: &actions)
             }
         case .cancelTimeout:
             self.cancelTimedOut(id, now: now, into: &actions)
@@ -211,7 +213,7 @@ public struct CallStateMachine: Sendable {
             // Only the latest check counts: a stale firing does nothing.
             if id == self.watchdogTimer { self.watchdogCheck(now: now, into: &actions) }
         case .audioDrain:
-            if id == self.draining { self.end(.shutdown, now: now, into: &actions) }
+            if id == self.draining { self.end(self.drainReason, now: now, into: &actions) }
         case .falseTriggerCheck:
             if id == self.falseTriggerTimer { self.checkFalseTrigger(now: now, into: &actions) }
         case .pauseTimeout:
@@ -357,7 +359,7 @@ public struct CallStateMachine: Sendable {
         actions.append(.logUpstreamError(info))
         // A rejected configuration leaves a call that can neither hear nor speak: end it now.
         if info.eventID == Self.sessionUpdateEventID && self.upstream != .ready {
-            self.end(.realtimeRejected, now: now, into: &actions)
+            self.upstreamLost(.realtimeRejected, now: now, into: &actions)
         }
     }
 
