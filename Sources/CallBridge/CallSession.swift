@@ -16,8 +16,9 @@ import Synchronization
 final class CallSession: Sendable {
     enum Input: Sendable {
         case event(CallEvent)
-        case realtimeAttached(LegWriter)
-        case realtimeFinished
+        /// A Realtime leg (numbered: after a reconnect an old leg's late news must not touch the new one).
+        case realtimeAttached(LegWriter, leg: Int)
+        case realtimeFinished(leg: Int)
         case twilioFinished
         /// The ended call's close handshakes took too long: stop waiting for the peers.
         case closeGraceExpired
@@ -106,25 +107,29 @@ final class CallSession: Sendable {
                 // The Realtime leg runs outside the call's task group: a call that ends while the leg is still
                 // connecting must not cancel it mid-handshake (the WebSocket client then lingers for seconds), but
                 // tell it to close with a close frame as soon as it is up.
-                let realtimeLeg = RealtimeLegControl()
-                let realtimeTask = Task {
-                    defer { realtimeLeg.markFinished() }
-                    guard await admitted.value else {
-                        continuation.yield(.realtimeFinished)
-                        return
+                @Sendable func openRealtimeLeg(number: Int) -> (RealtimeLegControl, Task<Void, Never>) {
+                    let control = RealtimeLegControl(number: number)
+                    let task = Task {
+                        defer { control.markFinished() }
+                        guard await admitted.value else {
+                            continuation.yield(.realtimeFinished(leg: number))
+                            return
+                        }
+                        let endpoint = try? await withTimeout(Self.endpointWait) { await self.endpoint() }
+                        guard let endpoint else {
+                            continuation.yield(.event(.realtimeClosed(.connectFailed("the Realtime endpoint is not ready"))))
+                            continuation.yield(.realtimeFinished(leg: number))
+                            return
+                        }
+                        guard !control.isCallOver else {
+                            continuation.yield(.realtimeFinished(leg: number))
+                            return
+                        }
+                        await Self.runRealtimeLeg(endpoint, control: control, into: continuation, logger: baseLogger)
                     }
-                    let endpoint = try? await withTimeout(Self.endpointWait) { await self.endpoint() }
-                    guard let endpoint else {
-                        continuation.yield(.event(.realtimeClosed(.connectFailed("the Realtime endpoint is not ready"))))
-                        continuation.yield(.realtimeFinished)
-                        return
-                    }
-                    guard !realtimeLeg.isCallOver else {
-                        continuation.yield(.realtimeFinished)
-                        return
-                    }
-                    await Self.runRealtimeLeg(endpoint, control: realtimeLeg, into: continuation, logger: baseLogger)
+                    return (control, task)
                 }
+                var (realtimeLeg, realtimeTask) = openRealtimeLeg(number: 1)
 
                 var machine = CallStateMachine(
                     configuration: self.configuration,
@@ -154,12 +159,15 @@ final class CallSession: Sendable {
                         guard !started else { continue }
                         logger.warning("no start message: closing the stream", metadata: ["start.timeout_ms": .stringConvertible(self.security.startTimeout.components.seconds * 1000)])
                         event = .terminate(.noStart)
-                    case .realtimeAttached(let writer):
+                    case .realtimeAttached(let writer, let leg):
+                        guard leg == realtimeLeg.number else { continue }
                         realtime = writer
+                        realtimeOpen = true
                         dialect = writer.dialect
                         if machine.isEnded { writer.close(reason: "call ended") }
                         continue
-                    case .realtimeFinished:
+                    case .realtimeFinished(let leg):
+                        guard leg == realtimeLeg.number else { continue }
                         realtimeOpen = false
                         realtime = nil
                         if machine.isEnded && !twilioOpen { break loop }
@@ -233,6 +241,12 @@ final class CallSession: Sendable {
                             self.deliver(.event(.timerFired(timer)), at: self.timeline.instant(at), in: &group, to: continuation)
                         case .logBadMessage(let kind):
                             logger.warning("bad message", metadata: ["message.kind": .string(kind)])
+                        case .connectRealtime(let attempt):
+                            logger.notice("reconnecting the realtime leg", metadata: ["reconnect.attempt": .stringConvertible(attempt)])
+                            realtimeLeg.callOver()
+                            (realtimeLeg, realtimeTask) = openRealtimeLeg(number: realtimeLeg.number + 1)
+                            realtimeOpen = true
+                            realtime = nil
                         case .logWatchdog(let kind):
                             logger.warning("watchdog tripped", metadata: ["watchdog.kind": .string(kind)])
                         case .logUpstreamError(let info):
@@ -390,7 +404,7 @@ final class CallSession: Sendable {
                 let writer = LegWriter(dialect: endpoint.dialect)
                 // The call may already be over: then the writer's only job is the close frame.
                 control.attach(writer)
-                continuation.yield(.realtimeAttached(writer))
+                continuation.yield(.realtimeAttached(writer, leg: control.number))
                 continuation.yield(.event(.realtimeConnected))
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { await writer.drain(into: outbound, logger: logger) }
@@ -426,7 +440,7 @@ final class CallSession: Sendable {
                 continuation.yield(.event(.realtimeClosed(.connectFailed("\(error)"))))
             }
         }
-        continuation.yield(.realtimeFinished)
+        continuation.yield(.realtimeFinished(leg: control.number))
     }
 }
 
@@ -472,6 +486,10 @@ struct LegWriter: Sendable {
 /// Between a call and its Realtime leg: the call says when it is over (the leg then closes with a close frame,
 /// also if it connects only afterwards), the leg says when it has finished.
 final class RealtimeLegControl: Sendable {
+    let number: Int
+
+    init(number: Int) { self.number = number }
+
     private struct State {
         var over = false
         var finished = false

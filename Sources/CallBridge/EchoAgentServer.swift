@@ -21,6 +21,8 @@ public struct EchoAgentServer: Sendable {
         case clientEvent(connection: Int, type: String)
         case serverEvent(connection: Int, type: String)
         case disconnected(connection: Int)
+        /// The agent dropped the connection on purpose (`dropsMidReply`).
+        case dropped(connection: Int)
     }
 
     /// How the agent behaves on a connection.
@@ -32,6 +34,9 @@ public struct EchoAgentServer: Sendable {
         /// A service that refuses the session: answers `session.update` with an `invalid_api_key` error quoting the
         /// key it was sent, as real services do (for the test that no secret reaches a log line).
         case rejectsSession = "rejects-session"
+        /// Like `echo`, but the first connection closes (with a close frame) after the fifth audio delta of its
+        /// first reply: a service that drops mid-reply, for the reconnect tests.
+        case dropsMidReply = "drops-mid-reply"
     }
 
     public var host: String
@@ -124,6 +129,7 @@ public struct EchoAgentServer: Sendable {
                 await Self.serve(
                     EchoAgent(dialect: dialect, configuration: agentConfiguration),
                     connection: connection,
+                    dropAfterDeltas: behavior == .dropsMidReply && connection == 1 ? 5 : nil,
                     inbound: inbound,
                     outbound: outbound,
                     observer: observer,
@@ -155,6 +161,7 @@ public struct EchoAgentServer: Sendable {
     static func serve(
         _ initial: EchoAgent,
         connection: Int,
+        dropAfterDeltas: Int? = nil,
         inbound: WebSocketInboundStream,
         outbound: WebSocketOutboundWriter,
         observer: (@Sendable (Observation) -> Void)?,
@@ -174,8 +181,11 @@ public struct EchoAgentServer: Sendable {
                 }
                 continuation.yield(.closed)
             }
+            var deltasSent = 0
             func send(_ events: [String]) async -> Bool {
                 for event in events {
+                    if let limit = dropAfterDeltas, deltasSent >= limit { return false }
+                    if Self.type(of: event).hasSuffix("audio.delta") { deltasSent += 1 }
                     if let observer { observer(.serverEvent(connection: connection, type: Self.type(of: event))) }
                     do {
                         try await outbound.write(.text(event))
@@ -203,6 +213,10 @@ public struct EchoAgentServer: Sendable {
                     break loop
                 }
                 if open { open = await send(out) }
+                if let limit = dropAfterDeltas, deltasSent >= limit {
+                    observer?(.dropped(connection: connection))
+                    break loop  // returning from the handler closes the connection with a close frame
+                }
                 if let wake = agent.nextWakeup, armed != wake {
                     armed = wake
                     let deadline = timeline.instant(wake)

@@ -100,7 +100,8 @@ extension BargeInTests {
     /// The service drops mid-reply: the reply is cut, the fallback prompt plays, and the call ends once it has.
     @Test func aLostServicePlaysTheFallbackPromptThenEnds() throws {
         let prompt = tone(-12, frames: 5)
-        var sm = CallStateMachine(configuration: CallConfiguration(watchdog: .init(), fallbackPrompt: prompt), now: t(0))
+        // (No reconnects here: the outage is final at once.)
+        var sm = CallStateMachine(configuration: CallConfiguration(watchdog: .init(), fallbackPrompt: prompt, reconnect: nil), now: t(0))
         _ = sm.handle(.realtimeConnected, now: t(5))
         _ = sm.handle(.realtimeReceived(.sessionUpdated), now: t(10))
         _ = sm.handle(.realtimeReceived(.responseCreated(responseID: "r1")), now: t(100))
@@ -130,5 +131,41 @@ extension BargeInTests {
         #expect(Array(sent.joined()) == prompt, "exactly the prompt, after the cut")
         #expect(sm.endReason == .realtimeClosed)
         #expect(try #require(sm.summary).jsonLine.contains(#""fallback_played":true"#))
+    }
+}
+
+extension BargeInTests {
+    /// A drop after the session was up: reconnect with backoff, caller audio held meanwhile and forwarded once the new
+    /// session is configured; after `maxAttempts` failures in a row the outage is final.
+    @Test func aDropIsReconnectedWithBackoffAndTheCallersAudioIsHeld() {
+        let policy = ReconnectPolicy(maxAttempts: 2, initialBackoff: .milliseconds(100), maxBackoff: .seconds(1))
+        #expect(policy.backoff(attempt: 1) == .milliseconds(100))
+        #expect(policy.backoff(attempt: 2) == .milliseconds(200))
+        #expect(ReconnectPolicy().backoff(attempt: 10) == .seconds(3))
+        var sm = CallStateMachine(configuration: CallConfiguration(watchdog: nil, reconnect: policy), now: t(0))
+        _ = sm.handle(.realtimeConnected, now: t(5))
+        _ = sm.handle(.realtimeReceived(.sessionUpdated), now: t(10))
+        let dropped = sm.handle(.realtimeClosed(.closed("reset")), now: t(100))
+        #expect(dropped.contains(.scheduleTimer(TimerID(.reconnect, generation: 1), at: t(200))))
+        #expect(!sm.isEnded)
+        // Caller audio during the outage is held, not lost.
+        _ = sm.handle(.twilioReceived(.media(payload: Self.silencePayload)), now: t(120))
+        #expect(sm.handle(.timerFired(TimerID(.reconnect, generation: 1)), now: t(200)) == [.connectRealtime(attempt: 1)])
+        // The first attempt fails; the second one works.
+        let failed = sm.handle(.realtimeClosed(.connectFailed("refused")), now: t(250))
+        #expect(failed.contains(.scheduleTimer(TimerID(.reconnect, generation: 2), at: t(450))))
+        _ = sm.handle(.timerFired(TimerID(.reconnect, generation: 2)), now: t(450))
+        let connected = sm.handle(.realtimeConnected, now: t(500))
+        #expect(connected.contains { if case .sendRealtime(.sessionUpdate) = $0 { true } else { false } })
+        let ready = sm.handle(.realtimeReceived(.sessionUpdated), now: t(520))
+        #expect(ready == [.sendRealtime(.inputAudioAppend(base64: Self.silencePayload))], "the held audio goes to the new session")
+        #expect(sm.counters.upstreamReconnects == 2)
+        #expect(sm.counters.upstreamOutages == 1)
+        #expect(sm.counters.upstreamGapMax == .milliseconds(420))
+        // A later drop starts over with a fresh budget; two failures in a row end the call.
+        _ = sm.handle(.realtimeClosed(.closed("reset")), now: t(1000))
+        _ = sm.handle(.realtimeClosed(.connectFailed("refused")), now: t(1150))
+        let final = sm.handle(.realtimeClosed(.connectFailed("refused")), now: t(1400))
+        #expect(final.contains(.endCall(.realtimeConnectFailed)))
     }
 }

@@ -156,6 +156,7 @@ enum Replay {
         case .logWatchdog(let kind): "log.watchdog \(kind)"
         case .scheduleTimer(let id, let at): "timer \(id) at \(at.offset.wholeMilliseconds)"
         case .endCall(let reason): "end \(reason.rawValue)"
+        case .connectRealtime(let attempt): "realtime.connect attempt=\(attempt)"
         }
     }
 

@@ -326,8 +326,10 @@ import FoundationNetworking
             call.stopAgent()
             let result = try await dialed
             try await call.calls.wait(upTo: .seconds(10)) { $0.count == 1 }
-            #expect(result.closedByBridge, "the bridge hangs up the Twilio leg when the service goes away")
-            #expect(call.calls.all.first?.endReason == .realtimeClosed)
+            #expect(result.closedByBridge, "the bridge hangs up the Twilio leg when the service goes away for good")
+            // It was up, so the bridge tried to reconnect, five times with backoff, before giving up.
+            #expect(call.calls.all.first?.endReason == .realtimeConnectFailed)
+            #expect(call.calls.all.first?.counters.upstreamReconnects == 5)
             #expect(call.calls.all.first?.counters.fallbackPlayed == true)
             #expect(result.heard.contains(Self.fallbackTone), "the caller heard the fallback prompt, not dead air")
         }

@@ -366,3 +366,33 @@ extension EndToEndTests {
         }
     }
 }
+
+extension EndToEndTests {
+    /// The service drops the connection (with a close frame) in the middle of its first reply: the call goes on,
+    /// the bridge reconnects and configures the new session, and the caller's next turn is answered on it.
+    @Test func aServiceDroppingMidReplyIsReconnectedAndTheCallGoesOn() async throws {
+        try await Self.withBridge(dialect: .ga, agent: .init(speedFactor: 1), behavior: .dropsMidReply) { call in
+            let options = DialClient.Options(
+                url: "ws://127.0.0.1:\(call.port)/twilio/media",
+                callerAudio: Self.silence(5) + Self.speech(40) + Self.silence(60) + Self.speech(30) + Self.silence(150),
+                duration: .milliseconds(6000)
+            )
+            let result = try await withTimeout(.seconds(20)) { try await DialClient(options: options, logger: Self.logger).run() }
+            try await call.calls.wait(upTo: .seconds(10)) { $0.count == 1 }
+            let summary = try #require(call.calls.all.first)
+            #expect(summary.endReason == .twilioStop, "the call survived the drop")
+            #expect(!result.closedByBridge)
+            #expect(call.agentEvents.all.contains(.dropped(connection: 1)))
+            #expect(call.agentEvents.all.contains(.connected(connection: 2, dialect: .ga)))
+            #expect(call.agentEvents.all.contains(.clientEvent(connection: 2, type: "session.update")), "the new session is configured")
+            #expect(call.agentEvents.all.contains(.clientEvent(connection: 2, type: "input_audio_buffer.append")))
+            #expect(summary.counters.upstreamReconnects == 1)
+            #expect(summary.counters.upstreamOutages == 1)
+            #expect(summary.counters.upstreamGapMax < .seconds(2))
+            #expect(!summary.counters.fallbackPlayed)
+            // The second turn was answered on the new session: audio reached the caller after the second utterance.
+            let secondUtteranceEnd = try #require(result.trace.callerUtteranceEnds.dropFirst().first)
+            #expect(result.trace.mediaArrivals.contains { $0.at > secondUtteranceEnd }, "audio resumed after the reconnect")
+        }
+    }
+}

@@ -15,6 +15,8 @@ public struct CallConfiguration: Sendable, Equatable {
     public var bargeIn: BargeInConfiguration
     /// Watchdogs; nil turns them off.
     public var watchdog: WatchdogConfiguration?
+    /// Reconnecting a Realtime leg that drops after its session was up; nil: a drop ends the call (with the fallback).
+    public var reconnect: ReconnectPolicy?
     /// 8 kHz μ-law the caller hears when the model's service fails for good, before the call ends; nil: end at once.
     public var fallbackPrompt: [UInt8]?
 
@@ -26,8 +28,10 @@ public struct CallConfiguration: Sendable, Equatable {
         sessionReadyTimeout: Duration = .seconds(10),
         bargeIn: BargeInConfiguration = .init(),
         watchdog: WatchdogConfiguration? = .init(),
-        fallbackPrompt: [UInt8]? = nil
+        fallbackPrompt: [UInt8]? = nil,
+        reconnect: ReconnectPolicy? = .init()
     ) {
+        self.reconnect = reconnect
         self.fallbackPrompt = fallbackPrompt
         self.pacer = pacer
         self.maxHeldInboundMessages = maxHeldInboundMessages
@@ -37,5 +41,25 @@ public struct CallConfiguration: Sendable, Equatable {
         self.sessionReadyTimeout = sessionReadyTimeout
         self.bargeIn = bargeIn
         self.watchdog = watchdog
+    }
+}
+
+/// Bounded exponential backoff for Realtime reconnects: attempt n waits `initialBackoff` × 2^(n−1), at most
+/// `maxBackoff`; after `maxAttempts` failed attempts in a row the outage is final.
+public struct ReconnectPolicy: Sendable, Equatable {
+    public var maxAttempts: Int
+    public var initialBackoff: Duration
+    public var maxBackoff: Duration
+
+    public init(maxAttempts: Int = 5, initialBackoff: Duration = .milliseconds(200), maxBackoff: Duration = .seconds(3)) {
+        self.maxAttempts = maxAttempts
+        self.initialBackoff = initialBackoff
+        self.maxBackoff = maxBackoff
+    }
+
+    public func backoff(attempt: Int) -> Duration {
+        var delay = self.initialBackoff
+        for _ in 1..<max(attempt, 1) where delay < self.maxBackoff { delay = delay * 2 }
+        return min(delay, self.maxBackoff)
     }
 }

@@ -69,6 +69,11 @@ public struct CallCounters: Sendable, Equatable {
     public var txQueueOverflowFrames = 0
     /// The model's service failed and the caller heard the fallback prompt.
     public var fallbackPlayed = false
+    /// Outages of the Realtime leg that ended in a working session again, and their total and longest length
+    /// (drop → `session.updated` on the new leg).
+    public var upstreamOutages = 0
+    public var upstreamGapTotal: Duration = .zero
+    public var upstreamGapMax: Duration = .zero
 
     public init() {}
 
@@ -180,6 +185,9 @@ public struct CallSummary: Sendable, Equatable {
             ("audio_out_seconds", String(format2: Double(c.audioOutBytes) / 8000)),
             ("tx_queue_overflow_frames", String(c.txQueueOverflowFrames)),
             ("fallback_played", c.fallbackPlayed ? "true" : "false"),
+            ("upstream_outages", String(c.upstreamOutages)),
+            ("upstream_gap_total_ms", String(c.upstreamGapTotal.wholeMilliseconds)),
+            ("upstream_gap_max_ms", String(c.upstreamGapMax.wholeMilliseconds)),
         ]
         if !self.customParameters.isEmpty {
             let params = self.customParameters.sorted { $0.key < $1.key }

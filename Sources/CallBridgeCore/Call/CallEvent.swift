@@ -52,6 +52,8 @@ public struct TimerID: Hashable, Sendable, CustomStringConvertible {
         case falseTriggerCheck
         /// A tentative pause's own deadline.
         case pauseTimeout
+        /// The next attempt to reconnect the Realtime leg is due.
+        case reconnect
     }
 
     public var kind: Kind
@@ -98,6 +100,8 @@ public enum CallAction: Sendable, Equatable {
     case scheduleTimer(TimerID, at: CallInstant)
     /// A watchdog tripped (logged once per trip).
     case logWatchdog(kind: String)
+    /// Open a new Realtime leg (a reconnect after the last one dropped).
+    case connectRealtime(attempt: Int)
     /// Close both legs cleanly and write the call log line.
     case endCall(EndReason)
 }

@@ -115,4 +115,35 @@ extension CallStateMachine {
     }
 
     static let fallbackItemID = "cb_fallback"
+
+    /// A drop is worth reconnecting after the session had been up (a leg that never came up points at
+    /// configuration: a wrong key, URL or quota), while the call is not ending, and while attempts remain.
+    var shouldReconnect: Bool {
+        guard let policy = self.configuration.reconnect, self.sessionWasReady, self.draining == nil else { return false }
+        return self.reconnectAttempts < policy.maxAttempts
+    }
+
+    /// The Realtime leg dropped: keep the call, hold the caller's audio, and open a new leg after the backoff. What
+    /// was already queued of the reply plays on; the rest of that reply is lost with the old session.
+    mutating func startReconnect(now: CallInstant, into actions: inout [CallAction]) {
+        guard let policy = self.configuration.reconnect else { return }
+        self.upstream = .reconnecting
+        if self.outageStartedAt == nil { self.outageStartedAt = now }
+        switch self.response {
+        case .streaming(let active):
+            self.markDead(active.id)
+            self.audioFinished(responseID: active.id)
+            self.response = .idle
+        case .cancelling, .interrupted:
+            self.response = .idle
+        case .idle:
+            break
+        }
+        // Nothing more arrives from the old session; the new one numbers its responses afresh.
+        self.deadResponseIDs.removeAll()
+        self.reconnectAttempts += 1
+        self.counters.upstreamReconnects += 1
+        let timer = self.makeTimer(.reconnect)
+        actions.append(.scheduleTimer(timer, at: now + policy.backoff(attempt: self.reconnectAttempts)))
+    }
 }

@@ -14,6 +14,9 @@ public struct CallStateMachine: Sendable {
         case configuring
         /// Caller audio flows straight through. → `.closed`.
         case ready
+        /// The leg dropped after its session was up; a new one is being opened (caller audio is held meanwhile).
+        /// → `.configuring` on connect; → `.closed` when the attempts run out.
+        case reconnecting
         /// Gone; the call is ending.
         case closed
     }
@@ -77,6 +80,12 @@ public struct CallStateMachine: Sendable {
     var callerSpeechEnd: CallInstant?
     var turnAwaitingFirstFrame = false
     var turnAwaitingPlayed: (mark: String, speechEnd: CallInstant)?
+    // Reconnects (see startReconnect).
+    var sessionWasReady = false
+    var reconnectAttempts = 0
+    var outageStartedAt: CallInstant?
+    var reconnectReadyTimer: TimerID?
+
     /// Why a draining call ends once its audio has played (`shutdown`, or the upstream failure behind a fallback).
     var drainReason: EndReason = .shutdown
 
@@ -169,6 +178,12 @@ public struct CallStateMachine: Sendable {
         case .twilioClosed:
             self.end(.twilioClosed, now: now, into: &actions)
         case .realtimeConnected:
+            if self.upstream == .reconnecting {
+                // A new session: schedule its readiness deadline like the first one's.
+                let timer = self.makeTimer(.sessionReady)
+                self.reconnectReadyTimer = timer
+                actions.append(.scheduleTimer(timer, at: now + self.configuration.sessionReadyTimeout))
+            }
             self.upstream = .configuring
             actions.append(.sendRealtime(.sessionUpdate(self.configuration.session, eventID: Self.sessionUpdateEventID)))
         case .realtimeReceived(let serverEvent):
@@ -178,6 +193,11 @@ public struct CallStateMachine: Sendable {
         case .realtimeUnexpectedFrame:
             self.badMessage(kind: "realtime.unexpected_frame", into: &actions)
         case .realtimeClosed(let closure):
+            guard self.endReason == nil else { break }
+            if self.shouldReconnect {
+                self.startReconnect(now: now, into: &actions)
+                break
+            }
             self.upstream = .closed
             switch closure {
             case .connectFailed: self.upstreamLost(.realtimeConnectFailed, now: now, into: &actions)
@@ -204,6 +224,7 @@ public struct CallStateMachine: Sendable {
     mutating func timerFired(_ id: TimerID, now: CallInstant, into actions: inout [CallAction]) {
         switch id.kind {
         case .sessionReady:
+            if id.generation != 0 && id != self.reconnectReadyTimer { break }
             if self.upstream != .ready {
                 self.upstreamLost(.realtimeNotReady, now: now, into: &actions)
             }
@@ -218,6 +239,8 @@ public struct CallStateMachine: Sendable {
             if id == self.falseTriggerTimer { self.checkFalseTrigger(now: now, into: &actions) }
         case .pauseTimeout:
             self.pauseTimedOut(id, now: now, into: &actions)
+        case .reconnect:
+            if self.upstream == .reconnecting { actions.append(.connectRealtime(attempt: self.reconnectAttempts)) }
         }
     }
 
@@ -282,7 +305,7 @@ public struct CallStateMachine: Sendable {
         switch self.upstream {
         case .ready:
             actions.append(.sendRealtime(.inputAudioAppend(base64: payload)))
-        case .connecting, .configuring:
+        case .connecting, .configuring, .reconnecting:
             if self.heldInbound.count >= self.configuration.maxHeldInboundMessages {
                 self.heldInbound.removeFirst()
                 self.counters.rxDroppedBeforeReady += 1
@@ -302,7 +325,16 @@ public struct CallStateMachine: Sendable {
         case .sessionUpdated:
             guard self.upstream == .configuring else { break }
             self.upstream = .ready
-            self.counters.realtimeReadyAt = now - self.startedAt
+            if self.counters.realtimeReadyAt == nil { self.counters.realtimeReadyAt = now - self.startedAt }
+            self.sessionWasReady = true
+            self.reconnectAttempts = 0
+            if let outage = self.outageStartedAt {
+                let gap = now - outage
+                self.counters.upstreamOutages += 1
+                self.counters.upstreamGapTotal += gap
+                self.counters.upstreamGapMax = max(self.counters.upstreamGapMax, gap)
+                self.outageStartedAt = nil
+            }
             for payload in self.heldInbound {
                 actions.append(.sendRealtime(.inputAudioAppend(base64: payload)))
             }
