@@ -169,3 +169,25 @@ extension BargeInTests {
         #expect(final.contains(.endCall(.realtimeConnectFailed)))
     }
 }
+
+@Suite struct ConversationLogTests {
+    @Test func anInterruptedTurnIsCutToWhatWasHeardAndTheLogIsBounded() {
+        var log = ConversationLog()
+        log.record(itemID: "u1", role: .user, text: "  What are your opening hours? ")
+        log.record(itemID: "a1", role: .assistant, text: "We open at nine and close at six on weekdays and at noon on Saturdays.")
+        log.heard(itemID: "a1", played: 4000, produced: 10000)
+        log.record(itemID: "a2", role: .assistant, text: "Sure.")
+        log.heard(itemID: "a2", played: 0, produced: 1600)
+        #expect(log.turns == [
+            ConversationTurn(role: .user, text: "What are your opening hours?"),
+            ConversationTurn(role: .assistant, text: "We open at nine and close…"),
+        ], "40 % of 14 words is 5; a turn not heard at all is not replayed")
+        log.maxTurns = 2
+        log.record(itemID: "u2", role: .user, text: "Thanks.")
+        #expect(log.turns.map(\.text) == ["Thanks."], "the oldest turns make room (a2, heard of nothing, stays out)")
+        #expect(RealtimeCodec.encode(.conversationItemCreate(role: .assistant, text: "Hi \"there\"", eventID: "e1"), dialect: .beta)
+            == #"{"type":"conversation.item.create","event_id":"e1","item":{"type":"message","role":"assistant","content":[{"type":"text","text":"Hi \"there\""}]}}"#)
+        #expect(RealtimeCodec.encode(.conversationItemCreate(role: .user, text: "Hi", eventID: "e2"), dialect: .ga)
+            == #"{"type":"conversation.item.create","event_id":"e2","item":{"type":"message","role":"user","content":[{"type":"input_text","text":"Hi"}]}}"#)
+    }
+}

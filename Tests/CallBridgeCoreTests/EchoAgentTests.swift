@@ -36,10 +36,11 @@ import Testing
         }
         let types = self.types(out)
         #expect(
-            Array(types.prefix(9)) == [
+            Array(types.prefix(10)) == [
                 "input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped", "input_audio_buffer.committed",
-                "conversation.item.created", "response.created", "response.output_item.added", "conversation.item.created",
-                "response.content_part.added", "response.output_audio.delta",
+                "conversation.item.created", "conversation.item.input_audio_transcription.completed", "response.created",
+                "response.output_item.added", "conversation.item.created", "response.content_part.added",
+                "response.output_audio.delta",
             ]
         )
         let started = self.parsed(out).first { $0["type"] as? String == "input_audio_buffer.speech_started" }

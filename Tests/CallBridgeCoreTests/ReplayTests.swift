@@ -151,6 +151,7 @@ enum Replay {
         case .sendRealtime(.responseCancel(let responseID, let eventID)): "realtime.response.cancel \(responseID) \(eventID)"
         case .sendRealtime(.itemTruncate(let itemID, let ms, let eventID)): "realtime.truncate \(itemID) audio_end_ms=\(ms) \(eventID)"
         case .sendRealtime(.responseCreate(let eventID)): "realtime.response.create \(eventID)"
+        case .sendRealtime(.conversationItemCreate(let role, let text, let eventID)): "realtime.item.create \(role.rawValue) \(JSONText.quoted(text)) \(eventID)"
         case .logBadMessage(let kind): "log.bad_message \(kind)"
         case .logUpstreamError(let info): "log.upstream_error \(info.code ?? "-")"
         case .logWatchdog(let kind): "log.watchdog \(kind)"

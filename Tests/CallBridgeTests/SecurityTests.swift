@@ -386,6 +386,12 @@ extension EndToEndTests {
             #expect(call.agentEvents.all.contains(.connected(connection: 2, dialect: .ga)))
             #expect(call.agentEvents.all.contains(.clientEvent(connection: 2, type: "session.update")), "the new session is configured")
             #expect(call.agentEvents.all.contains(.clientEvent(connection: 2, type: "input_audio_buffer.append")))
+            // The conversation so far (the caller's first turn, as transcribed) was replayed into the new session
+            // before its audio.
+            let second = call.agentEvents.all.compactMap { if case .clientEvent(2, let type) = $0 { type } else { nil } }
+            let replayed = try #require(second.firstIndex(of: "conversation.item.create"))
+            #expect(replayed < second.firstIndex(of: "input_audio_buffer.append")!)
+            #expect(summary.counters.replayedItems >= 1)
             #expect(summary.counters.upstreamReconnects == 1)
             #expect(summary.counters.upstreamOutages == 1)
             #expect(summary.counters.upstreamGapMax < .seconds(2))

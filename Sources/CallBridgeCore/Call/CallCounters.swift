@@ -74,6 +74,8 @@ public struct CallCounters: Sendable, Equatable {
     public var upstreamOutages = 0
     public var upstreamGapTotal: Duration = .zero
     public var upstreamGapMax: Duration = .zero
+    /// Conversation items replayed into new sessions after reconnects.
+    public var replayedItems = 0
 
     public init() {}
 
@@ -188,6 +190,7 @@ public struct CallSummary: Sendable, Equatable {
             ("upstream_outages", String(c.upstreamOutages)),
             ("upstream_gap_total_ms", String(c.upstreamGapTotal.wholeMilliseconds)),
             ("upstream_gap_max_ms", String(c.upstreamGapMax.wholeMilliseconds)),
+            ("replayed_items", String(c.replayedItems)),
         ]
         if !self.customParameters.isEmpty {
             let params = self.customParameters.sorted { $0.key < $1.key }

@@ -351,6 +351,7 @@ extension CallStateMachine {
             )
             self.counters.truncatesSent += 1
             self.counters.truncationAudioEndMs.append(AudioFrame.milliseconds(ofBytes: played))
+            self.conversation.heard(itemID: item.itemID, played: played, produced: item.producedBytes)
         }
         if newer == nil {
             self.playback = nil

@@ -80,6 +80,9 @@ public struct CallStateMachine: Sendable {
     var callerSpeechEnd: CallInstant?
     var turnAwaitingFirstFrame = false
     var turnAwaitingPlayed: (mark: String, speechEnd: CallInstant)?
+    /// What was said so far, to replay after a reconnect.
+    var conversation = ConversationLog()
+
     // Reconnects (see startReconnect).
     var sessionWasReady = false
     var reconnectAttempts = 0
@@ -322,6 +325,10 @@ public struct CallStateMachine: Sendable {
         switch event {
         case .sessionCreated:
             break
+        case .inputTranscript(let itemID, let transcript):
+            self.conversation.record(itemID: itemID, role: .user, text: transcript)
+        case .outputTranscript(let itemID, let transcript):
+            self.conversation.record(itemID: itemID, role: .assistant, text: transcript)
         case .sessionUpdated:
             guard self.upstream == .configuring else { break }
             self.upstream = .ready
@@ -329,6 +336,11 @@ public struct CallStateMachine: Sendable {
             self.sessionWasReady = true
             self.reconnectAttempts = 0
             if let outage = self.outageStartedAt {
+                // A new session knows nothing: give it the conversation so far before the held audio.
+                for turn in self.conversation.turns {
+                    actions.append(.sendRealtime(.conversationItemCreate(role: turn.role, text: turn.text, eventID: self.makeEventID("replay"))))
+                    self.counters.replayedItems += 1
+                }
                 let gap = now - outage
                 self.counters.upstreamOutages += 1
                 self.counters.upstreamGapTotal += gap

@@ -67,6 +67,8 @@ public struct EchoAgent: Sendable {
     var pendingSpeechStart: (reportAt: Int, onset: Int)?
 
     var reply: Reply?
+    /// Utterances heard on this connection (for the transcripts).
+    var utterancesHeard = 0
     /// The last utterance heard, replayed when the client asks for a response itself.
     var lastUtterance: [UInt8] = []
     /// Audio bytes sent per assistant item, to check truncation requests.
@@ -130,6 +132,9 @@ public struct EchoAgent: Sendable {
             return self.startReply(self.lastUtterance, now: now)
         case "conversation.item.truncate":
             return self.truncate(itemID: message.item_id, audioEndMs: message.audio_end_ms, eventID: message.event_id)
+        case "conversation.item.create":
+            // Accepted into the conversation (a replay after a reconnect); the echo agent has no use for text.
+            return [self.event("conversation.item.created", ["item": "{\"id\":\(JSONText.quoted(self.makeID("item"))),\"type\":\"message\"}"])]
         default:
             return []
         }
@@ -287,6 +292,15 @@ public struct EchoAgent: Sendable {
                 ["item": "{\"id\":\(JSONText.quoted(item)),\"type\":\"message\",\"role\":\"user\"}"]
             ),
         ]
+        // A transcript of sorts (the echo agent understands no words): how long the caller spoke.
+        self.utterancesHeard += 1
+        out.append(
+            self.event(
+                "conversation.item.input_audio_transcription.completed",
+                ["item_id": JSONText.quoted(item), "content_index": "0",
+                 "transcript": JSONText.quoted("utterance \(self.utterancesHeard) of \((endByte - onsetByte) / 8) ms")]
+            )
+        )
         self.resetTurn()
         self.lastUtterance = utterance
         if self.turnDetection.createResponse && self.reply == nil {

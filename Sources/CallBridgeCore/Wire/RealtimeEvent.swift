@@ -36,6 +36,9 @@ public struct RealtimeSessionSettings: Sendable, Equatable {
     public var instructions: String
     public var voice: String
     public var turnDetection: TurnDetectionSettings
+    /// Ask the service to transcribe the caller (needed to replay the conversation into a new session after a
+    /// reconnect); the model is the dialect's usual one.
+    public var transcribeInput: Bool
 
     /// The default voice of each dialect: `marin` is GA-only; beta (Azure preview) deployments know `alloy`.
     public static func defaultVoice(for dialect: RealtimeDialect) -> String {
@@ -45,8 +48,10 @@ public struct RealtimeSessionSettings: Sendable, Equatable {
     public init(
         instructions: String = "You are a helpful voice agent on a phone call. Keep answers short.",
         voice: String = "marin",
-        turnDetection: TurnDetectionSettings = .init()
+        turnDetection: TurnDetectionSettings = .init(),
+        transcribeInput: Bool = true
     ) {
+        self.transcribeInput = transcribeInput
         self.instructions = instructions
         self.voice = voice
         self.turnDetection = turnDetection
@@ -62,6 +67,8 @@ public enum RealtimeClientEvent: Sendable, Equatable {
     case itemTruncate(itemID: String, audioEndMs: Int, eventID: String)
     /// Ask for a response (after a false trigger left the conversation without one).
     case responseCreate(eventID: String)
+    /// A text turn of the conversation so far, replayed into a new session after a reconnect.
+    case conversationItemCreate(role: ConversationTurn.Role, text: String, eventID: String)
 
     public var type: String {
         switch self {
@@ -70,7 +77,25 @@ public enum RealtimeClientEvent: Sendable, Equatable {
         case .responseCancel: "response.cancel"
         case .itemTruncate: "conversation.item.truncate"
         case .responseCreate: "response.create"
+        case .conversationItemCreate: "conversation.item.create"
         }
+    }
+}
+
+/// One turn of the conversation as text: what the caller said (the service's transcript) or what the AI said as
+/// far as the caller heard it.
+public struct ConversationTurn: Sendable, Equatable {
+    public enum Role: String, Sendable, Equatable {
+        case user
+        case assistant
+    }
+
+    public var role: Role
+    public var text: String
+
+    public init(role: Role, text: String) {
+        self.role = role
+        self.text = text
     }
 }
 
@@ -106,6 +131,10 @@ public enum RealtimeServerEvent: Sendable, Equatable {
     case audioDone(responseID: String, itemID: String)
     case responseDone(responseID: String, status: String)
     case itemTruncated(itemID: String, audioEndMs: Int)
+    /// The caller's words of an input item (`conversation.item.input_audio_transcription.completed`).
+    case inputTranscript(itemID: String, transcript: String)
+    /// The AI's words of an output item (`response.output_audio_transcript.done`, beta `response.audio_transcript.done`).
+    case outputTranscript(itemID: String, transcript: String)
     case error(RealtimeErrorInfo)
     /// Any other event: valid, not needed by the bridge.
     case ignored(type: String)
@@ -179,6 +208,12 @@ public enum RealtimeCodec {
         case "response.done":
             guard let id = e.response?.id else { throw .missingField("response.id") }
             return .responseDone(responseID: id, status: e.response?.status ?? "completed")
+        case "conversation.item.input_audio_transcription.completed":
+            guard let iid = e.item_id else { throw .missingField("item_id") }
+            return .inputTranscript(itemID: iid, transcript: e.transcript ?? "")
+        case "response.output_audio_transcript.done", "response.audio_transcript.done":
+            guard let iid = e.item_id else { throw .missingField("item_id") }
+            return .outputTranscript(itemID: iid, transcript: e.transcript ?? "")
         case "conversation.item.truncated":
             guard let iid = e.item_id else { throw .missingField("item_id") }
             return .itemTruncated(itemID: iid, audioEndMs: e.audio_end_ms ?? 0)
@@ -216,6 +251,12 @@ public enum RealtimeCodec {
             return "{\"type\":\"response.create\",\"event_id\":" + JSONText.quoted(eventID) + "}"
         case .sessionUpdate(let settings, let eventID):
             return encodeSessionUpdate(settings, eventID: eventID, dialect: dialect)
+        case .conversationItemCreate(let role, let text, let eventID):
+            // GA names the assistant's text part `output_text`; beta calls it `text`.
+            let part = role == .user ? "input_text" : (dialect == .ga ? "output_text" : "text")
+            return "{\"type\":\"conversation.item.create\",\"event_id\":" + JSONText.quoted(eventID)
+                + ",\"item\":{\"type\":\"message\",\"role\":\"" + role.rawValue + "\",\"content\":[{\"type\":\"" + part
+                + "\",\"text\":" + JSONText.quoted(text) + "}]}}"
         }
     }
 
@@ -228,15 +269,17 @@ public enum RealtimeCodec {
             + "\"interrupt_response\":\(td.interruptResponse)}"
         switch dialect {
         case .ga:
+            let transcription = s.transcribeInput ? ",\"transcription\":{\"model\":\"gpt-4o-mini-transcribe\"}" : ""
             return head + "{\"type\":\"realtime\",\"output_modalities\":[\"audio\"],"
                 + "\"instructions\":" + JSONText.quoted(s.instructions) + ",\"audio\":{\"input\":{\"format\":"
-                + "{\"type\":\"audio/pcmu\"},\"turn_detection\":" + turnDetection + "},\"output\":{\"format\":"
+                + "{\"type\":\"audio/pcmu\"}" + transcription + ",\"turn_detection\":" + turnDetection + "},\"output\":{\"format\":"
                 + "{\"type\":\"audio/pcmu\"},\"voice\":" + JSONText.quoted(s.voice) + "}}}}"
         case .beta:
             return head + "{\"modalities\":[\"audio\",\"text\"],\"instructions\":"
                 + JSONText.quoted(s.instructions) + ",\"voice\":" + JSONText.quoted(s.voice)
-                + ",\"input_audio_format\":\"g711_ulaw\",\"output_audio_format\":\"g711_ulaw\",\"turn_detection\":"
-                + turnDetection + "}}"
+                + ",\"input_audio_format\":\"g711_ulaw\",\"output_audio_format\":\"g711_ulaw\","
+                + (s.transcribeInput ? "\"input_audio_transcription\":{\"model\":\"whisper-1\"}," : "")
+                + "\"turn_detection\":" + turnDetection + "}}"
         }
     }
 
@@ -247,6 +290,7 @@ public enum RealtimeCodec {
         var response: Response?
         var response_id: String?
         var item_id: String?
+        var transcript: String?
         var item: Item?
         var delta: String?
         var audio_start_ms: Int?
