@@ -58,6 +58,7 @@ extension AgentMode: ExpressibleByArgument {}
 extension EchoAgentServer.Behavior: ExpressibleByArgument {}
 extension ConfirmerMode: ExpressibleByArgument {}
 extension LogFormat: ExpressibleByArgument {}
+extension ReconnectPolicy.GapSound: ExpressibleByArgument {}
 
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -146,6 +147,19 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Calls are ended cleanly after this many seconds. (env: CALLBRIDGE_MAX_CALL_DURATION, default: 14400)")
     var maxCallDuration: Int?
 
+    @Option(help: "Reconnect attempts in a row after the Realtime leg drops mid-call (backoff 0.2 s doubling to 3 s); 0 turns reconnects off. (env: CALLBRIDGE_RECONNECT_ATTEMPTS, default: 5)")
+    var reconnectAttempts: Int?
+
+    @Option(help: "What the caller hears while the Realtime leg reconnects: silence or tone (two soft beeps). (env: CALLBRIDGE_RECONNECT_GAP_SOUND, default: silence)")
+    var reconnectGapSound: ReconnectPolicy.GapSound?
+
+    func reconnectPolicy() throws -> ReconnectPolicy? {
+        let attempts = try resolve(self.reconnectAttempts, "CALLBRIDGE_RECONNECT_ATTEMPTS", { Int($0) }, default: 5)
+        guard attempts > 0 else { return nil }
+        let sound = try resolve(self.reconnectGapSound, "CALLBRIDGE_RECONNECT_GAP_SOUND", { ReconnectPolicy.GapSound(rawValue: $0) }, default: .silence)
+        return ReconnectPolicy(maxAttempts: attempts, gapSound: sound)
+    }
+
     @Option(help: "What the caller hears when the model's service fails for good, before the call ends: a raw 8 kHz μ-law file or a WAV, or none. (env: CALLBRIDGE_FALLBACK_PROMPT, default: a bundled spoken apology)")
     var fallbackPrompt: String?
 
@@ -190,7 +204,13 @@ struct Run: AsyncParsableCommand {
             dialect: dialect,
             realtimeCAFile: self.realtimeCAFile ?? environment("CALLBRIDGE_REALTIME_CA_FILE"),
             agent: try resolve(self.agent, "CALLBRIDGE_AGENT", { AgentMode(rawValue: $0) }, default: .auto),
-            call: CallConfiguration(pacer: pacer, session: session, bargeIn: bargeIn, watchdog: try self.watchdog.configuration()),
+            call: CallConfiguration(
+                pacer: pacer,
+                session: session,
+                bargeIn: bargeIn,
+                watchdog: try self.watchdog.configuration(),
+                reconnect: try self.reconnectPolicy()
+            ),
             callLogPath: self.callLog ?? environment("CALLBRIDGE_CALL_LOG"),
             echoAgent: EchoAgent.Configuration(
                 vadDelay: try milliseconds(self.echoAgentVadDelayMs, "CALLBRIDGE_ECHO_AGENT_VAD_DELAY_MS", default: 0)

@@ -191,3 +191,32 @@ extension BargeInTests {
             == #"{"type":"conversation.item.create","event_id":"e2","item":{"type":"message","role":"user","content":[{"type":"input_text","text":"Hi"}]}}"#)
     }
 }
+
+extension BargeInTests {
+    @Test func aFatalErrorEndsTheCallWithTheFallbackAndNoReconnect() {
+        let prompt = tone(-12, frames: 2)
+        var sm = CallStateMachine(configuration: CallConfiguration(watchdog: .init(), fallbackPrompt: prompt), now: t(0))
+        _ = sm.handle(.realtimeConnected, now: t(5))
+        _ = sm.handle(.realtimeReceived(.sessionUpdated), now: t(10))
+        let fatal = sm.handle(.realtimeReceived(.error(RealtimeErrorInfo(type: "invalid_request_error", code: "insufficient_quota", message: "quota"))), now: t(50))
+        #expect(fatal.mediaFrames.count == 2, "the fallback plays at once")
+        // The service then hangs up: no reconnect for an error no retry can fix.
+        let closed = sm.handle(.realtimeClosed(.closed("bye")), now: t(60))
+        #expect(!closed.contains { if case .scheduleTimer(let id, _) = $0 { id.kind == .reconnect } else { false } })
+        #expect(sm.counters.upstreamReconnects == 0)
+        #expect(sm.counters.fallbackPlayed)
+    }
+
+    @Test func theGapCanBeFilledWithASoftToneOncePerOutage() {
+        let policy = ReconnectPolicy(gapSound: .tone)
+        var sm = CallStateMachine(configuration: CallConfiguration(watchdog: nil, reconnect: policy), now: t(0))
+        _ = sm.handle(.realtimeConnected, now: t(5))
+        _ = sm.handle(.realtimeReceived(.sessionUpdated), now: t(10))
+        let dropped = sm.handle(.realtimeClosed(.closed("reset")), now: t(100))
+        #expect(dropped.mediaFrames.count == 3, "the beeps start at once (the pacer's lead)")
+        #expect(dropped.mediaFrames.allSatisfy { Level.dBFS(muLaw: $0) < -20 }, "soft")
+        let queued = sm.queue.count
+        _ = sm.handle(.realtimeClosed(.connectFailed("refused")), now: t(400))
+        #expect(sm.queue.count <= queued, "not queued again within the same outage")
+    }
+}

@@ -47,11 +47,24 @@ public struct CallConfiguration: Sendable, Equatable {
 /// Bounded exponential backoff for Realtime reconnects: attempt n waits `initialBackoff` × 2^(n−1), at most
 /// `maxBackoff`; after `maxAttempts` failed attempts in a row the outage is final.
 public struct ReconnectPolicy: Sendable, Equatable {
+    /// What the caller hears while the leg is down: nothing, or two soft beeps once per outage.
+    public enum GapSound: String, Sendable, Equatable, CaseIterable {
+        case silence
+        case tone
+    }
+
+    public var gapSound: GapSound
     public var maxAttempts: Int
     public var initialBackoff: Duration
     public var maxBackoff: Duration
 
-    public init(maxAttempts: Int = 5, initialBackoff: Duration = .milliseconds(200), maxBackoff: Duration = .seconds(3)) {
+    public init(
+        maxAttempts: Int = 5,
+        initialBackoff: Duration = .milliseconds(200),
+        maxBackoff: Duration = .seconds(3),
+        gapSound: GapSound = .silence
+    ) {
+        self.gapSound = gapSound
         self.maxAttempts = maxAttempts
         self.initialBackoff = initialBackoff
         self.maxBackoff = maxBackoff

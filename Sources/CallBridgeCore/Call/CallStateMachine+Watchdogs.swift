@@ -1,3 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Watchdogs: nothing may stay stuck. Each check runs on one periodic timer; each trip is counted and logged once.
 extension CallStateMachine {
     mutating func watchdogCheck(now: CallInstant, into actions: inout [CallAction]) {
@@ -116,6 +124,22 @@ extension CallStateMachine {
 
     static let fallbackItemID = "cb_fallback"
 
+    /// Two 150 ms beeps at 480 Hz, −24 dBFS, 250 ms apart: the line is alive while the model reconnects.
+    mutating func queueComfortTone() {
+        var audio: [UInt8] = []
+        for beep in 0..<2 {
+            for i in 0..<1200 {
+                let envelope = min(1, Double(min(i, 1199 - i)) / 80)  // 10 ms fades: no clicks
+                audio.append(MuLaw.encode(Int16(2066 * envelope * sin(2 * Double.pi * 480 * Double(i) / 8000))))
+            }
+            if beep == 0 { audio += [UInt8](repeating: MuLaw.silence, count: 2000) }
+        }
+        var chunker = FrameChunker()
+        chunker.append(audio)
+        while let frame = chunker.nextFrame() { self.queue.append(.init(bytes: frame, itemID: "cb_comfort")) }
+        if let tail = chunker.finish() { self.queue.append(.init(bytes: tail, itemID: "cb_comfort")) }
+    }
+
     /// A drop is worth reconnecting after the session had been up (a leg that never came up points at
     /// configuration: a wrong key, URL or quota), while the call is not ending, and while attempts remain.
     var shouldReconnect: Bool {
@@ -128,7 +152,10 @@ extension CallStateMachine {
     mutating func startReconnect(now: CallInstant, into actions: inout [CallAction]) {
         guard let policy = self.configuration.reconnect else { return }
         self.upstream = .reconnecting
-        if self.outageStartedAt == nil { self.outageStartedAt = now }
+        if self.outageStartedAt == nil {
+            self.outageStartedAt = now
+            if policy.gapSound == .tone && self.queue.isEmpty { self.queueComfortTone() }
+        }
         switch self.response {
         case .streaming(let active):
             self.markDead(active.id)

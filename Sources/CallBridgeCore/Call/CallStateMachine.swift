@@ -54,6 +54,11 @@ public struct CallStateMachine: Sendable {
     }
 
     static let sessionUpdateEventID = "cb_session_update"
+    /// Realtime `error` codes that end the call (with the fallback prompt) instead of being logged and survived.
+    public static let fatalErrorCodes: Set<String> = [
+        "invalid_api_key", "insufficient_quota", "account_deactivated", "billing_hard_limit_reached",
+        "model_not_found", "session_expired",
+    ]
 
     public let configuration: CallConfiguration
     let startedAt: CallInstant
@@ -401,6 +406,12 @@ public struct CallStateMachine: Sendable {
         self.counters.upstreamErrors += 1
         self.counters.upstreamErrorsByCode[info.code ?? "unknown", default: 0] += 1
         actions.append(.logUpstreamError(info))
+        // Errors no retry can fix (the key, the account, the model): the call cannot go on, and reconnecting would
+        // only meet them again.
+        if let code = info.code, Self.fatalErrorCodes.contains(code) {
+            self.upstreamLost(.realtimeRejected, now: now, into: &actions)
+            return
+        }
         // A rejected configuration leaves a call that can neither hear nor speak: end it now.
         if info.eventID == Self.sessionUpdateEventID && self.upstream != .ready {
             self.upstreamLost(.realtimeRejected, now: now, into: &actions)
