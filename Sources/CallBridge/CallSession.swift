@@ -16,6 +16,8 @@ import Synchronization
 final class CallSession: Sendable {
     enum Input: Sendable {
         case event(CallEvent)
+        /// An event from a Realtime leg (numbered: after a reconnect or recycle an old leg's late news is dropped).
+        case realtime(CallEvent, leg: Int)
         /// A Realtime leg (numbered: after a reconnect an old leg's late news must not touch the new one).
         case realtimeAttached(LegWriter, leg: Int)
         case realtimeFinished(leg: Int)
@@ -117,7 +119,7 @@ final class CallSession: Sendable {
                         }
                         let endpoint = try? await withTimeout(Self.endpointWait) { await self.endpoint() }
                         guard let endpoint else {
-                            continuation.yield(.event(.realtimeClosed(.connectFailed("the Realtime endpoint is not ready"))))
+                            continuation.yield(.realtime(.realtimeClosed(.connectFailed("the Realtime endpoint is not ready")), leg: number))
                             continuation.yield(.realtimeFinished(leg: number))
                             return
                         }
@@ -154,6 +156,9 @@ final class CallSession: Sendable {
                     var event: CallEvent
                     switch input {
                     case .event(let e):
+                        event = e
+                    case .realtime(let e, let leg):
+                        guard leg == realtimeLeg.number else { continue }
                         event = e
                     case .startDeadline:
                         guard !started else { continue }
@@ -241,6 +246,8 @@ final class CallSession: Sendable {
                             self.deliver(.event(.timerFired(timer)), at: self.timeline.instant(at), in: &group, to: continuation)
                         case .logBadMessage(let kind):
                             logger.warning("bad message", metadata: ["message.kind": .string(kind)])
+                        case .closeRealtime:
+                            realtimeLeg.callOver()
                         case .connectRealtime(let attempt):
                             logger.notice("reconnecting the realtime leg", metadata: ["reconnect.attempt": .stringConvertible(attempt)])
                             realtimeLeg.callOver()
@@ -405,19 +412,19 @@ final class CallSession: Sendable {
                 // The call may already be over: then the writer's only job is the close frame.
                 control.attach(writer)
                 continuation.yield(.realtimeAttached(writer, leg: control.number))
-                continuation.yield(.event(.realtimeConnected))
+                continuation.yield(.realtime(.realtimeConnected, leg: control.number))
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { await writer.drain(into: outbound, logger: logger) }
                     for try await message in inbound.messages(maxSize: 4 << 20) {
                         switch message {
                         case .text(let text):
                             do throws(RealtimeDecodingError) {
-                                continuation.yield(.event(.realtimeReceived(try RealtimeCodec.decode(text))))
+                                continuation.yield(.realtime(.realtimeReceived(try RealtimeCodec.decode(text)), leg: control.number))
                             } catch {
-                                continuation.yield(.event(.realtimeMalformed(error)))
+                                continuation.yield(.realtime(.realtimeMalformed(error), leg: control.number))
                             }
                         case .binary:
-                            continuation.yield(.event(.realtimeUnexpectedFrame))
+                            continuation.yield(.realtime(.realtimeUnexpectedFrame, leg: control.number))
                         }
                     }
                     writer.finish()
@@ -430,14 +437,14 @@ final class CallSession: Sendable {
                 "realtime leg closed",
                 metadata: ["close.handshake": .stringConvertible(closeFrame != nil), "close.detail": .string(detail)]
             )
-            continuation.yield(.event(.realtimeClosed(.closed(detail))))
+            continuation.yield(.realtime(.realtimeClosed(.closed(detail)), leg: control.number))
         } catch {
             if connected.load(ordering: .relaxed) {
                 logger.error("realtime leg failed", metadata: ["error": "\(error)"])
-                continuation.yield(.event(.realtimeClosed(.closed("\(error)"))))
+                continuation.yield(.realtime(.realtimeClosed(.closed("\(error)")), leg: control.number))
             } else {
                 logger.error("realtime connect failed", metadata: ["error": "\(error)", "realtime.url": .string(endpoint.url)])
-                continuation.yield(.event(.realtimeClosed(.connectFailed("\(error)"))))
+                continuation.yield(.realtime(.realtimeClosed(.connectFailed("\(error)")), leg: control.number))
             }
         }
         continuation.yield(.realtimeFinished(leg: control.number))

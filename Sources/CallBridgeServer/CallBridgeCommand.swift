@@ -153,6 +153,14 @@ struct Run: AsyncParsableCommand {
     @Option(help: "What the caller hears while the Realtime leg reconnects: silence or tone (two soft beeps). (env: CALLBRIDGE_RECONNECT_GAP_SOUND, default: silence)")
     var reconnectGapSound: ReconnectPolicy.GapSound?
 
+    @Option(help: "Replace the model session after this many minutes, between turns, replaying the conversation (providers cap sessions at 60 min); 0: never. (env: CALLBRIDGE_SESSION_RECYCLE_MINUTES, default: 55)")
+    var sessionRecycleMinutes: Int?
+
+    func sessionRecycleAfter() throws -> Duration? {
+        let minutes = try resolve(self.sessionRecycleMinutes, "CALLBRIDGE_SESSION_RECYCLE_MINUTES", { Int($0) }, default: 55)
+        return minutes > 0 ? .seconds(minutes * 60) : nil
+    }
+
     func reconnectPolicy() throws -> ReconnectPolicy? {
         let attempts = try resolve(self.reconnectAttempts, "CALLBRIDGE_RECONNECT_ATTEMPTS", { Int($0) }, default: 5)
         guard attempts > 0 else { return nil }
@@ -209,7 +217,8 @@ struct Run: AsyncParsableCommand {
                 session: session,
                 bargeIn: bargeIn,
                 watchdog: try self.watchdog.configuration(),
-                reconnect: try self.reconnectPolicy()
+                reconnect: try self.reconnectPolicy(),
+                sessionRecycleAfter: try self.sessionRecycleAfter()
             ),
             callLogPath: self.callLog ?? environment("CALLBRIDGE_CALL_LOG"),
             echoAgent: EchoAgent.Configuration(

@@ -220,3 +220,32 @@ extension BargeInTests {
         #expect(sm.queue.count <= queued, "not queued again within the same outage")
     }
 }
+
+extension BargeInTests {
+    /// The session is replaced at its age limit, at a quiet moment, with the conversation replayed.
+    @Test func anOldSessionIsRecycledAtTheNextQuietMoment() throws {
+        var sm = CallStateMachine(configuration: CallConfiguration(watchdog: nil, sessionRecycleAfter: .seconds(60)), now: t(0))
+        _ = sm.handle(.realtimeConnected, now: t(5))
+        let ready = sm.handle(.realtimeReceived(.sessionUpdated), now: t(10))
+        let timer = try #require(ready.compactMap { if case .scheduleTimer(let id, let at) = $0, id.kind == .recycle { (id, at) } else { nil } }.first)
+        #expect(timer.1 == t(60_010))
+        _ = sm.handle(.realtimeReceived(.inputTranscript(itemID: "u1", transcript: "hello")), now: t(500))
+        // The AI is speaking when the limit comes: look again a second later.
+        _ = sm.handle(.realtimeReceived(.responseCreated(responseID: "r1")), now: t(59_900))
+        _ = sm.handle(.realtimeReceived(.audioDelta(responseID: "r1", itemID: "i1", audio: tone(-20, frames: 10))), now: t(59_900))
+        let busy = sm.handle(.timerFired(timer.0), now: t(60_010))
+        let later = try #require(busy.compactMap { if case .scheduleTimer(let id, let at) = $0, id.kind == .recycle { (id, at) } else { nil } }.first)
+        #expect(later.1 == t(61_010))
+        _ = sm.handle(.realtimeReceived(.audioDone(responseID: "r1", itemID: "i1")), now: t(60_000))
+        _ = sm.handle(.realtimeReceived(.responseDone(responseID: "r1", status: "completed")), now: t(60_000))
+        for ms in stride(from: 60_020, through: 60_300, by: 20) { _ = sm.handle(.tick, now: t(ms)) }
+        for mark in 1...10 { _ = sm.handle(.twilioReceived(.mark(name: "cb\(mark)")), now: t(60_400)) }
+        let recycle = sm.handle(.timerFired(later.0), now: t(61_010))
+        #expect(recycle == [.closeRealtime, .connectRealtime(attempt: 0)])
+        _ = sm.handle(.realtimeConnected, now: t(61_100))
+        let renewed = sm.handle(.realtimeReceived(.sessionUpdated), now: t(61_120))
+        #expect(renewed.contains(.sendRealtime(.conversationItemCreate(role: .user, text: "hello", eventID: "cb_replay_1"))))
+        #expect(sm.counters.sessionRecycles == 1)
+        #expect(sm.counters.upstreamOutages == 0, "a planned recycle is not an outage")
+    }
+}

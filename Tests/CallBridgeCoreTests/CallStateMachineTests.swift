@@ -5,7 +5,7 @@ import Testing
 /// Call transcripts of the server-VAD bridge (local barge-in and watchdogs off; they have their own suites): each
 /// test feeds events at explicit instants and checks the exact actions.
 @Suite struct CallStateMachineTests {
-    static let serverVAD = CallConfiguration(bargeIn: .serverOnly, watchdog: nil)
+    static let serverVAD = CallConfiguration(bargeIn: .serverOnly, watchdog: nil, sessionRecycleAfter: nil)
 
     static let start = TwilioStart(streamSid: "MZ1", callSid: "CA1", customParameters: ["From": "+15550001111"])
     static let readyTimer = CallAction.scheduleTimer(TimerID(.sessionReady, generation: 0), at: t(10_000))

@@ -158,6 +158,7 @@ enum Replay {
         case .scheduleTimer(let id, let at): "timer \(id) at \(at.offset.wholeMilliseconds)"
         case .endCall(let reason): "end \(reason.rawValue)"
         case .connectRealtime(let attempt): "realtime.connect attempt=\(attempt)"
+        case .closeRealtime: "realtime.close"
         }
     }
 

@@ -402,3 +402,26 @@ extension EndToEndTests {
         }
     }
 }
+
+extension EndToEndTests {
+    /// A call outliving the session limit gets a new session between turns, and the next turn is answered on it.
+    @Test func theSessionIsRecycledBetweenTurnsAndTheCallGoesOn() async throws {
+        let config = CallConfiguration(sessionRecycleAfter: .milliseconds(1500))
+        try await Self.withBridge(dialect: .ga, call: config) { call in
+            let options = DialClient.Options(
+                url: "ws://127.0.0.1:\(call.port)/twilio/media",
+                callerAudio: Self.silence(5) + Self.speech(30) + Self.silence(120) + Self.speech(30) + Self.silence(100),
+                duration: .milliseconds(6000)
+            )
+            let result = try await withTimeout(.seconds(20)) { try await DialClient(options: options, logger: Self.logger).run() }
+            try await call.calls.wait(upTo: .seconds(10)) { $0.count == 1 }
+            let summary = try #require(call.calls.all.first)
+            #expect(summary.endReason == .twilioStop)
+            #expect(summary.counters.sessionRecycles >= 1)
+            #expect(summary.counters.upstreamOutages == 0)
+            #expect(call.agentEvents.all.contains(.connected(connection: 2, dialect: .ga)))
+            let secondUtteranceEnd = try #require(result.trace.callerUtteranceEnds.dropFirst().first)
+            #expect(result.trace.mediaArrivals.contains { $0.at > secondUtteranceEnd }, "the next turn was answered")
+        }
+    }
+}

@@ -17,6 +17,10 @@ public struct CallConfiguration: Sendable, Equatable {
     public var watchdog: WatchdogConfiguration?
     /// Reconnecting a Realtime leg that drops after its session was up; nil: a drop ends the call (with the fallback).
     public var reconnect: ReconnectPolicy?
+    /// Replace the model session after this long (providers cap sessions, e.g. at 60 min), at the next moment when
+    /// nobody is speaking, the same way as a reconnect (the conversation is replayed); nil: never (`callbridge run`
+    /// sets 55 min).
+    public var sessionRecycleAfter: Duration?
     /// 8 kHz μ-law the caller hears when the model's service fails for good, before the call ends; nil: end at once.
     public var fallbackPrompt: [UInt8]?
 
@@ -29,9 +33,11 @@ public struct CallConfiguration: Sendable, Equatable {
         bargeIn: BargeInConfiguration = .init(),
         watchdog: WatchdogConfiguration? = .init(),
         fallbackPrompt: [UInt8]? = nil,
-        reconnect: ReconnectPolicy? = .init()
+        reconnect: ReconnectPolicy? = .init(),
+        sessionRecycleAfter: Duration? = nil
     ) {
         self.reconnect = reconnect
+        self.sessionRecycleAfter = sessionRecycleAfter
         self.fallbackPrompt = fallbackPrompt
         self.pacer = pacer
         self.maxHeldInboundMessages = maxHeldInboundMessages

@@ -74,8 +74,10 @@ public struct CallCounters: Sendable, Equatable {
     public var upstreamOutages = 0
     public var upstreamGapTotal: Duration = .zero
     public var upstreamGapMax: Duration = .zero
-    /// Conversation items replayed into new sessions after reconnects.
+    /// Conversation items replayed into new sessions after reconnects and recycles.
     public var replayedItems = 0
+    /// Planned replacements of the model session (`sessionRecycleAfter`).
+    public var sessionRecycles = 0
 
     public init() {}
 
@@ -191,6 +193,7 @@ public struct CallSummary: Sendable, Equatable {
             ("upstream_gap_total_ms", String(c.upstreamGapTotal.wholeMilliseconds)),
             ("upstream_gap_max_ms", String(c.upstreamGapMax.wholeMilliseconds)),
             ("replayed_items", String(c.replayedItems)),
+            ("session_recycles", String(c.sessionRecycles)),
         ]
         if !self.customParameters.isEmpty {
             let params = self.customParameters.sorted { $0.key < $1.key }

@@ -54,6 +54,8 @@ public struct TimerID: Hashable, Sendable, CustomStringConvertible {
         case pauseTimeout
         /// The next attempt to reconnect the Realtime leg is due.
         case reconnect
+        /// The model session is old enough to be replaced (at the next quiet moment).
+        case recycle
     }
 
     public var kind: Kind
@@ -100,8 +102,10 @@ public enum CallAction: Sendable, Equatable {
     case scheduleTimer(TimerID, at: CallInstant)
     /// A watchdog tripped (logged once per trip).
     case logWatchdog(kind: String)
-    /// Open a new Realtime leg (a reconnect after the last one dropped).
+    /// Open a new Realtime leg (a reconnect after the last one dropped, or a planned session recycle).
     case connectRealtime(attempt: Int)
+    /// Close the current Realtime leg with a close frame (a planned session recycle).
+    case closeRealtime
     /// Close both legs cleanly and write the call log line.
     case endCall(EndReason)
 }

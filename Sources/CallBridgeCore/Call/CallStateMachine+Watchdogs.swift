@@ -124,6 +124,30 @@ extension CallStateMachine {
 
     static let fallbackItemID = "cb_fallback"
 
+    /// The session is old: replace it now if nobody is speaking and nothing is playing, else look again in a second.
+    mutating func recycleSession(now: CallInstant, into actions: inout [CallAction]) {
+        guard self.upstream == .ready, self.draining == nil else { return }
+        // Between turns: nothing playing or streaming, the caller not speaking by either VAD, and no turn of theirs
+        // waiting for its reply (unless that wait is long over: a turn the service never answered).
+        let turnPending = self.callerSpeechEnd.map { now - $0 < .seconds(10) } ?? false
+        let quiet = self.response == .idle && !self.assistantAudioOutstanding && !self.vad.isSpeaking && !self.isPaused
+            && !self.serviceHearsSpeech && !turnPending
+        guard quiet else {
+            let timer = self.makeTimer(.recycle)
+            self.recycleTimer = timer
+            actions.append(.scheduleTimer(timer, at: now + .seconds(1)))
+            return
+        }
+        self.counters.sessionRecycles += 1
+        self.upstream = .reconnecting
+        self.serviceHearsSpeech = false
+        self.deadResponseIDs.removeAll()
+        self.replayPending = true
+        // The shell closes the old leg and ignores whatever it still reports.
+        actions.append(.closeRealtime)
+        actions.append(.connectRealtime(attempt: 0))
+    }
+
     /// Two 150 ms beeps at 480 Hz, −24 dBFS, 250 ms apart: the line is alive while the model reconnects.
     mutating func queueComfortTone() {
         var audio: [UInt8] = []
@@ -152,6 +176,7 @@ extension CallStateMachine {
     mutating func startReconnect(now: CallInstant, into actions: inout [CallAction]) {
         guard let policy = self.configuration.reconnect else { return }
         self.upstream = .reconnecting
+        self.serviceHearsSpeech = false
         if self.outageStartedAt == nil {
             self.outageStartedAt = now
             if policy.gapSound == .tone && self.queue.isEmpty { self.queueComfortTone() }
@@ -166,8 +191,9 @@ extension CallStateMachine {
         case .idle:
             break
         }
-        // Nothing more arrives from the old session; the new one numbers its responses afresh.
+        // Nothing more arrives from the old session; the new one numbers its responses afresh and knows nothing.
         self.deadResponseIDs.removeAll()
+        self.replayPending = true
         self.reconnectAttempts += 1
         self.counters.upstreamReconnects += 1
         let timer = self.makeTimer(.reconnect)

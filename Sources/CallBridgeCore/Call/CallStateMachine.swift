@@ -93,6 +93,10 @@ public struct CallStateMachine: Sendable {
     var reconnectAttempts = 0
     var outageStartedAt: CallInstant?
     var reconnectReadyTimer: TimerID?
+    var replayPending = false
+    /// Between the service's speech_started and speech_stopped.
+    var serviceHearsSpeech = false
+    var recycleTimer: TimerID?
 
     /// Why a draining call ends once its audio has played (`shutdown`, or the upstream failure behind a fallback).
     var drainReason: EndReason = .shutdown
@@ -249,6 +253,8 @@ public struct CallStateMachine: Sendable {
             self.pauseTimedOut(id, now: now, into: &actions)
         case .reconnect:
             if self.upstream == .reconnecting { actions.append(.connectRealtime(attempt: self.reconnectAttempts)) }
+        case .recycle:
+            if id == self.recycleTimer { self.recycleSession(now: now, into: &actions) }
         }
     }
 
@@ -340,12 +346,20 @@ public struct CallStateMachine: Sendable {
             if self.counters.realtimeReadyAt == nil { self.counters.realtimeReadyAt = now - self.startedAt }
             self.sessionWasReady = true
             self.reconnectAttempts = 0
-            if let outage = self.outageStartedAt {
+            if self.replayPending {
                 // A new session knows nothing: give it the conversation so far before the held audio.
+                self.replayPending = false
                 for turn in self.conversation.turns {
                     actions.append(.sendRealtime(.conversationItemCreate(role: turn.role, text: turn.text, eventID: self.makeEventID("replay"))))
                     self.counters.replayedItems += 1
                 }
+            }
+            if let recycleAfter = self.configuration.sessionRecycleAfter {
+                let timer = self.makeTimer(.recycle)
+                self.recycleTimer = timer
+                actions.append(.scheduleTimer(timer, at: now + recycleAfter))
+            }
+            if let outage = self.outageStartedAt {
                 let gap = now - outage
                 self.counters.upstreamOutages += 1
                 self.counters.upstreamGapTotal += gap
@@ -357,9 +371,11 @@ public struct CallStateMachine: Sendable {
             }
             self.heldInbound.removeAll()
         case .speechStarted:
+            self.serviceHearsSpeech = true
             self.falseTriggerTimer = nil  // the service heard the caller: a real turn
             self.serverSpeechStarted(now: now, into: &actions)
         case .speechStopped:
+            self.serviceHearsSpeech = false
             // The local VAD dates the end of the caller's speech better, when it runs; else this is the best known.
             if self.callerSpeechEnd == nil { self.callerSpeechEnd = now }
         case .responseCreated(let id):
