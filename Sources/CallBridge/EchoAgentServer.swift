@@ -37,6 +37,8 @@ public struct EchoAgentServer: Sendable {
         /// Like `echo`, but the first connection closes (with a close frame) after the fifth audio delta of its
         /// first reply: a service that drops mid-reply, for the reconnect tests.
         case dropsMidReply = "drops-mid-reply"
+        /// The same, but the TCP connection is cut with no close frame (a network drop).
+        case vanishesMidReply = "vanishes-mid-reply"
     }
 
     public var host: String
@@ -74,7 +76,7 @@ public struct EchoAgentServer: Sendable {
 
     /// Builds the server as a service; `onRunning` receives the bound port.
     public func makeApplication(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) throws -> some ApplicationProtocol {
-        let router = Router(context: BasicWebSocketRequestContext.self)
+        let router = Router(context: AgentRequestContext.self)
         router.get("/healthz") { _, _ in "ok" }
         let counter = ConnectionCounter()
         let expectedKey = self.expectedAPIKey
@@ -129,12 +131,16 @@ public struct EchoAgentServer: Sendable {
                 await Self.serve(
                     EchoAgent(dialect: dialect, configuration: agentConfiguration),
                     connection: connection,
-                    dropAfterDeltas: behavior == .dropsMidReply && connection == 1 ? 5 : nil,
+                    dropAfterDeltas: (behavior == .dropsMidReply || behavior == .vanishesMidReply) && connection == 1 ? 5 : nil,
                     inbound: inbound,
                     outbound: outbound,
                     observer: observer,
                     logger: context.logger
                 )
+                if behavior == .vanishesMidReply && connection == 1 {
+                    // No close frame: the socket just goes away.
+                    try? await context.requestContext.channel.close(mode: .all)
+                }
                 observer?(.disconnected(connection: connection))
             }
         }
@@ -243,4 +249,18 @@ public struct EchoAgentServer: Sendable {
 final class ConnectionCounter: Sendable {
     private let value = Atomic<Int>(0)
     func next() -> Int { self.value.add(1, ordering: .relaxed).newValue }
+}
+
+/// The echo agent's request context: the WebSocket one, plus the connection's channel (to cut it without a close
+/// frame in the network-drop tests).
+struct AgentRequestContext: RequestContext, WebSocketRequestContext {
+    var coreContext: CoreRequestContextStorage
+    let webSocket: WebSocketHandlerReference<Self>
+    let channel: any Channel
+
+    init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+        self.webSocket = .init()
+        self.channel = source.channel
+    }
 }

@@ -368,10 +368,12 @@ extension EndToEndTests {
 }
 
 extension EndToEndTests {
-    /// The service drops the connection (with a close frame) in the middle of its first reply: the call goes on,
-    /// the bridge reconnects and configures the new session, and the caller's next turn is answered on it.
-    @Test func aServiceDroppingMidReplyIsReconnectedAndTheCallGoesOn() async throws {
-        try await Self.withBridge(dialect: .ga, agent: .init(speedFactor: 1), behavior: .dropsMidReply) { call in
+    /// The service drops the connection in the middle of its first reply, with a close frame or by cutting the TCP
+    /// connection: the call goes on, the bridge reconnects and configures the new session (the conversation
+    /// replayed), and the caller's next turn is answered on it.
+    @Test(arguments: [EchoAgentServer.Behavior.dropsMidReply, .vanishesMidReply])
+    func aServiceDroppingMidReplyIsReconnectedAndTheCallGoesOn(behavior: EchoAgentServer.Behavior) async throws {
+        try await Self.withBridge(dialect: .ga, agent: .init(speedFactor: 1), behavior: behavior) { call in
             let options = DialClient.Options(
                 url: "ws://127.0.0.1:\(call.port)/twilio/media",
                 callerAudio: Self.silence(5) + Self.speech(40) + Self.silence(60) + Self.speech(30) + Self.silence(150),
@@ -383,6 +385,9 @@ extension EndToEndTests {
             #expect(summary.endReason == .twilioStop, "the call survived the drop")
             #expect(!result.closedByBridge)
             #expect(call.agentEvents.all.contains(.dropped(connection: 1)))
+            // The bridge saw the drop the way it happened: a close handshake, or a connection simply gone.
+            let firstClose = try #require(call.logs.all.first { $0.message == "realtime leg closed" })
+            #expect(firstClose.metadata["close.handshake"] == (behavior == .dropsMidReply ? "true" : "false"))
             #expect(call.agentEvents.all.contains(.connected(connection: 2, dialect: .ga)))
             #expect(call.agentEvents.all.contains(.clientEvent(connection: 2, type: "session.update")), "the new session is configured")
             #expect(call.agentEvents.all.contains(.clientEvent(connection: 2, type: "input_audio_buffer.append")))
