@@ -330,7 +330,8 @@ struct DrainService: Service, CustomStringConvertible {
             metadata: ["active_calls": .stringConvertible(self.registry.activeCalls), "drain.timeout_s": .stringConvertible(self.timeout.components.seconds)]
         )
         var outcome = "all calls ended"
-        while self.registry.activeCalls > 0 {
+        // Woken when the last call ends; a second signal is noticed within 100 ms.
+        while !(await self.registry.waitUntilIdle(upTo: .milliseconds(100))) {
             if self.admission.isDrainCut {
                 outcome = "cut short by a second signal"
                 break
@@ -339,7 +340,6 @@ struct DrainService: Service, CustomStringConvertible {
                 outcome = "drain timeout"
                 break
             }
-            try? await Task.sleep(for: .milliseconds(100))
         }
         self.logger.notice("drain finished; stopping", metadata: ["drain.outcome": .string(outcome), "active_calls": .stringConvertible(self.registry.activeCalls)])
         await self.shutdown()

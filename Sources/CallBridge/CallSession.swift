@@ -555,6 +555,39 @@ final class TickFlag: Sendable {
 public final class CallRegistry: Sendable {
     private let active = Atomic<Int>(0)
     private let total = Atomic<Int>(0)
+    /// Tasks waiting for the active count to reach 0.
+    private let idleWaiters = Mutex<[Int: CheckedContinuation<Void, Never>]>([:])
+    private let nextWaiter = Atomic<Int>(0)
+
+    /// Returns true as soon as no call is active, false if that does not happen within `limit`.
+    public func waitUntilIdle(upTo limit: Duration) async -> Bool {
+        if self.activeCalls == 0 { return true }
+        return await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                let id = self.nextWaiter.add(1, ordering: .relaxed).newValue
+                await withTaskCancellationHandler {
+                    await withCheckedContinuation { continuation in
+                        let resumeNow = self.idleWaiters.withLock { waiters -> Bool in
+                            if self.activeCalls == 0 || Task.isCancelled { return true }
+                            waiters[id] = continuation
+                            return false
+                        }
+                        if resumeNow { continuation.resume() }
+                    }
+                } onCancel: {
+                    self.idleWaiters.withLock { $0.removeValue(forKey: id) }?.resume()
+                }
+                return self.activeCalls == 0
+            }
+            group.addTask {
+                try? await Task.sleep(for: limit)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+    }
 
     public init() {}
 
@@ -568,6 +601,11 @@ public final class CallRegistry: Sendable {
     }
 
     func callEnded() {
-        self.active.subtract(1, ordering: .relaxed)
+        guard self.active.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 else { return }
+        let waiters = self.idleWaiters.withLock { waiters in
+            defer { waiters.removeAll() }
+            return Array(waiters.values)
+        }
+        for waiter in waiters { waiter.resume() }
     }
 }

@@ -178,6 +178,8 @@ extension EndToEndTests {
 final class BridgeProcess: Sendable {
     let process: Process
     let lines = Observations<[String: String]>()
+    /// The exit status, recorded by the process's termination handler.
+    let exits = Observations<Int32>()
     let callLog: URL
     let port: Int
 
@@ -221,6 +223,8 @@ final class BridgeProcess: Sendable {
                 lines.record(object.compactMapValues { $0 as? String })
             }
         }
+        let exits = self.exits
+        process.terminationHandler = { exits.record($0.terminationStatus) }
         try process.run()
         self.process = process
         try await lines.wait(upTo: .seconds(30)) { $0.contains { $0["message"] == "callbridge listening" } }
@@ -231,15 +235,13 @@ final class BridgeProcess: Sendable {
 
     /// Waits for the process to exit; its exit status.
     func exitStatus(within limit: Duration) async throws -> Int32 {
-        let deadline = ContinuousClock.now.advanced(by: limit)
-        while self.process.isRunning {
-            if ContinuousClock.now >= deadline {
-                self.process.terminate()
-                throw CallBridgeError(.configurationInvalid, "callbridge run did not exit within \(limit)")
-            }
-            try await Task.sleep(for: .milliseconds(50))
+        do {
+            try await self.exits.wait(upTo: limit) { !$0.isEmpty }
+        } catch {
+            self.process.terminate()
+            throw CallBridgeError(.configurationInvalid, "callbridge run did not exit within \(limit)")
         }
-        return self.process.terminationStatus
+        return self.exits.all[0]
     }
 
     var summaries: [String] {
@@ -252,15 +254,21 @@ extension EndToEndTests {
         let bridge = try await BridgeProcess()
         let port = bridge.port
         // A 4.5 s call: the caller speaks, the echo agent answers; SIGTERM lands in the middle of it.
+        // The caller's progress, frame by frame (the simulator reports its trace every 20 ms).
+        let heardFrames = Observations<Int>()
         let options = DialClient.Options(
             url: "ws://127.0.0.1:\(port)/twilio/media",
             callerAudio: Self.silence(5) + Self.speech(40) + Self.silence(150),
-            duration: .milliseconds(4500)
+            duration: .milliseconds(4500),
+            stopWhen: { trace in
+                heardFrames.record(trace.mediaArrivals.count)
+                return false
+            }
         )
         let start = ContinuousClock.now
         async let dialed = withTimeout(.seconds(30)) { try await DialClient(options: options, logger: Self.logger).run() }
-        try await bridge.lines.wait(upTo: .seconds(10)) { $0.contains { $0["message"] == "call started" } }
-        try await Task.sleep(for: .milliseconds(700))
+        // SIGTERM while the AI is answering.
+        try await heardFrames.wait(upTo: .seconds(10)) { ($0.last ?? 0) >= 5 }
         bridge.signal()
         let signalledAt = ContinuousClock.now - start
         try await bridge.lines.wait(upTo: .seconds(10)) { $0.contains { $0["message"] == "draining: new calls are refused" } }
@@ -297,8 +305,10 @@ extension EndToEndTests {
         try await bridge.lines.wait(upTo: .seconds(10)) { $0.contains { $0["message"] == "call started" } }
         bridge.signal()
         try await bridge.lines.wait(upTo: .seconds(10)) { $0.contains { $0["message"] == "draining: new calls are refused" } }
-        try await Task.sleep(for: .milliseconds(500))
-        #expect(bridge.process.isRunning, "the first signal alone waits for the call")
+        // The first signal alone waits for the call: the bridge still answers, as draining.
+        #expect(try await Self.get("http://127.0.0.1:\(bridge.port)/healthz").status == 200)
+        #expect(try await Self.get("http://127.0.0.1:\(bridge.port)/readyz").status == 503)
+        #expect(bridge.exits.all.isEmpty)
         bridge.signal(SIGINT)
         #expect(try await bridge.exitStatus(within: .seconds(15)) == 0)
         let result = try await dialed
@@ -315,11 +325,11 @@ extension EndToEndTests {
         let drain = Process()
         drain.executableURL = bridge.process.executableURL
         drain.arguments = ["drain", "--pid", String(bridge.process.processIdentifier), "--wait", "--timeout", "30"]
+        let drainExits = Observations<Int32>()
+        drain.terminationHandler = { drainExits.record($0.terminationStatus) }
         try drain.run()
-        let deadline = ContinuousClock.now.advanced(by: .seconds(20))
-        while drain.isRunning && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
-        #expect(!drain.isRunning)
-        #expect(drain.terminationStatus == 0)
+        try await drainExits.wait(upTo: .seconds(20)) { !$0.isEmpty }
+        #expect(drainExits.all == [0])
         #expect(!bridge.process.isRunning, "drain --wait returned only after the bridge exited")
         #expect(try await bridge.exitStatus(within: .seconds(1)) == 0)
         #expect(bridge.lines.all.contains { $0["drain.outcome"] == "all calls ended" })
