@@ -39,6 +39,9 @@ public struct EchoAgentServer: Sendable {
         case dropsMidReply = "drops-mid-reply"
         /// The same, but the TCP connection is cut with no close frame (a network drop).
         case vanishesMidReply = "vanishes-mid-reply"
+        /// Like `echo`, after first sending every kind of bad event: invalid JSON, a binary frame, an event missing
+        /// its fields, audio for a response that does not exist, and errors with several codes.
+        case sendsJunk = "sends-junk"
     }
 
     public var host: String
@@ -132,6 +135,7 @@ public struct EchoAgentServer: Sendable {
                     EchoAgent(dialect: dialect, configuration: agentConfiguration),
                     connection: connection,
                     dropAfterDeltas: (behavior == .dropsMidReply || behavior == .vanishesMidReply) && connection == 1 ? 5 : nil,
+                    junk: behavior == .sendsJunk,
                     inbound: inbound,
                     outbound: outbound,
                     observer: observer,
@@ -168,6 +172,7 @@ public struct EchoAgentServer: Sendable {
         _ initial: EchoAgent,
         connection: Int,
         dropAfterDeltas: Int? = nil,
+        junk: Bool = false,
         inbound: WebSocketInboundStream,
         outbound: WebSocketOutboundWriter,
         observer: (@Sendable (Observation) -> Void)?,
@@ -203,6 +208,19 @@ public struct EchoAgentServer: Sendable {
             }
             var armed: CallInstant?
             var open = await send(agent.connected())
+            if junk {
+                let silence = Base64.encode([UInt8](repeating: MuLaw.silence, count: 160))
+                let events = [
+                    "{not json", #"{"type":"response.output_audio.delta"}"#, #"{"type":5}"#,
+                    #"{"type":"response.output_audio.delta","response_id":"resp_ghost","item_id":"item_ghost","delta":"\#(silence)"}"#,
+                    #"{"type":"error","error":{"type":"server_error","code":"rate_limit_exceeded","message":"slow down"}}"#,
+                    #"{"type":"error","error":{"type":"server_error","code":"server_error","message":"oops"}}"#,
+                    #"{"type":"error","error":{"type":"invalid_request_error","message":"no code"}}"#,
+                    #"{"type":"brand.new.event","x":[1,{"y":null}]}"#,
+                ]
+                for event in events { try? await outbound.write(.text(event)) }
+                try? await outbound.write(.binary(ByteBuffer(bytes: [1, 2, 3])))
+            }
             loop: for await input in inputs {
                 let now = timeline.now
                 let out: [String]

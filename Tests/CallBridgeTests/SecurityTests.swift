@@ -428,3 +428,30 @@ extension EndToEndTests {
         }
     }
 }
+
+extension EndToEndTests {
+    /// Every kind of bad event from the Realtime side: counted by kind or code, and the call is answered anyway.
+    @Test func junkFromTheServiceIsCountedAndTheCallGoesOn() async throws {
+        try await Self.withBridge(dialect: .ga, behavior: .sendsJunk) { call in
+            let options = DialClient.Options(
+                url: "ws://127.0.0.1:\(call.port)/twilio/media",
+                callerAudio: Self.silence(5) + Self.speech(25),
+                duration: .milliseconds(3000)
+            )
+            let result = try await withTimeout(.seconds(20)) { try await DialClient(options: options, logger: Self.logger).run() }
+            try await call.calls.wait(upTo: .seconds(10)) { $0.count == 1 }
+            let summary = try #require(call.calls.all.first)
+            #expect(summary.endReason == .twilioStop)
+            #expect(result.report.mediaMessages > 10, "the call was answered")
+            #expect(summary.counters.badMessagesByKind["realtime.invalid_json", default: 0] >= 2)
+            #expect(summary.counters.badMessagesByKind["realtime.missing_field", default: 0] >= 1)
+            #expect(summary.counters.badMessagesByKind["realtime.unexpected_frame"] == 1)
+            // (Audio for an unknown response is adopted while nothing else streams: it may have overtaken its
+            // response.created. The core tests cover the case where it must be dropped.)
+            for code in ["rate_limit_exceeded", "server_error", "unknown"] {
+                #expect(summary.counters.upstreamErrorsByCode[code] == 1, "\(code): \(summary.counters.upstreamErrorsByCode)")
+            }
+            #expect(!summary.counters.fallbackPlayed)
+        }
+    }
+}
