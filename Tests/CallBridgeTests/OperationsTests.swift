@@ -19,12 +19,7 @@ extension EndToEndTests {
     }
 
     static func postVoice(port: Int, callSid: String) async throws -> String {
-        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/twilio/voice")!)
-        request.httpMethod = "POST"
-        request.setValue("application/x-www-form-urlencoded", forHTTPHeaderField: "Content-Type")
-        request.httpBody = Data("CallSid=\(callSid)&From=%2B14155550100&To=%2B15005550006".utf8)
-        let (body, _) = try await URLSession.shared.data(for: request)
-        return String(decoding: body, as: UTF8.self)
+        try await Self.webhook(port: port, body: "CallSid=\(callSid)&From=%2B14155550100&To=%2B15005550006", signature: nil).body
     }
 
     /// The value of one sample line of a Prometheus exposition (`name{labels} value`).
