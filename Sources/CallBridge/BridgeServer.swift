@@ -116,7 +116,8 @@ public struct BridgeServer: Sendable {
         makeConfirmer: @escaping @Sendable () -> (any SpeechConfirmer)?,
         onRunning: @escaping @Sendable (Int) async -> Void
     ) -> some ApplicationProtocol {
-        let router = Router(context: BasicWebSocketRequestContext.self)
+        let router = Router(context: BridgeRequestContext.self)
+        let refusedUpgrades = RefusedUpgrades()
         let configuration = self.configuration
         let registry = self.registry
         let metrics = self.metrics
@@ -218,7 +219,7 @@ public struct BridgeServer: Sendable {
                 maxCallDuration: configuration.maxCallDuration
             )
         )
-        router.ws("/twilio/media") { request, _ in
+        router.ws("/twilio/media") { request, context in
             // Twilio signs the upgrade over the exact <Stream url> it was given, with no parameters.
             if configuration.checksSignatures, let token = configuration.twilioAuthToken {
                 let signature = request.headers[HTTPField.Name("X-Twilio-Signature")!]
@@ -229,20 +230,23 @@ public struct BridgeServer: Sendable {
                     let reason = signature == nil ? "missing_signature" : "wrong_signature"
                     metrics.authFailed(route: "media", reason: reason)
                     logger.warning("media stream refused: signature check failed", metadata: ["reason": .string(reason)])
-                    throw HTTPError(.forbidden)
+                    refusedUpgrades.refuse(context.channel, status: .forbidden)
+                    return .dontUpgrade
                 }
             }
             // A stream Twilio opens while draining or full is refused before it is upgraded (Twilio ends the call).
             if let refusal = admission.refusal(active: registry.activeCalls, limit: configuration.maxCalls) {
                 metrics.callRejected(reason: refusal)
                 logger.notice("media stream refused", metadata: ["reason": .string(refusal)])
-                throw HTTPError(.serviceUnavailable)
+                refusedUpgrades.refuse(context.channel, status: .serviceUnavailable)
+                return .dontUpgrade
             }
             return .upgrade([:])
         } onUpgrade: { inbound, outbound, context in
             await session.run(twilioInbound: inbound, twilioOutbound: outbound, logger: context.logger)
         }
         let wsConfiguration = HTTP1WebSocketUpgradeChannel.Configuration(
+            http1: .init(additionalChannelHandlers: [RefusedUpgradeStatus(refusedUpgrades)]),
             ws: WebSocketServerConfiguration(maxFrameSize: 1 << 16, autoPing: .enabled(timePeriod: .seconds(20)), closeTimeout: .seconds(3))
         )
         return Application(
