@@ -192,6 +192,39 @@ extension BargeInTests {
     }
 }
 
+extension ConversationLogTests {
+    /// The caller's transcript arrives after the AI's answer began (as it does from the real service); the replay
+    /// still puts the question before the answer, because the items took their places when they were first seen.
+    @Test func turnsKeepConversationOrderWhateverOrderTheirTranscriptsArriveIn() {
+        var sm = CallStateMachine(configuration: CallConfiguration(watchdog: .init()), now: t(0))
+        _ = sm.handle(.realtimeConnected, now: t(5))
+        _ = sm.handle(.realtimeReceived(.sessionUpdated), now: t(10))
+        _ = sm.handle(.realtimeReceived(.speechStarted(audioStartMs: 100, itemID: "item_u1")), now: t(100))
+        _ = sm.handle(.realtimeReceived(.speechStopped(audioEndMs: 900, itemID: "item_u1")), now: t(900))
+        _ = sm.handle(.realtimeReceived(.responseCreated(responseID: "resp_1")), now: t(950))
+        _ = sm.handle(.realtimeReceived(.outputItemAdded(responseID: "resp_1", itemID: "item_a1")), now: t(960))
+        _ = sm.handle(.realtimeReceived(.outputTranscript(itemID: "item_a1", transcript: "We open at nine.")), now: t(1000))
+        _ = sm.handle(.realtimeReceived(.inputTranscript(itemID: "item_u1", transcript: "When do you open?")), now: t(1400))
+        // A transcript for an item never seen otherwise goes last; an item whose transcript never came is skipped.
+        _ = sm.handle(.realtimeReceived(.speechStarted(audioStartMs: 3000, itemID: "item_u2")), now: t(3000))
+        _ = sm.handle(.realtimeReceived(.inputTranscript(itemID: "item_u3", transcript: "Thanks.")), now: t(5000))
+        #expect(sm.conversation.turns == [
+            ConversationTurn(role: .user, text: "When do you open?"),
+            ConversationTurn(role: .assistant, text: "We open at nine."),
+            ConversationTurn(role: .user, text: "Thanks."),
+        ])
+    }
+
+    @Test func itemsWaitingForATranscriptAreBoundedToo() {
+        var log = ConversationLog()
+        log.maxTurns = 3
+        for index in 0..<20 { log.noteItem(itemID: "u\(index)", role: .user) }
+        #expect(log.entries.count == 6)
+        log.record(itemID: "u19", role: .user, text: "last")
+        #expect(log.turns.map(\.text) == ["last"])
+    }
+}
+
 extension BargeInTests {
     @Test func aFatalErrorEndsTheCallWithTheFallbackAndNoReconnect() {
         let prompt = tone(-12, frames: 2)

@@ -370,11 +370,13 @@ public struct CallStateMachine: Sendable {
                 actions.append(.sendRealtime(.inputAudioAppend(base64: payload)))
             }
             self.heldInbound.removeAll()
-        case .speechStarted:
+        case .speechStarted(_, let itemID):
+            if let itemID { self.conversation.noteItem(itemID: itemID, role: .user) }
             self.serviceHearsSpeech = true
             self.falseTriggerTimer = nil  // the service heard the caller: a real turn
             self.serverSpeechStarted(now: now, into: &actions)
-        case .speechStopped:
+        case .speechStopped(_, let itemID):
+            if let itemID { self.conversation.noteItem(itemID: itemID, role: .user) }
             self.serviceHearsSpeech = false
             // The local VAD dates the end of the caller's speech better, when it runs; else this is the best known.
             if self.callerSpeechEnd == nil { self.callerSpeechEnd = now }
@@ -382,6 +384,7 @@ public struct CallStateMachine: Sendable {
             self.falseTriggerTimer = nil
             self.responseStarted(id: id, itemID: nil, now: now)
         case .outputItemAdded(let responseID, let itemID):
+            self.conversation.noteItem(itemID: itemID, role: .assistant)
             if case .streaming(var active) = self.response, active.id == responseID, active.itemID == nil {
                 active.itemID = itemID
                 self.response = .streaming(active)

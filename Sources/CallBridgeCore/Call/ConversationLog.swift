@@ -1,10 +1,16 @@
 /// The conversation so far, as text, kept to replay into a new Realtime session after a reconnect: the caller's
 /// turns as the service transcribed them, the AI's turns cut to what the caller heard of them. Bounded: the
 /// newest turns that fit `maxTurns` and `maxCharacters`.
+///
+/// Turns are kept in conversation order, not in the order their transcripts arrive: a caller's transcript usually
+/// comes after the AI has begun its answer. An item takes its place when it is first seen (the service VAD's
+/// `speech_started`/`speech_stopped` name the caller's item, `response.output_item.added` the AI's), and its text
+/// fills in when the transcript arrives; an item first seen through its transcript goes last.
 public struct ConversationLog: Sendable, Equatable {
     struct Entry: Sendable, Equatable {
         var itemID: String
         var role: ConversationTurn.Role
+        /// Empty until the transcript arrives.
         var text: String
     }
 
@@ -16,11 +22,37 @@ public struct ConversationLog: Sendable, Equatable {
 
     public init() {}
 
+    /// An item of the conversation exists, in this place; its transcript may follow.
+    mutating func noteItem(itemID: String, role: ConversationTurn.Role) {
+        guard !self.entries.contains(where: { $0.itemID == itemID }) else { return }
+        self.entries.append(Entry(itemID: itemID, role: role, text: ""))
+        self.trim()
+    }
+
     mutating func record(itemID: String, role: ConversationTurn.Role, text: String) {
         let text = text.trimmingSpaces
         guard !text.isEmpty else { return }
-        self.entries.append(Entry(itemID: itemID, role: role, text: text))
-        while self.entries.count > self.maxTurns || self.entries.reduce(0, { $0 + $1.text.count }) > self.maxCharacters {
+        if let index = self.entries.firstIndex(where: { $0.itemID == itemID }) {
+            self.entries[index].text = text
+        } else {
+            self.entries.append(Entry(itemID: itemID, role: role, text: text))
+        }
+        self.trim()
+    }
+
+    /// Drops the oldest entries beyond the bounds; items still waiting for a transcript count double the turn bound
+    /// (a transcript that never comes must not hold memory).
+    private mutating func trim() {
+        func over() -> Bool {
+            var turns = 0
+            var characters = 0
+            for entry in self.entries where !entry.text.isEmpty {
+                turns += 1
+                characters += entry.text.count
+            }
+            return turns > self.maxTurns || characters > self.maxCharacters || self.entries.count > 2 * self.maxTurns
+        }
+        while !self.entries.isEmpty, over() {
             let dropped = self.entries.removeFirst()
             self.heardFraction[dropped.itemID] = nil
         }
@@ -36,6 +68,7 @@ public struct ConversationLog: Sendable, Equatable {
     /// heard of its audio (text and audio run at roughly even pace).
     public var turns: [ConversationTurn] {
         self.entries.compactMap { entry in
+            guard !entry.text.isEmpty else { return nil }
             guard entry.role == .assistant, let fraction = self.heardFraction[entry.itemID] else {
                 return ConversationTurn(role: entry.role, text: entry.text)
             }
