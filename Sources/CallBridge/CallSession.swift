@@ -3,6 +3,7 @@ import Foundation
 import HummingbirdWSClient
 import HummingbirdWebSocket
 import Logging
+import NIOSSL
 import NIOCore
 import ServiceLifecycle
 import Synchronization
@@ -443,8 +444,12 @@ final class CallSession: Sendable {
                 logger.error("realtime leg failed", metadata: ["error": "\(error)"])
                 continuation.yield(.realtime(.realtimeClosed(.closed("\(error)")), leg: control.number))
             } else {
-                logger.error("realtime connect failed", metadata: ["error": "\(error)", "realtime.url": .string(endpoint.url)])
-                continuation.yield(.realtime(.realtimeClosed(.connectFailed("\(error)")), leg: control.number))
+                let retryable = RealtimeEndpoint.isNetworkFailure(error)
+                logger.error(
+                    "realtime connect failed",
+                    metadata: ["error": "\(error)", "realtime.url": .string(endpoint.url), "retryable": .stringConvertible(retryable)]
+                )
+                continuation.yield(.realtime(.realtimeClosed(.connectFailed("\(error)", retryable: retryable)), leg: control.number))
             }
         }
         continuation.yield(.realtimeFinished(leg: control.number))

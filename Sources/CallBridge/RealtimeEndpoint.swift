@@ -47,3 +47,17 @@ public struct RealtimeEndpoint: Sendable {
         )
     }
 }
+
+extension RealtimeEndpoint {
+    /// Whether a failed connection attempt looks like the network's doing (refused, reset, timed out, no route),
+    /// which a later attempt may get past, rather than the service's answer or our configuration: the WebSocket
+    /// client's own errors (the server answered the upgrade with an HTTP status; a bad URL) and a TLS handshake that
+    /// failed (a certificate that does not verify) will fail the same way again.
+    public static func isNetworkFailure(_ error: any Error) -> Bool {
+        switch error {
+        case is WebSocketClientError: false
+        case NIOSSLError.handshakeFailed: false
+        default: true
+        }
+    }
+}

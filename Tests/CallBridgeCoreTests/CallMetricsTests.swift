@@ -170,6 +170,33 @@ extension BargeInTests {
     }
 }
 
+extension BargeInTests {
+    /// Before any session was up: a network failure is retried (with the same backoff, inside the session-ready
+    /// deadline); the service refusing the upgrade goes straight to the fallback.
+    @Test(arguments: [true, false])
+    func aFirstConnectionIsRetriedOnlyWhenTheNetworkFailedIt(retryable: Bool) {
+        let policy = ReconnectPolicy(maxAttempts: 2, initialBackoff: .milliseconds(100), maxBackoff: .seconds(1))
+        var sm = CallStateMachine(configuration: CallConfiguration(watchdog: nil, reconnect: policy), now: t(0))
+        _ = sm.handle(.twilioReceived(.media(payload: Self.silencePayload)), now: t(20))
+        let failed = sm.handle(.realtimeClosed(.connectFailed("connection refused", retryable: retryable)), now: t(50))
+        guard retryable else {
+            #expect(failed == [.endCall(.realtimeConnectFailed)])
+            return
+        }
+        #expect(failed.contains(.scheduleTimer(TimerID(.reconnect, generation: 1), at: t(150))))
+        #expect(sm.handle(.timerFired(TimerID(.reconnect, generation: 1)), now: t(150)) == [.connectRealtime(attempt: 1)])
+        _ = sm.handle(.realtimeConnected, now: t(200))
+        let ready = sm.handle(.realtimeReceived(.sessionUpdated), now: t(220))
+        #expect(ready == [.sendRealtime(.inputAudioAppend(base64: Self.silencePayload))], "the caller's first words are not lost")
+        #expect(sm.upstream == .ready)
+        // Attempts are bounded: a first connection that keeps failing ends like any other.
+        var again = CallStateMachine(configuration: CallConfiguration(watchdog: nil, reconnect: policy), now: t(0))
+        _ = again.handle(.realtimeClosed(.connectFailed("refused", retryable: true)), now: t(10))
+        _ = again.handle(.realtimeClosed(.connectFailed("refused", retryable: true)), now: t(200))
+        #expect(again.handle(.realtimeClosed(.connectFailed("refused", retryable: true)), now: t(500)) == [.endCall(.realtimeConnectFailed)])
+    }
+}
+
 @Suite struct ConversationLogTests {
     @Test func anInterruptedTurnIsCutToWhatWasHeardAndTheLogIsBounded() {
         var log = ConversationLog()

@@ -347,6 +347,7 @@ import FoundationNetworking
             try await calls.wait(upTo: .seconds(10)) { $0.count == 1 }
             #expect(result.closedByBridge, "the bridge hangs up the Twilio leg")
             #expect(calls.all.first?.endReason == .realtimeConnectFailed)
+            #expect(calls.all.first?.counters.upstreamReconnects == 0, "a certificate that does not verify is not retried")
             #expect(!agentEvents.all.contains { if case .connected = $0 { true } else { false } }, "verification was not skipped")
         }
     }
@@ -381,6 +382,7 @@ import FoundationNetworking
             try await call.calls.wait(upTo: .seconds(10)) { $0.count == 1 }
             #expect(result.closedByBridge)
             #expect(call.calls.all.first?.endReason == .realtimeConnectFailed)
+            #expect(call.calls.all.first?.counters.upstreamReconnects == 0, "the service's 401 to a first connection is not retried")
             #expect(result.heard.contains(Self.fallbackTone), "the caller heard the fallback prompt, not dead air")
         }
     }

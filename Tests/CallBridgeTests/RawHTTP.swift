@@ -47,4 +47,12 @@ enum RawHTTP {
         try await channel.writeAndFlush(ByteBuffer(string: request))
         return try await promise.futureResult.get()
     }
+
+    /// A loopback port nothing listens on: bound, read, and closed again.
+    static func freePort() async throws -> Int {
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let port = channel.localAddress?.port ?? 0
+        try await channel.close()
+        return port
+    }
 }

@@ -299,6 +299,27 @@ extension EndToEndTests {
         }
     }
 
+    /// Real failed connections, classified: nothing listening is the network's (worth a retry, even for a first
+    /// connection); an HTTP answer instead of the upgrade is the service's (straight to the fallback).
+    @Test func aFailedConnectionIsRetryableOnlyWhenTheNetworkFailedIt() async throws {
+        try await Self.withBridge(dialect: .ga, captureLogs: false) { call in
+            func failure(_ url: String) async -> (any Error)? {
+                do {
+                    try await WebSocketClient.connect(url: url, logger: Self.logger) { _, outbound, _ in try await outbound.close(.normalClosure, reason: nil) }
+                    return nil
+                } catch {
+                    return error
+                }
+            }
+            // A port that was just free: connection refused.
+            let refused = try #require(await failure("ws://127.0.0.1:\(try await RawHTTP.freePort())/v1/realtime"))
+            #expect(RealtimeEndpoint.isNetworkFailure(refused), "\(refused)")
+            // A server that answers the upgrade with an HTTP status (here 404: no such WebSocket route).
+            let declined = try #require(await failure("ws://127.0.0.1:\(call.port)/no/such/route"))
+            #expect(!RealtimeEndpoint.isNetworkFailure(declined), "\(declined)")
+        }
+    }
+
     /// When the Twilio leg ends, the Realtime leg is closed with a close frame at once, and thousands of calls leave
     /// nothing behind: the active count returns to 0 and resident memory stays flat.
     @Test func shortCallsInSequenceLeaveNothingBehind() async throws {

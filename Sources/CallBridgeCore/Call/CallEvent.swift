@@ -31,8 +31,10 @@ public enum EndReason: String, Sendable, Equatable {
 
 /// How the Realtime leg went away.
 public enum RealtimeClosure: Sendable, Equatable {
-    /// Never connected (DNS, TCP, TLS, HTTP upgrade refused).
-    case connectFailed(String)
+    /// Never connected (DNS, TCP, TLS, HTTP upgrade refused). `retryable`: the failure looks like the network's
+    /// (refused, reset, timed out), not the service's answer (an HTTP status instead of the upgrade: key, quota,
+    /// URL) or a certificate that will not verify on a second try either.
+    case connectFailed(String, retryable: Bool = false)
     /// Was connected; closed by the peer or the network.
     case closed(String)
 }

@@ -166,9 +166,17 @@ extension CallStateMachine {
 
     /// A drop is worth reconnecting after the session had been up (a leg that never came up points at
     /// configuration: a wrong key, URL or quota), while the call is not ending, and while attempts remain.
-    var shouldReconnect: Bool {
-        guard let policy = self.configuration.reconnect, self.sessionWasReady, self.draining == nil else { return false }
-        return self.reconnectAttempts < policy.maxAttempts
+    /// Whether the leg that went away is worth another attempt. Once a session was up, every drop is (the service
+    /// answered a moment ago, so even an HTTP refusal is most likely passing). Before that, only a failure that
+    /// looks like the network's: an HTTP refusal of the very first connection is most likely the key, the quota or
+    /// the URL, and the caller is better served by the fallback prompt now than after the whole backoff.
+    func shouldReconnect(after closure: RealtimeClosure) -> Bool {
+        guard let policy = self.configuration.reconnect, self.draining == nil, self.reconnectAttempts < policy.maxAttempts else {
+            return false
+        }
+        if self.sessionWasReady { return true }
+        if case .connectFailed(_, retryable: true) = closure { return true }
+        return false
     }
 
     /// The Realtime leg dropped: keep the call, hold the caller's audio, and open a new leg after the backoff. What

@@ -206,7 +206,7 @@ public struct CallStateMachine: Sendable {
             self.badMessage(kind: "realtime.unexpected_frame", into: &actions)
         case .realtimeClosed(let closure):
             guard self.endReason == nil else { break }
-            if self.shouldReconnect {
+            if self.shouldReconnect(after: closure) {
                 self.startReconnect(now: now, into: &actions)
                 break
             }
