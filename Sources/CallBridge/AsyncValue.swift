@@ -19,6 +19,14 @@ final class AsyncValue<Value: Sendable>: Sendable {
         for waiter in waiters { waiter.resume(returning: value) }
     }
 
+    /// The value if it is set, without waiting.
+    var current: Value? {
+        self.state.withLock { state in
+            if case .ready(let value) = state { return value }
+            return nil
+        }
+    }
+
     var value: Value {
         get async {
             await withCheckedContinuation { continuation in

@@ -82,6 +82,8 @@ public struct BridgeServer: Sendable {
             endpoint.set(.remote(self.configuration))
             agentURL.set(nil)
         }
+        let heapTrim = IdleHeapTrim(registry: self.registry, logger: self.logger)
+        self.registry.idleHandler.withLock { $0 = { heapTrim.wentIdle() } }
         var call = self.configuration.call
         call.fallbackPrompt = try FallbackPromptLoader.load(self.configuration.fallbackPrompt)
         let app = self.makeApplication(endpoint: endpoint, call: call, makeConfirmer: makeConfirmer) { port in
@@ -116,7 +118,7 @@ public struct BridgeServer: Sendable {
         makeConfirmer: @escaping @Sendable () -> (any SpeechConfirmer)?,
         onRunning: @escaping @Sendable (Int) async -> Void
     ) -> some ApplicationProtocol {
-        let router = Router(context: BridgeRequestContext.self)
+        let router = Router(context: WebSocketRouteContext.self)
         let refusedUpgrades = RefusedUpgrades()
         let configuration = self.configuration
         let registry = self.registry
@@ -206,7 +208,7 @@ public struct BridgeServer: Sendable {
         }
         let session = CallSession(
             configuration: call,
-            endpoint: { await endpoint.value },
+            endpoint: endpoint,
             makeConfirmer: makeConfirmer,
             ticker: self.ticker,
             timeline: self.timeline,
@@ -230,7 +232,7 @@ public struct BridgeServer: Sendable {
                     let reason = signature == nil ? "missing_signature" : "wrong_signature"
                     metrics.authFailed(route: "media", reason: reason)
                     logger.warning("media stream refused: signature check failed", metadata: ["reason": .string(reason)])
-                    refusedUpgrades.refuse(context.channel, status: .forbidden)
+                    refusedUpgrades.refuse(context.connection, status: .forbidden)
                     return .dontUpgrade
                 }
             }
@@ -238,11 +240,12 @@ public struct BridgeServer: Sendable {
             if let refusal = admission.refusal(active: registry.activeCalls, limit: configuration.maxCalls) {
                 metrics.callRejected(reason: refusal)
                 logger.notice("media stream refused", metadata: ["reason": .string(refusal)])
-                refusedUpgrades.refuse(context.channel, status: .serviceUnavailable)
+                refusedUpgrades.refuse(context.connection, status: .serviceUnavailable)
                 return .dontUpgrade
             }
             return .upgrade([:])
         } onUpgrade: { inbound, outbound, context in
+            context.requestContext.releaseWebSocketHandler()
             await session.run(twilioInbound: inbound, twilioOutbound: outbound, logger: context.logger)
         }
         let wsConfiguration = HTTP1WebSocketUpgradeChannel.Configuration(

@@ -79,7 +79,7 @@ public struct EchoAgentServer: Sendable {
 
     /// Builds the server as a service; `onRunning` receives the bound port.
     public func makeApplication(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) throws -> some ApplicationProtocol {
-        let router = Router(context: AgentRequestContext.self)
+        let router = Router(context: WebSocketRouteContext.self)
         router.get("/healthz") { _, _ in "ok" }
         let counter = ConnectionCounter()
         let expectedKey = self.expectedAPIKey
@@ -97,6 +97,7 @@ public struct EchoAgentServer: Sendable {
                 }
                 return .upgrade([:])
             } onUpgrade: { inbound, outbound, context in
+                context.requestContext.releaseWebSocketHandler()
                 let dialect: RealtimeDialect =
                     context.request.headers[HTTPField.Name("OpenAI-Beta")!] == "realtime=v1" ? .beta : .ga
                 let connection = counter.next()
@@ -143,7 +144,7 @@ public struct EchoAgentServer: Sendable {
                 )
                 if behavior == .vanishesMidReply && connection == 1 {
                     // No close frame: the socket just goes away.
-                    try? await context.requestContext.channel.close(mode: .all)
+                    try? await context.requestContext.channel?.close(mode: .all)
                 }
                 observer?(.disconnected(connection: connection))
             }
@@ -269,16 +270,3 @@ final class ConnectionCounter: Sendable {
     func next() -> Int { self.value.add(1, ordering: .relaxed).newValue }
 }
 
-/// The echo agent's request context: the WebSocket one, plus the connection's channel (to cut it without a close
-/// frame in the network-drop tests).
-struct AgentRequestContext: RequestContext, WebSocketRequestContext {
-    var coreContext: CoreRequestContextStorage
-    let webSocket: WebSocketHandlerReference<Self>
-    let channel: any Channel
-
-    init(source: ApplicationRequestContextSource) {
-        self.coreContext = .init(source: source)
-        self.webSocket = .init()
-        self.channel = source.channel
-    }
-}

@@ -176,7 +176,13 @@ final class BridgeProcess: Sendable {
     let callLog: URL
     let port: Int
 
-    init(arguments: [String] = []) async throws {
+    /// `keepLine`: which of its JSON log lines to record (a test running thousands of calls keeps only the few it
+    /// waits for). `environment`: added to the test's own, which loses every CALLBRIDGE_ variable and the API key.
+    init(
+        arguments: [String] = [],
+        environment extra: [String: String] = [:],
+        keepLine: @escaping @Sendable ([String: String]) -> Bool = { _ in true }
+    ) async throws {
         let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         var binary = directory.appendingPathComponent("callbridge")
         if !FileManager.default.isExecutableFile(atPath: binary.path) {
@@ -191,6 +197,7 @@ final class BridgeProcess: Sendable {
         process.arguments = ["run", "--host", "127.0.0.1", "--port", "0", "--call-log", self.callLog.path, "--log-format", "json"] + arguments
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("CALLBRIDGE_") }
         environment["OPENAI_API_KEY"] = nil
+        environment.merge(extra) { $1 }
         process.environment = environment
         let stderr = Pipe()
         process.standardError = stderr
@@ -213,7 +220,8 @@ final class BridgeProcess: Sendable {
             }
             for line in complete {
                 guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else { continue }
-                lines.record(object.compactMapValues { $0 as? String })
+                let fields = object.compactMapValues { $0 as? String }
+                if fields["message"] == "callbridge listening" || keepLine(fields) { lines.record(fields) }
             }
         }
         let exits = self.exits
@@ -225,6 +233,18 @@ final class BridgeProcess: Sendable {
     }
 
     func signal(_ number: Int32 = SIGTERM) { kill(self.process.processIdentifier, number) }
+
+    /// The process's open file descriptors (sockets included), from /proc.
+    var openFiles: Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(self.process.processIdentifier)/fd"))?.count ?? 0
+    }
+
+    /// The process's resident memory (VmRSS), from /proc.
+    var residentBytes: Int {
+        let status = (try? String(contentsOfFile: "/proc/\(self.process.processIdentifier)/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+        return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) * 1024
+    }
 
     /// Waits for the process to exit; its exit status.
     func exitStatus(within limit: Duration) async throws -> Int32 {
