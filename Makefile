@@ -4,7 +4,7 @@ PORT ?= 8080
 BIN := .build/debug/callbridge
 RELEASE_BIN := .build/release/callbridge
 
-.PHONY: run run-release test build build-release deps demo bargein-check bench fixtures fixtures-update certs clean deploy-check fuzz
+.PHONY: run run-release test build build-release deps demo bargein-check bench bench-check bench-thresholds bench-silero fixtures fixtures-update certs clean deploy-check fuzz
 
 ## Start the bridge (embedded echo agent unless OPENAI_API_KEY is set). Options: make run ARGS="--port 9000".
 run: build
@@ -38,8 +38,22 @@ demo: build
 bargein-check: build
 	scripts/bargein-check.sh $(N)
 
-## Benchmarks (release build): Silero VAD cost per window and per call.
+## Micro-benchmarks of the per-frame path (release): time and mallocs per operation. A separate package in
+## Benchmarks/ (ordo-one/benchmark), so `make test` never builds it.
 bench: deps
+	cd Benchmarks && $(SWIFT) package benchmark --no-progress
+
+## Run the micro-benchmarks and compare with Benchmarks/Thresholds/: fails when a malloc count differs from the
+## committed one (either way) or time is well over the committed p90 (twice, or three times for the state machine).
+bench-check: deps
+	cd Benchmarks && $(SWIFT) package benchmark thresholds check --no-progress
+
+## Rewrite Benchmarks/Thresholds/ from a run on this machine (after an intended change; review the diff).
+bench-thresholds: deps
+	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark thresholds update --no-progress
+
+## Silero VAD timed over a whole process (release): cost per window and per call.
+bench-silero: deps
 	$(SWIFT) build -c release --product CallBridgeBench
 	.build/release/CallBridgeBench Sources/CallBridge/Resources/silero_vad_v6_8k.f32 20000
 
@@ -63,7 +77,7 @@ certs:
 	Fixtures/tls/generate.sh
 
 clean:
-	rm -rf .build
+	rm -rf .build Benchmarks/.build
 
 ## Fuzz the wire decoders for longer than CI does: ROUNDS mutation rounds over every seed (100000 ≈ 2 million inputs).
 ROUNDS ?= 100000

@@ -89,6 +89,24 @@ struct Base64Tests {
         #expect(Base64.decode(text) == nil)
         var copy = text
         #expect(copy.withUTF8 { Base64.isValid($0) } == false)
+        var output: [UInt8] = [1, 2, 3]
+        let decoded = Base64.decode(text, into: &output)
+        #expect(!decoded)
+        #expect(output.isEmpty)
+    }
+
+    @Test("decoding into a reused array gives what decode returns, for every length and after a failure")
+    func decodeIntoReusedArray() {
+        var rng = SplitMix64(state: 0xBA5E)
+        var output: [UInt8] = []
+        for length in 0...300 {
+            let bytes = rng.bytes(length)
+            let decoded = Base64.decode(Base64.encode(bytes), into: &output)
+            #expect(decoded, "length \(length)")
+            #expect(output == bytes, "length \(length)")
+            let refused = !Base64.decode("Zm9v!A==", into: &output)
+            #expect(refused)
+        }
     }
 
     @Test("accepts the boundary cases of padding")

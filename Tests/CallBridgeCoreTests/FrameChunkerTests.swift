@@ -58,6 +58,30 @@ import Testing
         #expect(chunker.finish() == nil)
     }
 
+    /// Taking frames into one reused array gives the same frames as `nextFrame()`, however the audio is split.
+    @Test func takingIntoAReusedArrayGivesTheSameFrames() {
+        let audio = ramp(1000, from: 3)
+        var frame: [UInt8] = [9]
+        for split in [0, 1, 159, 160, 161, 500, 999, 1000] {
+            var reference = FrameChunker()
+            var chunker = FrameChunker()
+            for part in [audio[..<split], audio[split...]] {
+                reference.append(part)
+                chunker.append(part)
+                while let expected = reference.nextFrame() {
+                    let took = chunker.nextFrame(into: &frame)
+                    #expect(took, "split at \(split)")
+                    #expect(frame == expected, "split at \(split)")
+                }
+                let held = frame
+                let refused = !chunker.nextFrame(into: &frame)
+                #expect(refused, "split at \(split)")
+                #expect(frame == held, "a refused take leaves the array alone")
+            }
+            #expect(chunker.finish() == reference.finish(), "tail, split at \(split)")
+        }
+    }
+
     @Test func resetDropsEverything() {
         var chunker = FrameChunker()
         chunker.append(ramp(250))

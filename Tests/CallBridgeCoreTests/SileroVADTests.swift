@@ -73,6 +73,22 @@ import Testing
         #expect(fresh.process(samples[half...]) == second)
     }
 
+    /// The per-frame form (probabilities handed to a closure, nothing collected) sees the same windows.
+    @Test func windowsHandedToAClosureMatchTheReturnedOnes() throws {
+        let muLaw = MuLaw.encode(try Self.clip().prefix(8000).map { Int16(clamping: Int(($0 * 32768).rounded())) })
+        var collecting = SileroVAD(model: Self.model)
+        var handing = SileroVAD(model: Self.model)
+        var expected: [Float] = []
+        var got: [Float] = []
+        for start in stride(from: 0, to: muLaw.count, by: 160) {
+            let frame = Array(muLaw[start..<min(muLaw.count, start + 160)])
+            expected += collecting.process(muLaw: frame)
+            handing.process(muLaw: frame) { got.append($0) }
+        }
+        #expect(got.count == 8000 / 256)
+        #expect(got == expected)
+    }
+
     @Test func deterministic() throws {
         let samples = try Self.clip()
         var a = SileroVAD(model: Self.model)

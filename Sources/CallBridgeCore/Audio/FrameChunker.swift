@@ -21,12 +21,26 @@ public struct FrameChunker: Sendable {
         self.buffer.append(contentsOf: bytes)
     }
 
-    /// The next whole frame, or nil when fewer than `frameSize` bytes are held.
+    /// The next whole frame, or nil when fewer than `frameSize` bytes are held. Each frame is a new array; use
+    /// `nextFrame(into:)` where the frame is only looked at.
     public mutating func nextFrame() -> [UInt8]? {
+        guard let range = self.takeFrame() else { return nil }
+        return Array(self.buffer[range])
+    }
+
+    /// Replaces the contents of `frame` with the next whole frame and returns true, or returns false (leaving `frame`
+    /// alone) when fewer than `frameSize` bytes are held. An array reused from call to call is not reallocated.
+    public mutating func nextFrame(into frame: inout [UInt8]) -> Bool {
+        guard let range = self.takeFrame() else { return false }
+        frame.removeAll(keepingCapacity: true)
+        frame.append(contentsOf: self.buffer[range])
+        return true
+    }
+
+    private mutating func takeFrame() -> Range<Int>? {
         guard self.bufferedByteCount >= self.frameSize else { return nil }
-        let frame = Array(self.buffer[self.readIndex..<(self.readIndex + self.frameSize)])
-        self.readIndex += self.frameSize
-        return frame
+        defer { self.readIndex += self.frameSize }
+        return self.readIndex..<(self.readIndex + self.frameSize)
     }
 
     /// Pads a partial tail with μ-law silence so it can be sent; call when the response's audio is done.

@@ -19,6 +19,9 @@ public enum Level {
     }
 
     /// RMS of μ-law bytes, in dB relative to full scale (32768).
+    /// Inlinable so callers in other modules get a specialized copy: the unspecialized generic allocated once per
+    /// byte (160 mallocs for a frame, measured by `make bench`).
+    @inlinable
     public static func dBFS<C: Collection>(muLaw bytes: C) -> Double where C.Element == UInt8 {
         guard !bytes.isEmpty else { return -120 }
         var sum = 0.0
@@ -29,7 +32,8 @@ public enum Level {
         return decibels(amplitude: (sum / Double(bytes.count)).squareRoot() / 32768)
     }
 
-    /// RMS of PCM16 samples, in dBFS.
+    /// RMS of PCM16 samples, in dBFS (inlinable like the μ-law variant).
+    @inlinable
     public static func dBFS<C: Collection>(pcm samples: C) -> Double where C.Element == Int16 {
         guard !samples.isEmpty else { return -120 }
         var sum = 0.0

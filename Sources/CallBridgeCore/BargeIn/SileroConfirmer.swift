@@ -21,10 +21,14 @@ public struct SileroConfirmer: SpeechConfirmer {
     }
 
     public mutating func feed(_ frame: [UInt8]) {
-        for probability in self.vad.process(muLaw: frame) {
-            self.windows += 1
-            self.best = max(self.best, probability)
+        var windows = 0
+        var best = self.best
+        self.vad.process(muLaw: frame) { probability in
+            windows += 1
+            best = max(best, probability)
         }
+        self.windows += windows
+        self.best = best
     }
 
     public var heardSpeech: Bool { self.best >= self.threshold }

@@ -167,20 +167,31 @@ public struct SileroVAD: Sendable {
 
     /// Feeds samples in [-1, 1); returns the speech probability of every window completed.
     public mutating func process<C: Collection>(_ samples: C) -> [Float] where C.Element == Float {
-        self.pending.append(contentsOf: samples)
         var probabilities: [Float] = []
+        self.process(samples) { probabilities.append($0) }
+        return probabilities
+    }
+
+    /// Feeds samples in [-1, 1) and hands `window` the speech probability of every window completed, in order,
+    /// without collecting them in an array (the per-frame form).
+    public mutating func process<C: Collection>(_ samples: C, window report: (Float) -> Void) where C.Element == Float {
+        self.pending.append(contentsOf: samples)
         var start = 0
         while self.pending.count - start >= Self.windowSamples {
-            probabilities.append(self.window(at: start))
+            report(self.window(at: start))
             start += Self.windowSamples
         }
         if start > 0 { self.pending.removeFirst(start) }
-        return probabilities
     }
 
     /// Feeds 8 kHz μ-law (a Twilio frame is 160 bytes: five frames give three windows and carry the rest over).
     public mutating func process(muLaw bytes: [UInt8]) -> [Float] {
         self.process(bytes.lazy.map { Float(MuLaw.decode($0)) / 32768 })
+    }
+
+    /// Feeds 8 kHz μ-law, handing `window` each completed window's probability (allocates nothing).
+    public mutating func process(muLaw bytes: [UInt8], window report: (Float) -> Void) {
+        self.process(bytes.lazy.map { Float(MuLaw.decode($0)) / 32768 }, window: report)
     }
 
     /// One 32 ms window (the 256 samples at `start` in `pending`) through the network.

@@ -9,31 +9,42 @@ public enum Base64 {
 
     public static func encode<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
         let input = Array(bytes)
-        let outputLength = ((input.count + 2) / 3) * 4
-        return String(unsafeUninitializedCapacity: outputLength) { out in
-            var o = 0
-            var i = 0
-            while i + 3 <= input.count {
-                let v = (UInt32(input[i]) << 16) | (UInt32(input[i + 1]) << 8) | UInt32(input[i + 2])
-                out[o] = alphabet[Int((v >> 18) & 63)]
-                out[o + 1] = alphabet[Int((v >> 12) & 63)]
-                out[o + 2] = alphabet[Int((v >> 6) & 63)]
-                out[o + 3] = alphabet[Int(v & 63)]
-                o += 4
-                i += 3
-            }
-            let rest = input.count - i
-            if rest > 0 {
-                var v = UInt32(input[i]) << 16
-                if rest == 2 { v |= UInt32(input[i + 1]) << 8 }
-                out[o] = alphabet[Int((v >> 18) & 63)]
-                out[o + 1] = alphabet[Int((v >> 12) & 63)]
-                out[o + 2] = rest == 2 ? alphabet[Int((v >> 6) & 63)] : UInt8(ascii: "=")
-                out[o + 3] = UInt8(ascii: "=")
-                o += 4
-            }
-            return o
+        return input.withUnsafeBufferPointer { input in
+            String(unsafeUninitializedCapacity: self.encodedCount(input.count)) { self.encode(input, into: $0) }
         }
+    }
+
+    /// The length of the base64 text of `byteCount` bytes, padding included.
+    static func encodedCount(_ byteCount: Int) -> Int {
+        (byteCount + 2) / 3 * 4
+    }
+
+    /// Writes the base64 of `input` at the start of `out`, which must hold `encodedCount(input.count)` bytes;
+    /// returns that count.
+    static func encode(_ input: UnsafeBufferPointer<UInt8>, into out: UnsafeMutableBufferPointer<UInt8>) -> Int {
+        precondition(out.count >= self.encodedCount(input.count), "base64 output buffer too small")
+        var o = 0
+        var i = 0
+        while i + 3 <= input.count {
+            let v = (UInt32(input[i]) << 16) | (UInt32(input[i + 1]) << 8) | UInt32(input[i + 2])
+            out[o] = alphabet[Int((v >> 18) & 63)]
+            out[o + 1] = alphabet[Int((v >> 12) & 63)]
+            out[o + 2] = alphabet[Int((v >> 6) & 63)]
+            out[o + 3] = alphabet[Int(v & 63)]
+            o += 4
+            i += 3
+        }
+        let rest = input.count - i
+        if rest > 0 {
+            var v = UInt32(input[i]) << 16
+            if rest == 2 { v |= UInt32(input[i + 1]) << 8 }
+            out[o] = alphabet[Int((v >> 18) & 63)]
+            out[o + 1] = alphabet[Int((v >> 12) & 63)]
+            out[o + 2] = rest == 2 ? alphabet[Int((v >> 6) & 63)] : UInt8(ascii: "=")
+            out[o + 3] = UInt8(ascii: "=")
+            o += 4
+        }
+        return o
     }
 
     /// The byte count `text` decodes to, from its length and padding alone (no validation).
@@ -58,37 +69,62 @@ public enum Base64 {
     }
 
     public static func decode(bytes input: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
+        guard let outputLength = self.decodedCount(input) else { return nil }
+        var failed = false
+        let output = [UInt8](unsafeUninitializedCapacity: outputLength) { out, count in
+            failed = !self.decode(input, into: out)
+            count = failed ? 0 : outputLength
+        }
+        return failed ? nil : output
+    }
+
+    /// Decodes `text` into `output`, replacing its contents, and returns true; on invalid base64 returns false and
+    /// leaves `output` empty. An array reused from call to call is not reallocated (the per-frame form of `decode`).
+    public static func decode(_ text: String, into output: inout [UInt8]) -> Bool {
+        var text = text
+        return text.withUTF8 { input in
+            output.removeAll(keepingCapacity: true)
+            guard let length = self.decodedCount(input) else { return false }
+            output.append(contentsOf: repeatElement(0, count: length))
+            let valid = output.withUnsafeMutableBufferPointer { self.decode(input, into: $0) }
+            if !valid { output.removeAll(keepingCapacity: true) }
+            return valid
+        }
+    }
+
+    /// The decoded length of well-formed base64 `input` (length a multiple of 4), or nil.
+    private static func decodedCount(_ input: UnsafeBufferPointer<UInt8>) -> Int? {
         guard input.count % 4 == 0 else { return nil }
-        if input.isEmpty { return [] }
+        if input.isEmpty { return 0 }
         var padding = 0
         if input[input.count - 1] == UInt8(ascii: "=") { padding += 1 }
         if input[input.count - 2] == UInt8(ascii: "=") { padding += 1 }
-        let outputLength = input.count / 4 * 3 - padding
-        var failed = false
-        let output = [UInt8](unsafeUninitializedCapacity: outputLength) { out, count in
-            var o = 0
-            var i = 0
-            while i < input.count {
-                let isLast = i + 4 == input.count
-                let a = reverse[Int(input[i])]
-                let b = reverse[Int(input[i + 1])]
-                let cRaw = input[i + 2]
-                let dRaw = input[i + 3]
-                let c = (isLast && cRaw == UInt8(ascii: "=") && padding == 2) ? 0 : reverse[Int(cRaw)]
-                let d = (isLast && dRaw == UInt8(ascii: "=") && padding >= 1) ? 0 : reverse[Int(dRaw)]
-                if (a | b | c | d) & 0xC0 != 0 {
-                    failed = true
-                    break
-                }
-                let v = (UInt32(a) << 18) | (UInt32(b) << 12) | (UInt32(c) << 6) | UInt32(d)
-                if o < outputLength { out[o] = UInt8((v >> 16) & 0xFF); o += 1 }
-                if o < outputLength { out[o] = UInt8((v >> 8) & 0xFF); o += 1 }
-                if o < outputLength { out[o] = UInt8(v & 0xFF); o += 1 }
-                i += 4
-            }
-            count = failed ? 0 : o
+        return input.count / 4 * 3 - padding
+    }
+
+    /// Decodes `input` into `out`, which holds exactly `decodedCount(input)` bytes; false on a character outside the
+    /// alphabet or misplaced padding.
+    private static func decode(_ input: UnsafeBufferPointer<UInt8>, into out: UnsafeMutableBufferPointer<UInt8>) -> Bool {
+        let outputLength = out.count
+        let padding = input.count / 4 * 3 - outputLength
+        var o = 0
+        var i = 0
+        while i < input.count {
+            let isLast = i + 4 == input.count
+            let a = reverse[Int(input[i])]
+            let b = reverse[Int(input[i + 1])]
+            let cRaw = input[i + 2]
+            let dRaw = input[i + 3]
+            let c = (isLast && cRaw == UInt8(ascii: "=") && padding == 2) ? 0 : reverse[Int(cRaw)]
+            let d = (isLast && dRaw == UInt8(ascii: "=") && padding >= 1) ? 0 : reverse[Int(dRaw)]
+            if (a | b | c | d) & 0xC0 != 0 { return false }
+            let v = (UInt32(a) << 18) | (UInt32(b) << 12) | (UInt32(c) << 6) | UInt32(d)
+            if o < outputLength { out[o] = UInt8((v >> 16) & 0xFF); o += 1 }
+            if o < outputLength { out[o] = UInt8((v >> 8) & 0xFF); o += 1 }
+            if o < outputLength { out[o] = UInt8(v & 0xFF); o += 1 }
+            i += 4
         }
-        return failed ? nil : output
+        return true
     }
 
     static func isValid(_ input: UnsafeBufferPointer<UInt8>) -> Bool {

@@ -238,8 +238,14 @@ public enum RealtimeCodec {
     public static func encode(_ event: RealtimeClientEvent, dialect: RealtimeDialect) -> String {
         switch event {
         case .inputAudioAppend(let base64):
-            // Hot path: the payload was validated as base64 on the way in, so it needs no escaping.
-            return "{\"type\":\"input_audio_buffer.append\",\"audio\":\"" + base64 + "\"}"
+            // Hot path (one allocation): the payload was validated as base64 on the way in, so it needs no escaping.
+            let head: StaticString = "{\"type\":\"input_audio_buffer.append\",\"audio\":\""
+            let tail: StaticString = "\"}"
+            return JSONText.build(count: head.utf8CodeUnitCount + base64.utf8.count + tail.utf8CodeUnitCount) { out in
+                out.append(head)
+                out.append(base64)
+                out.append(tail)
+            }
         case .responseCancel(let responseID, let eventID):
             return "{\"type\":\"response.cancel\",\"event_id\":" + JSONText.quoted(eventID) + ",\"response_id\":"
                 + JSONText.quoted(responseID) + "}"
