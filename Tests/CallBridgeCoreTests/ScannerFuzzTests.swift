@@ -296,6 +296,8 @@ struct ScannerFuzzTests {
         for failure in (twilio.failures + realtime.failures).prefix(10) {
             Issue.record(Comment(rawValue: failure))
         }
+        let inputs = rounds * (Self.twilioSeeds.count + Self.realtimeSeeds.count)
+        print("fuzz: \(inputs) mutated inputs over \(rounds) rounds; twilio \(twilio.counts), realtime \(realtime.counts)")
         #expect(twilio.failures.isEmpty && realtime.failures.isEmpty)
         // The mutations must leave enough messages that both paths accept, or the property says nothing.
         #expect(twilio.counts["agree", default: 0] > rounds / 2, "\(twilio.counts)")

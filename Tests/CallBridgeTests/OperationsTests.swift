@@ -240,10 +240,16 @@ final class BridgeProcess: Sendable {
     }
 
     /// The process's resident memory (VmRSS), from /proc.
-    var residentBytes: Int {
+    var residentBytes: Int { self.status("VmRSS") * 1024 }
+
+    /// The process's threads, from /proc.
+    var threads: Int { self.status("Threads") }
+
+    /// A number field of /proc/PID/status (the first number after the colon).
+    func status(_ field: String) -> Int {
         let status = (try? String(contentsOfFile: "/proc/\(self.process.processIdentifier)/status", encoding: .utf8)) ?? ""
-        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
-        return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) * 1024
+        let line = status.split(separator: "\n").first { $0.hasPrefix(field + ":") } ?? ""
+        return Int(line.dropFirst(field.count + 1).split(whereSeparator: { $0 == " " || $0 == "\t" }).first ?? "") ?? 0
     }
 
     /// Waits for the process to exit; its exit status.
