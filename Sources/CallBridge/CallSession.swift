@@ -20,17 +20,20 @@ import Synchronization
 /// the other leg, and a transition's actions are all issued before the next event is read.
 final class CallSession: Sendable {
     enum Input: Sendable {
-        case event(CallEvent)
-        /// An event from a Realtime leg (numbered: after a reconnect or recycle an old leg's late news is dropped).
-        case realtime(CallEvent, leg: Int)
-        /// A Realtime leg (numbered: after a reconnect an old leg's late news must not touch the new one).
-        case realtimeAttached(LegWriter, leg: Int)
+        case twilioText(String)
+        case twilioBinary
+        /// The Twilio connection is gone.
+        case twilioClosed
+        /// A Realtime leg is connected (numbered: after a reconnect or recycle an old leg's late news is dropped).
+        case realtimeUp(LegWriter, leg: Int)
+        case realtimeText(String, leg: Int)
+        case realtimeBinary(leg: Int)
+        case realtimeClosed(RealtimeClosure, leg: Int)
+        /// The leg's task is over (also when it never connected).
         case realtimeFinished(leg: Int)
-        case twilioFinished
-        /// The ended call's close handshakes took too long: stop waiting for the peers.
-        case closeGraceExpired
-        /// The start timeout passed: end the call unless `start` has arrived.
-        case startDeadline
+        case tick
+        case timed(CallDriver.Timed)
+        case shutdown
     }
 
     /// What authenticates a stream and bounds its life.
@@ -96,8 +99,6 @@ final class CallSession: Sendable {
         let id = self.registry.callStarted()
         self.metrics.callStarted()
         self.metrics.setActiveCalls(self.registry.activeCalls)
-        let startTime = JSONLogHandler.timestamp()
-        let tickPending = TickFlag()
         let timers = CallTimers()
         defer {
             timers.cancelAll()
@@ -110,288 +111,81 @@ final class CallSession: Sendable {
                 let twilio = LegWriter()
                 group.addTask { await Self.readTwilio(twilioInbound, into: continuation, logger: baseLogger) }
                 group.addTask { await twilio.drain(into: twilioOutbound, logger: baseLogger) }
-                // With authentication on, the model's session is opened only for a stream whose `start` carried a
-                // valid call token: nothing of an unauthenticated stream reaches the paid API.
-                let admitted = AsyncValue<Bool>()
-                if self.security.callTokenKey == nil { admitted.set(true) }
-                // The Realtime leg runs outside the call's task group: a call that ends while the leg is still
-                // connecting must not cancel it mid-handshake (the WebSocket client then lingers for seconds), but
-                // tell it to close with a close frame as soon as it is up.
-                @Sendable func openRealtimeLeg(number: Int) -> (RealtimeLegControl, Task<Void, Never>) {
-                    let control = RealtimeLegControl(number: number)
-                    let task = Task {
-                        defer { control.markFinished() }
-                        guard await admitted.value else {
-                            continuation.yield(.realtimeFinished(leg: number))
-                            return
-                        }
-                        // Known at once but in the first moments of an embedded agent (no timer per call for it).
-                        var endpoint = self.endpoint.current
-                        if endpoint == nil { endpoint = try? await withTimeout(Self.endpointWait) { await self.endpoint.value } }
-                        guard let endpoint else {
-                            continuation.yield(.realtime(.realtimeClosed(.connectFailed("the Realtime endpoint is not ready")), leg: number))
-                            continuation.yield(.realtimeFinished(leg: number))
-                            return
-                        }
-                        guard !control.isCallOver else {
-                            continuation.yield(.realtimeFinished(leg: number))
-                            return
-                        }
-                        await Self.runRealtimeLeg(endpoint, control: control, into: continuation, logger: baseLogger)
-                    }
-                    return (control, task)
-                }
-                var (realtimeLeg, realtimeTask) = openRealtimeLeg(number: 1)
-
-                var machine = CallStateMachine(
-                    configuration: self.configuration,
-                    confirmer: self.makeConfirmer(),
-                    now: self.timeline.now
+                let host = AsyncCallHost(session: self, id: id, twilio: twilio, continuation: continuation, timers: timers, logger: baseLogger)
+                let driver = CallDriver(
+                    io: host,
+                    environment: .init(
+                        configuration: self.configuration,
+                        security: self.security,
+                        makeConfirmer: self.makeConfirmer,
+                        timeline: self.timeline,
+                        callLog: self.callLog,
+                        metrics: self.metrics
+                    ),
+                    logger: baseLogger,
+                    callMetadata: callMetadata
                 )
-                var logger = baseLogger
-                var realtime: LegWriter?
-                var dialect = RealtimeDialect.ga
-                var quotedStreamSid = JSONText.quoted("")
-                var ticking = false
-                var twilioOpen = true
-                var realtimeOpen = true
-                var published = CallCounters()
-                var publishedAt = self.timeline.clock.now
-                var started = false
-                let opened = self.timeline.clock.now
-                self.deliver(.startDeadline, at: opened.advanced(by: self.security.startTimeout), timers: timers, to: continuation)
-                self.deliver(.event(.terminate(.maxDuration)), at: opened.advanced(by: self.security.maxCallDuration), timers: timers, to: continuation)
-
-                loop: for await input in inputs {
-                    var event: CallEvent
+                driver.begin()
+                for await input in inputs {
                     switch input {
-                    case .event(let e):
-                        event = e
-                    case .realtime(let e, let leg):
-                        guard leg == realtimeLeg.number else { continue }
-                        event = e
-                    case .startDeadline:
-                        guard !started else { continue }
-                        logger.warning("no start message: closing the stream", metadata: ["start.timeout_ms": .stringConvertible(self.security.startTimeout.components.seconds * 1000)])
-                        event = .terminate(.noStart)
-                    case .realtimeAttached(let writer, let leg):
-                        guard leg == realtimeLeg.number else { continue }
-                        realtime = writer
-                        realtimeOpen = true
-                        dialect = writer.dialect
-                        if machine.isEnded { writer.close(reason: "call ended") }
-                        continue
-                    case .realtimeFinished(let leg):
-                        guard leg == realtimeLeg.number else { continue }
-                        realtimeOpen = false
-                        realtime = nil
-                        if machine.isEnded && !twilioOpen { break loop }
-                        continue
-                    case .twilioFinished:
-                        twilioOpen = false
+                    case .twilioText(let text): driver.twilioText(text)
+                    case .twilioBinary: driver.twilioBinary()
+                    case .twilioClosed:
+                        driver.twilioClosed()
                         twilio.finish()
-                        if machine.isEnded && (!realtimeOpen || realtime == nil) { break loop }
-                        continue
-                    case .closeGraceExpired:
-                        logger.warning(
-                            "close handshake timed out",
-                            metadata: ["twilio.open": .stringConvertible(twilioOpen), "realtime.open": .stringConvertible(realtimeOpen)]
-                        )
-                        break loop
+                    case .realtimeUp(let writer, let leg):
+                        // The writer first: the driver's answer to the connection (session.update) goes out on it.
+                        if leg == driver.realtimeLeg { host.writer = writer }
+                        driver.realtimeConnected(leg: leg, dialect: writer.dialect)
+                    case .realtimeText(let text, let leg): driver.realtimeText(text, leg: leg)
+                    case .realtimeBinary(let leg): driver.realtimeBinary(leg: leg)
+                    case .realtimeClosed(let closure, let leg):
+                        if leg == driver.realtimeLeg { host.writer = nil }
+                        driver.realtimeClosed(leg: leg, closure)
+                    case .realtimeFinished(let leg):
+                        if leg == driver.realtimeLeg { host.writer = nil }
+                        driver.realtimeLegFinished(leg: leg)
+                    case .tick:
+                        host.tickPending.clear()
+                        driver.tick()
+                    case .timed(let timed): driver.timed(timed)
+                    case .shutdown: driver.shutdownRequested()
                     }
-                    if case .tick = event { tickPending.clear() }
-                    if case .twilioReceived(let message) = event {
-                        switch message {
-                        case .start(var start) where !started:
-                            started = true
-                            if let key = self.security.callTokenKey {
-                                let verdict = CallToken.verify(
-                                    start.customParameters[CallToken.parameterName],
-                                    callSid: start.callSid,
-                                    now: Int64(Date().timeIntervalSince1970),
-                                    key: key
-                                )
-                                guard verdict == .valid else {
-                                    self.metrics.authFailed(route: "start", reason: verdict.rawValue)
-                                    logger.warning("call token rejected: closing the stream", metadata: ["call_sid": .string(start.callSid), "token.verdict": .string(verdict.rawValue)])
-                                    admitted.set(false)
-                                    event = .terminate(.unauthorized)
-                                    break
-                                }
-                            }
-                            // The token has done its job; it is not a call parameter to log.
-                            start.customParameters[CallToken.parameterName] = nil
-                            event = .twilioReceived(.start(start))
-                            admitted.set(true)
-                        case .connected, .start, .stop, .unhandled:
-                            break
-                        case .media, .mark, .dtmf:
-                            // Before (an authenticated) start nothing of the stream counts, and no audio moves.
-                            if !started {
-                                event = .badInput(kind: "twilio.\(message.kindName)_before_start", count: 1)
-                            }
-                        }
-                    }
-                    if self.timeline.clock.now - publishedAt >= Self.metricsInterval {
-                        self.metrics.publish(machine.counters, since: published)
-                        published = machine.counters
-                        publishedAt = self.timeline.clock.now
-                    }
-                    // Only the stream's first start names the call (the core counts and ignores any later one).
-                    if case .twilioReceived(.start(let start)) = event, machine.start == nil {
-                        quotedStreamSid = JSONText.quoted(start.streamSid)
-                        callMetadata.set(callSid: start.callSid, streamSid: start.streamSid)
-                        logger.info("call started", metadata: ["call.parameters": .string("\(start.customParameters)")])
-                    }
-                    if case .realtimeReceived(.sessionCreated(let sid?)) = event {
-                        logger[metadataKey: "realtime.session.id"] = .string(sid)
-                    }
-                    for action in machine.handle(event, now: self.timeline.now) {
-                        switch action {
-                        case .sendTwilio(let message):
-                            twilio.send(TwilioCodec.encode(message, quotedStreamSid: quotedStreamSid))
-                        case .sendRealtime(let clientEvent):
-                            realtime?.send(RealtimeCodec.encode(clientEvent, dialect: dialect))
-                        case .scheduleTimer(let timer, let at):
-                            self.deliver(.event(.timerFired(timer)), at: self.timeline.instant(at), timers: timers, to: continuation)
-                        case .logBadMessage(let kind):
-                            logger.warning("bad message", metadata: ["message.kind": .string(kind)])
-                        case .closeRealtime:
-                            realtimeLeg.callOver()
-                        case .connectRealtime(let attempt):
-                            logger.notice("reconnecting the realtime leg", metadata: ["reconnect.attempt": .stringConvertible(attempt)])
-                            realtimeLeg.callOver()
-                            (realtimeLeg, realtimeTask) = openRealtimeLeg(number: realtimeLeg.number + 1)
-                            realtimeOpen = true
-                            realtime = nil
-                        case .logWatchdog(let kind):
-                            logger.warning("watchdog tripped", metadata: ["watchdog.kind": .string(kind)])
-                        case .logUpstreamError(let info):
-                            logger.warning(
-                                "realtime error",
-                                metadata: [
-                                    "error.type": .string(info.type ?? ""), "error.code": .string(info.code ?? ""),
-                                    "error.message": .string(info.message), "error.event_id": .string(info.eventID ?? ""),
-                                ]
-                            )
-                        case .endCall(let reason):
-                            self.metrics.publish(machine.counters, since: published)
-                            published = machine.counters
-                            self.metrics.callEnded(reason)
-                            if var summary = machine.summary {
-                                summary.startTime = startTime
-                                self.callLog.write(summary)
-                                logger.info(
-                                    "call ended",
-                                    metadata: [
-                                        "end.reason": .string(reason.rawValue),
-                                        "tx.frames": .stringConvertible(summary.counters.txFrames),
-                                        "tx.resets": .stringConvertible(summary.counters.txScheduleResets),
-                                        "barge_in.events": .stringConvertible(summary.counters.bargeInEvents),
-                                    ]
-                                )
-                            }
-                            realtime?.close(reason: "call ended")
-                            twilio.close(reason: "call ended")
-                            self.deliver(
-                                .closeGraceExpired,
-                                at: self.timeline.clock.now.advanced(by: Self.closeGrace),
-                                timers: timers,
-                                to: continuation
-                            )
-                        }
-                    }
-                    if machine.wantsTicks != ticking {
-                        ticking = machine.wantsTicks
-                        if ticking {
-                            self.ticker.register(id) {
-                                // At most one tick waits in the queue: a stalled loop must not pile them up.
-                                if tickPending.set() { continuation.yield(.event(.tick)) }
-                            }
-                        } else {
-                            self.ticker.unregister(id)
-                        }
-                    }
-                    // Once ended, wait for both legs to finish their close handshakes; a leg still connecting is cancelled.
-                    if machine.isEnded && !twilioOpen && (!realtimeOpen || realtime == nil) { break loop }
+                    if driver.isReleased { break }
                 }
-                admitted.set(false)
-                realtimeLeg.callOver()
+                host.leg?.callOver()
                 continuation.finish()
                 twilio.finish()
-                realtime?.finish()
+                host.writer?.finish()
                 group.cancelAll()
                 // Bounded: a leg still connecting closes as soon as it is up; one that never comes up is cancelled.
-                let legDeadline = ContinuousClock.now.advanced(by: Self.closeGrace)
-                while !realtimeLeg.isFinished && ContinuousClock.now < legDeadline {
-                    try? await Task.sleep(for: .milliseconds(10))
+                if let leg = host.leg {
+                    let legDeadline = ContinuousClock.now.advanced(by: Self.closeGrace)
+                    while !leg.isFinished && ContinuousClock.now < legDeadline {
+                        try? await Task.sleep(for: .milliseconds(10))
+                    }
+                    if !leg.isFinished { host.legTask?.cancel() }
                 }
-                if !realtimeLeg.isFinished { realtimeTask.cancel() }
             }
         } onGracefulShutdown: {
-            continuation.yield(.event(.shutdownRequested))
+            continuation.yield(.shutdown)
         }
         baseLogger.debug("call released", metadata: ["call.number": .stringConvertible(id)])
     }
 
-    /// Yields `input` into the call's loop at `deadline`, unless the call's timers are cancelled first.
-    func deliver(_ input: Input, at deadline: ContinuousClock.Instant, timers: CallTimers, to continuation: AsyncStream<Input>.Continuation) {
-        timers.schedule(at: deadline, clock: self.timeline.clock) { continuation.yield(input) }
-    }
-
-    /// Messages per second a stream may send before the excess is dropped (Twilio sends 50 media messages a second,
-    /// plus marks and the odd DTMF), and the burst allowed above that rate.
-    static let floodRate = 150.0
-    static let floodBurst = 300.0
-
+    /// Hands the Twilio leg's messages to the call's loop as they are; the driver decodes and polices them.
     static func readTwilio(_ inbound: WebSocketInboundStream, into continuation: AsyncStream<Input>.Continuation, logger: Logger) async {
-        var streamSid: String?
-        // A token bucket: a flood from one stream is cut off at the door instead of queueing in memory.
-        var tokens = Self.floodBurst
-        var refilledAt = ContinuousClock.now
-        var dropped = 0
-        var unreported = 0
         do {
             for try await message in inbound.messages(maxSize: 1 << 16) {
-                let now = ContinuousClock.now
-                let elapsed = now - refilledAt
-                tokens = min(Self.floodBurst, tokens + Self.floodRate * (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))
-                refilledAt = now
-                guard tokens >= 1 else {
-                    dropped += 1
-                    unreported += 1
-                    // Counted in batches, so the flood does not flood the call's loop either.
-                    if unreported == 50 {
-                        continuation.yield(.event(.badInput(kind: "twilio.flood_dropped", count: unreported)))
-                        unreported = 0
-                    }
-                    continue
-                }
-                tokens -= 1
-                if unreported > 0 {
-                    continuation.yield(.event(.badInput(kind: "twilio.flood_dropped", count: unreported)))
-                    unreported = 0
-                }
                 switch message {
-                case .text(let text):
-                    do throws(TwilioDecodingError) {
-                        let decoded = try TwilioCodec.decode(text, streamSid: streamSid)
-                        if case .start(let start) = decoded, streamSid == nil { streamSid = start.streamSid }
-                        continuation.yield(.event(.twilioReceived(decoded)))
-                    } catch {
-                        continuation.yield(.event(.twilioMalformed(error)))
-                    }
-                case .binary:
-                    continuation.yield(.event(.twilioMalformed(.binaryFrame)))
+                case .text(let text): continuation.yield(.twilioText(text))
+                case .binary: continuation.yield(.twilioBinary)
                 }
             }
         } catch {
             logger.debug("twilio leg read ended", metadata: ["error": "\(error)"])
         }
-        if unreported > 0 { continuation.yield(.event(.badInput(kind: "twilio.flood_dropped", count: unreported))) }
-        if dropped > 0 { logger.warning("flood: messages dropped", metadata: ["dropped": .stringConvertible(dropped)]) }
-        continuation.yield(.event(.twilioClosed))
-        continuation.yield(.twilioFinished)
+        continuation.yield(.twilioClosed)
     }
 
     static func runRealtimeLeg(
@@ -412,20 +206,15 @@ final class CallSession: Sendable {
                 let writer = LegWriter(dialect: endpoint.dialect)
                 // The call may already be over: then the writer's only job is the close frame.
                 control.attach(writer)
-                continuation.yield(.realtimeAttached(writer, leg: control.number))
-                continuation.yield(.realtime(.realtimeConnected, leg: control.number))
+                continuation.yield(.realtimeUp(writer, leg: control.number))
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { await writer.drain(into: outbound, logger: logger) }
                     for try await message in inbound.messages(maxSize: 4 << 20) {
                         switch message {
                         case .text(let text):
-                            do throws(RealtimeDecodingError) {
-                                continuation.yield(.realtime(.realtimeReceived(try RealtimeCodec.decode(text)), leg: control.number))
-                            } catch {
-                                continuation.yield(.realtime(.realtimeMalformed(error), leg: control.number))
-                            }
+                            continuation.yield(.realtimeText(text, leg: control.number))
                         case .binary:
-                            continuation.yield(.realtime(.realtimeUnexpectedFrame, leg: control.number))
+                            continuation.yield(.realtimeBinary(leg: control.number))
                         }
                     }
                     writer.finish()
@@ -438,21 +227,102 @@ final class CallSession: Sendable {
                 "realtime leg closed",
                 metadata: ["close.handshake": .stringConvertible(closeFrame != nil), "close.detail": .string(detail)]
             )
-            continuation.yield(.realtime(.realtimeClosed(.closed(detail)), leg: control.number))
+            continuation.yield(.realtimeClosed(.closed(detail), leg: control.number))
         } catch {
             if connected.load(ordering: .relaxed) {
                 logger.error("realtime leg failed", metadata: ["error": "\(error)"])
-                continuation.yield(.realtime(.realtimeClosed(.closed("\(error)")), leg: control.number))
+                continuation.yield(.realtimeClosed(.closed("\(error)"), leg: control.number))
             } else {
                 let retryable = RealtimeEndpoint.isNetworkFailure(error)
                 logger.error(
                     "realtime connect failed",
                     metadata: ["error": "\(error)", "realtime.url": .string(endpoint.url), "retryable": .stringConvertible(retryable)]
                 )
-                continuation.yield(.realtime(.realtimeClosed(.connectFailed("\(error)", retryable: retryable)), leg: control.number))
+                continuation.yield(.realtimeClosed(.connectFailed("\(error)", retryable: retryable), leg: control.number))
             }
         }
         continuation.yield(.realtimeFinished(leg: control.number))
+    }
+}
+
+/// `CallIO` for the async shell: the Twilio leg's writer task, a task per Realtime leg, NIO timers and the shared
+/// ticker, all feeding the call's input stream. Used only from the call's own loop.
+final class AsyncCallHost: CallIO {
+    private let session: CallSession
+    private let id: Int
+    private let twilio: LegWriter
+    private let continuation: AsyncStream<CallSession.Input>.Continuation
+    private let timers: CallTimers
+    private let logger: Logger
+    let tickPending = TickFlag()
+    /// The current Realtime leg, its task, and its writer once it is up.
+    private(set) var leg: RealtimeLegControl?
+    private(set) var legTask: Task<Void, Never>?
+    var writer: LegWriter?
+
+    init(session: CallSession, id: Int, twilio: LegWriter, continuation: AsyncStream<CallSession.Input>.Continuation, timers: CallTimers, logger: Logger) {
+        self.session = session
+        self.id = id
+        self.twilio = twilio
+        self.continuation = continuation
+        self.timers = timers
+        self.logger = logger
+    }
+
+    func sendTwilio(_ text: String) { self.twilio.send(text) }
+
+    func closeTwilio() { self.twilio.close(reason: "call ended") }
+
+    func openRealtime(leg number: Int) {
+        // Runs outside the call's task group: a call that ends while the leg is still connecting must not cancel it
+        // mid-handshake (the WebSocket client then lingers for seconds); the leg closes with a close frame once up.
+        let control = RealtimeLegControl(number: number)
+        let session = self.session
+        let continuation = self.continuation
+        let logger = self.logger
+        self.writer = nil
+        self.leg = control
+        self.legTask = Task {
+            defer { control.markFinished() }
+            // Known at once but in the first moments of an embedded agent (no timer per call for it).
+            var endpoint = session.endpoint.current
+            if endpoint == nil { endpoint = try? await withTimeout(CallSession.endpointWait) { await session.endpoint.value } }
+            guard let endpoint else {
+                continuation.yield(.realtimeClosed(.connectFailed("the Realtime endpoint is not ready"), leg: number))
+                continuation.yield(.realtimeFinished(leg: number))
+                return
+            }
+            guard !control.isCallOver else {
+                continuation.yield(.realtimeFinished(leg: number))
+                return
+            }
+            await CallSession.runRealtimeLeg(endpoint, control: control, into: continuation, logger: logger)
+        }
+    }
+
+    func sendRealtime(_ text: String) { self.writer?.send(text) }
+
+    func closeRealtime(leg number: Int) {
+        guard let leg = self.leg, leg.number == number else { return }
+        leg.callOver()
+    }
+
+    func schedule(_ input: CallDriver.Timed, at deadline: ContinuousClock.Instant) {
+        let continuation = self.continuation
+        self.timers.schedule(at: deadline, clock: self.session.timeline.clock) { continuation.yield(.timed(input)) }
+    }
+
+    func setTicking(_ ticking: Bool) {
+        guard ticking else {
+            self.session.ticker.unregister(self.id)
+            return
+        }
+        let continuation = self.continuation
+        let pending = self.tickPending
+        self.session.ticker.register(self.id) {
+            // At most one tick waits in the queue: a stalled loop must not pile them up.
+            if pending.set() { continuation.yield(.tick) }
+        }
     }
 }
 

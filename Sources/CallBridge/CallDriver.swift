@@ -1,0 +1,368 @@
+import CallBridgeCore
+import Foundation
+import Logging
+
+/// What a call's driver asks of the connections and clocks around it. The host decides how: today an async task per
+/// call with writer tasks per leg; the same driver runs wherever its inputs arrive one at a time.
+protocol CallIO: AnyObject {
+    func sendTwilio(_ text: String)
+    /// Close the Twilio leg with a close frame.
+    func closeTwilio()
+    /// Open Realtime leg number `leg` (1, then one more per reconnect or recycle).
+    func openRealtime(leg: Int)
+    /// Send on the Realtime leg that is up (the host knows it from `realtimeUp`).
+    func sendRealtime(_ text: String)
+    /// Close Realtime leg `leg` with a close frame once it is up (at once if it is).
+    func closeRealtime(leg: Int)
+    /// Hand `input` back to `CallDriver.timed(_:)` at `deadline`, unless the call is released first.
+    func schedule(_ input: CallDriver.Timed, at deadline: ContinuousClock.Instant)
+    /// Whether the call wants a `tick()` every 20 ms from the shared ticker.
+    func setTicking(_ ticking: Bool)
+}
+
+/// One call's shell logic, synchronous: it turns what arrives on the two legs (raw text, closes) into the core's
+/// events, gates the stream on its `start` and call token, runs the state machine's actions through `CallIO`,
+/// numbers the Realtime legs so an old leg's late news is dropped, publishes metrics and writes the call log.
+///
+/// Not thread-safe by design: its host must call it from one task or one event loop at a time.
+final class CallDriver {
+    /// Inputs that come back from a timer.
+    enum Timed: Sendable {
+        case event(CallEvent)
+        /// The start timeout passed: end the call unless `start` has arrived.
+        case startDeadline
+        /// The ended call's close handshakes took too long: stop waiting for the peers.
+        case closeGraceExpired
+    }
+
+    struct Environment {
+        var configuration: CallConfiguration
+        var security: CallSession.Security
+        var makeConfirmer: @Sendable () -> (any SpeechConfirmer)?
+        var timeline: Timeline
+        var callLog: CallLog
+        var metrics: BridgeMetrics
+    }
+
+    private unowned let io: any CallIO
+    private let environment: Environment
+    private var machine: CallStateMachine
+    private var logger: Logger
+    private let callMetadata: CallMetadata
+    private let startTime: String
+    private var started = false
+    private var dialect = RealtimeDialect.ga
+    private var quotedStreamSid = JSONText.quoted("")
+    /// The Twilio stream's own sid, once `start` named it (later media must carry it).
+    private var streamSid: String?
+    private var ticking = false
+    private var published = CallCounters()
+    private var publishedAt: ContinuousClock.Instant
+    /// The current Realtime leg's number, and whether it is up (connected) and still open.
+    private(set) var realtimeLeg = 0
+    private var realtimeUp = false
+    private var realtimeOpen = false
+    private var twilioOpen = true
+    /// The call is over and both legs are done (or the close grace expired): the host releases it.
+    private(set) var isReleased = false
+    private var flood: FloodGate
+
+    init(io: any CallIO, environment: Environment, logger: Logger, callMetadata: CallMetadata) {
+        self.io = io
+        self.environment = environment
+        self.logger = logger
+        self.callMetadata = callMetadata
+        let timeline = environment.timeline
+        self.machine = CallStateMachine(configuration: environment.configuration, confirmer: environment.makeConfirmer(), now: timeline.now)
+        self.startTime = JSONLogHandler.timestamp()
+        self.publishedAt = timeline.clock.now
+        self.flood = FloodGate(now: timeline.clock.now)
+    }
+
+    /// Arms the start timeout and the call-length limit and, without call tokens, opens the Realtime leg at once.
+    func begin() {
+        let opened = self.environment.timeline.clock.now
+        self.io.schedule(.startDeadline, at: opened.advanced(by: self.environment.security.startTimeout))
+        self.io.schedule(.event(.terminate(.maxDuration)), at: opened.advanced(by: self.environment.security.maxCallDuration))
+        // With authentication on, the model's session is opened only for a stream whose `start` carried a valid call
+        // token: nothing of an unauthenticated stream reaches the paid API.
+        if self.environment.security.callTokenKey == nil { self.openNextRealtimeLeg() }
+    }
+
+    var counters: CallCounters { self.machine.counters }
+    var isEnded: Bool { self.machine.isEnded }
+
+    // MARK: Twilio leg
+
+    /// A text message from Twilio.
+    func twilioText(_ text: String) {
+        guard self.flood.admit(now: self.environment.timeline.clock.now, report: { self.handle(.badInput(kind: "twilio.flood_dropped", count: $0)) }) else {
+            return
+        }
+        do throws(TwilioDecodingError) {
+            let decoded = try TwilioCodec.decode(text, streamSid: self.streamSid)
+            if case .start(let start) = decoded, self.streamSid == nil { self.streamSid = start.streamSid }
+            self.twilioReceived(decoded)
+        } catch {
+            self.handle(.twilioMalformed(error))
+        }
+    }
+
+    func twilioBinary() {
+        guard self.flood.admit(now: self.environment.timeline.clock.now, report: { self.handle(.badInput(kind: "twilio.flood_dropped", count: $0)) }) else {
+            return
+        }
+        self.handle(.twilioMalformed(.binaryFrame))
+    }
+
+    /// The Twilio connection is gone (stop was handled as a message; this is the socket).
+    func twilioClosed() {
+        if let dropped = self.flood.finish(report: { self.handle(.badInput(kind: "twilio.flood_dropped", count: $0)) }) {
+            self.logger.warning("flood: messages dropped", metadata: ["dropped": .stringConvertible(dropped)])
+        }
+        self.handle(.twilioClosed)
+        self.twilioOpen = false
+        self.releaseIfDone()
+    }
+
+    private func twilioReceived(_ message: TwilioInbound) {
+        var event = CallEvent.twilioReceived(message)
+        switch message {
+        case .start(var start) where !self.started:
+            self.started = true
+            if let key = self.environment.security.callTokenKey {
+                let verdict = CallToken.verify(
+                    start.customParameters[CallToken.parameterName],
+                    callSid: start.callSid,
+                    now: Int64(Date().timeIntervalSince1970),
+                    key: key
+                )
+                guard verdict == .valid else {
+                    self.environment.metrics.authFailed(route: "start", reason: verdict.rawValue)
+                    self.logger.warning(
+                        "call token rejected: closing the stream",
+                        metadata: ["call_sid": .string(start.callSid), "token.verdict": .string(verdict.rawValue)]
+                    )
+                    self.handle(.terminate(.unauthorized))
+                    return
+                }
+            }
+            // The token has done its job; it is not a call parameter to log.
+            start.customParameters[CallToken.parameterName] = nil
+            event = .twilioReceived(.start(start))
+            if self.environment.security.callTokenKey != nil { self.openNextRealtimeLeg() }
+        case .connected, .start, .stop, .unhandled:
+            break
+        case .media, .mark, .dtmf:
+            // Before (an authenticated) start nothing of the stream counts, and no audio moves.
+            if !self.started { event = .badInput(kind: "twilio.\(message.kindName)_before_start", count: 1) }
+        }
+        // Only the stream's first start names the call (the core counts and ignores any later one).
+        if case .twilioReceived(.start(let start)) = event, self.machine.start == nil {
+            self.quotedStreamSid = JSONText.quoted(start.streamSid)
+            self.callMetadata.set(callSid: start.callSid, streamSid: start.streamSid)
+            self.logger.info("call started", metadata: ["call.parameters": .string("\(start.customParameters)")])
+        }
+        self.handle(event)
+    }
+
+    // MARK: Realtime leg
+
+    /// Leg `leg` is connected (ignored unless it is the current one; the host sends on the current one).
+    func realtimeConnected(leg: Int, dialect: RealtimeDialect) {
+        guard leg == self.realtimeLeg else { return }
+        self.dialect = dialect
+        self.realtimeUp = true
+        if self.machine.isEnded {
+            self.io.closeRealtime(leg: leg)
+            return
+        }
+        self.handle(.realtimeConnected)
+    }
+
+    func realtimeText(_ text: String, leg: Int) {
+        guard leg == self.realtimeLeg else { return }
+        do throws(RealtimeDecodingError) {
+            self.handle(.realtimeReceived(try RealtimeCodec.decode(text)))
+        } catch {
+            self.handle(.realtimeMalformed(error))
+        }
+    }
+
+    func realtimeBinary(leg: Int) {
+        guard leg == self.realtimeLeg else { return }
+        self.handle(.realtimeUnexpectedFrame)
+    }
+
+    /// Leg `leg` went away (`closure` says how); its connection is finished.
+    func realtimeClosed(leg: Int, _ closure: RealtimeClosure) {
+        guard leg == self.realtimeLeg else { return }
+        self.handle(.realtimeClosed(closure))
+        self.realtimeLegFinished(leg: leg)
+    }
+
+    /// Leg `leg` will say nothing more (also when it never connected because the call ended first).
+    func realtimeLegFinished(leg: Int) {
+        guard leg == self.realtimeLeg else { return }
+        self.realtimeOpen = false
+        self.realtimeUp = false
+        self.releaseIfDone()
+    }
+
+    // MARK: Time
+
+    func tick() { self.handle(.tick) }
+
+    func timed(_ input: Timed) {
+        switch input {
+        case .event(let event):
+            self.handle(event)
+        case .startDeadline:
+            guard !self.started else { return }
+            self.logger.warning(
+                "no start message: closing the stream",
+                metadata: ["start.timeout_ms": .stringConvertible(self.environment.security.startTimeout.components.seconds * 1000)]
+            )
+            self.handle(.terminate(.noStart))
+        case .closeGraceExpired:
+            guard !self.isReleased else { return }
+            self.logger.warning(
+                "close handshake timed out",
+                metadata: ["twilio.open": .stringConvertible(self.twilioOpen), "realtime.open": .stringConvertible(self.realtimeOpen)]
+            )
+            self.isReleased = true
+        }
+    }
+
+    func shutdownRequested() { self.handle(.shutdownRequested) }
+
+    // MARK: The core's actions
+
+    private func handle(_ event: CallEvent) {
+        let now = self.environment.timeline.now
+        let clock = self.environment.timeline.clock
+        if clock.now - self.publishedAt >= CallSession.metricsInterval {
+            self.environment.metrics.publish(self.machine.counters, since: self.published)
+            self.published = self.machine.counters
+            self.publishedAt = clock.now
+        }
+        for action in self.machine.handle(event, now: now) {
+            switch action {
+            case .sendTwilio(let message):
+                self.io.sendTwilio(TwilioCodec.encode(message, quotedStreamSid: self.quotedStreamSid))
+            case .sendRealtime(let clientEvent):
+                if self.realtimeUp { self.io.sendRealtime(RealtimeCodec.encode(clientEvent, dialect: self.dialect)) }
+            case .scheduleTimer(let timer, let at):
+                self.io.schedule(.event(.timerFired(timer)), at: self.environment.timeline.instant(at))
+            case .logBadMessage(let kind):
+                self.logger.warning("bad message", metadata: ["message.kind": .string(kind)])
+            case .closeRealtime:
+                self.io.closeRealtime(leg: self.realtimeLeg)
+            case .connectRealtime(let attempt):
+                self.logger.notice("reconnecting the realtime leg", metadata: ["reconnect.attempt": .stringConvertible(attempt)])
+                self.io.closeRealtime(leg: self.realtimeLeg)
+                self.openNextRealtimeLeg()
+            case .logWatchdog(let kind):
+                self.logger.warning("watchdog tripped", metadata: ["watchdog.kind": .string(kind)])
+            case .logUpstreamError(let info):
+                self.logger.warning(
+                    "realtime error",
+                    metadata: [
+                        "error.type": .string(info.type ?? ""), "error.code": .string(info.code ?? ""),
+                        "error.message": .string(info.message), "error.event_id": .string(info.eventID ?? ""),
+                    ]
+                )
+            case .endCall(let reason):
+                self.callEnded(reason)
+            }
+        }
+        if self.machine.wantsTicks != self.ticking {
+            self.ticking = self.machine.wantsTicks
+            self.io.setTicking(self.ticking)
+        }
+        self.releaseIfDone()
+    }
+
+    private func callEnded(_ reason: EndReason) {
+        let metrics = self.environment.metrics
+        metrics.publish(self.machine.counters, since: self.published)
+        self.published = self.machine.counters
+        metrics.callEnded(reason)
+        if var summary = self.machine.summary {
+            summary.startTime = self.startTime
+            self.environment.callLog.write(summary)
+            self.logger.info(
+                "call ended",
+                metadata: [
+                    "end.reason": .string(reason.rawValue),
+                    "tx.frames": .stringConvertible(summary.counters.txFrames),
+                    "tx.resets": .stringConvertible(summary.counters.txScheduleResets),
+                    "barge_in.events": .stringConvertible(summary.counters.bargeInEvents),
+                ]
+            )
+        }
+        if self.realtimeOpen { self.io.closeRealtime(leg: self.realtimeLeg) }
+        self.io.closeTwilio()
+        self.io.schedule(.closeGraceExpired, at: self.environment.timeline.clock.now.advanced(by: CallSession.closeGrace))
+    }
+
+    private func openNextRealtimeLeg() {
+        self.realtimeLeg += 1
+        self.realtimeOpen = true
+        self.realtimeUp = false
+        self.io.openRealtime(leg: self.realtimeLeg)
+    }
+
+    /// Once ended, the call waits for both legs to finish their close handshakes.
+    private func releaseIfDone() {
+        if self.machine.isEnded && !self.twilioOpen && !self.realtimeOpen { self.isReleased = true }
+    }
+}
+
+/// A token bucket over a stream's messages: a flood from one stream is cut off at the door instead of queueing in
+/// memory. Twilio sends 50 media messages a second, plus marks and the odd DTMF.
+struct FloodGate {
+    static let rate = 150.0
+    static let burst = 300.0
+
+    private var tokens = FloodGate.burst
+    private var refilledAt: ContinuousClock.Instant
+    private(set) var dropped = 0
+    private var unreported = 0
+
+    init(now: ContinuousClock.Instant) {
+        self.refilledAt = now
+    }
+
+    /// Whether this message may pass. Drops are reported in batches of 50 (so the flood does not flood the call's
+    /// loop either), and the rest with the next admitted message.
+    mutating func admit(now: ContinuousClock.Instant, report: (Int) -> Void) -> Bool {
+        let elapsed = now - self.refilledAt
+        self.tokens = min(Self.burst, self.tokens + Self.rate * (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))
+        self.refilledAt = now
+        guard self.tokens >= 1 else {
+            self.dropped += 1
+            self.unreported += 1
+            if self.unreported == 50 {
+                report(self.unreported)
+                self.unreported = 0
+            }
+            return false
+        }
+        self.tokens -= 1
+        if self.unreported > 0 {
+            report(self.unreported)
+            self.unreported = 0
+        }
+        return true
+    }
+
+    /// At the end of the stream: reports what is left; the total dropped, if any.
+    mutating func finish(report: (Int) -> Void) -> Int? {
+        if self.unreported > 0 {
+            report(self.unreported)
+            self.unreported = 0
+        }
+        return self.dropped > 0 ? self.dropped : nil
+    }
+}
