@@ -66,6 +66,7 @@ final class CallDriver {
     /// The call is over and both legs are done (or the close grace expired): the host releases it.
     private(set) var isReleased = false
     private var flood: FloodGate
+    private var actions: [CallAction] = []
 
     init(io: any CallIO, environment: Environment, logger: Logger, callMetadata: CallMetadata) {
         self.io = io
@@ -77,6 +78,7 @@ final class CallDriver {
         self.startTime = JSONLogHandler.timestamp()
         self.publishedAt = timeline.clock.now
         self.flood = FloodGate(now: timeline.clock.now)
+        self.actions.reserveCapacity(8)
     }
 
     /// Arms the start timeout and the call-length limit and, without call tokens, opens the Realtime leg at once.
@@ -246,7 +248,13 @@ final class CallDriver {
             self.published = self.machine.counters
             self.publishedAt = clock.now
         }
-        for action in self.machine.handle(event, now: now) {
+        // One array for every event of the call, emptied and refilled: no allocation per frame.
+        var actions = self.actions
+        self.actions = []
+        actions.removeAll(keepingCapacity: true)
+        self.machine.handle(event, now: now, into: &actions)
+        defer { self.actions = actions }
+        for action in actions {
             switch action {
             case .sendTwilio(let message):
                 self.io.sendTwilio(TwilioCodec.encode(message, quotedStreamSid: self.quotedStreamSid))

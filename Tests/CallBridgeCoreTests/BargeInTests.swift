@@ -372,7 +372,7 @@ import Testing
             self.shown.append(0)
             self.verdict = self.answers.isEmpty ? true : self.answers.removeFirst()
         }
-        mutating func feed(_ frame: [UInt8]) { self.shown[self.shown.count - 1] += 1 }
+        mutating func feed(_ frame: ArraySlice<UInt8>) { self.shown[self.shown.count - 1] += 1 }
         var heardSpeech: Bool { self.verdict }
     }
 

@@ -20,7 +20,7 @@ public struct SileroConfirmer: SpeechConfirmer {
         self.best = 0
     }
 
-    public mutating func feed(_ frame: [UInt8]) {
+    public mutating func feed(_ frame: ArraySlice<UInt8>) {
         var windows = 0
         var best = self.best
         self.vad.process(muLaw: frame) { probability in

@@ -190,7 +190,7 @@ public struct SileroVAD: Sendable {
     }
 
     /// Feeds 8 kHz μ-law, handing `window` each completed window's probability (allocates nothing).
-    public mutating func process(muLaw bytes: [UInt8], window report: (Float) -> Void) {
+    public mutating func process<C: Collection>(muLaw bytes: C, window report: (Float) -> Void) where C.Element == UInt8 {
         self.process(bytes.lazy.map { Float(MuLaw.decode($0)) / 32768 }, window: report)
     }
 

@@ -8,8 +8,8 @@ public protocol SpeechConfirmer: Sendable {
     /// A new active period. `warm`: the frames about to be fed continue the audio straight on from the last frame
     /// fed before, so the model's state is kept; otherwise it starts fresh. The verdict starts over either way.
     mutating func begin(warm: Bool)
-    /// The next 20 ms μ-law frame of the period.
-    mutating func feed(_ frame: [UInt8])
+    /// The next 20 ms μ-law frame of the period (a slice of the call's kept history: no copy).
+    mutating func feed(_ frame: ArraySlice<UInt8>)
     /// Whether the period so far holds speech.
     var heardSpeech: Bool { get }
 }

@@ -74,23 +74,31 @@ extension CallStateMachine {
             self.forward(payload, into: &actions)
             return
         }
-        guard let bytes = Base64.decode(payload) else {
+        // Decoded into, and framed through, arrays kept from message to message (taken out of `self` meanwhile, so
+        // that they are uniquely referenced and reused in place).
+        var bytes = self.callerBytes
+        self.callerBytes = []
+        defer { self.callerBytes = bytes }
+        guard Base64.decode(payload, into: &bytes) else {
             self.badMessage(kind: "twilio.invalid_base64", into: &actions)
             return
         }
         let aiSpeaking = self.isAISpeaking(now: now)
         var speechStarted = false
         self.inboundFrames.append(bytes)
-        var frames: [[UInt8]] = []
-        while let frame = self.inboundFrames.nextFrame() { frames.append(frame) }
-        for (index, frame) in frames.enumerated() {
-            let frameStart = now - AudioFrame.duration * (frames.count - index)
+        let frameCount = self.inboundFrames.bufferedByteCount / AudioFrame.byteCount
+        var frame = self.callerFrame
+        self.callerFrame = []
+        defer { self.callerFrame = frame }
+        var index = 0
+        while self.inboundFrames.nextFrame(into: &frame) {
+            defer { index += 1 }
+            let frameStart = now - AudioFrame.duration * (frameCount - index)
             let level = Level.dBFS(muLaw: frame)
             if self.confirmer != nil {
                 self.frameSequence += 1
-                self.recentFrames.append((self.frameSequence, frameStart, frame))
-                // About a second is kept; trimmed in batches, not one shift per frame.
-                if self.recentFrames.count > 100 { self.recentFrames.removeFirst(50) }
+                // One to two seconds are kept (a ring: no allocation).
+                self.recentFrames.append(sequence: self.frameSequence, start: frameStart, frame: frame)
                 if self.confirmerActive { self.feedConfirmer(through: self.frameSequence) }
             }
             let verdict = self.echoGuard.classify(
@@ -202,10 +210,11 @@ extension CallStateMachine {
     /// needs the start of the sound), or, when its last period ended within the kept history (1–2 s), everything
     /// since that period, so the model's state carries on over contiguous audio.
     mutating func beginConfirmerPeriod(onset: CallInstant) {
-        guard var confirmer = self.confirmer, let newest = self.recentFrames.last?.sequence else { return }
+        guard var confirmer = self.confirmer, let newest = self.recentFrames.newest?.sequence else { return }
+        self.confirmer = nil  // the local copy is then the only one: its state is changed in place
         let from = onset - AudioFrame.duration * 3
-        let firstFromOnset = self.recentFrames.first { $0.start >= from }?.sequence ?? newest
-        let oldest = self.recentFrames.first?.sequence ?? newest
+        let firstFromOnset = self.recentFrames.first(startingAtOrAfter: from)?.sequence ?? newest
+        let oldest = self.recentFrames.oldest?.sequence ?? newest
         if let fed = self.confirmerFedThrough, fed + 1 >= oldest {
             confirmer.begin(warm: true)
         } else {
@@ -220,9 +229,10 @@ extension CallStateMachine {
     /// Feeds the confirmer every kept frame after the last one it saw, up to `sequence`.
     mutating func feedConfirmer(through sequence: Int) {
         guard var confirmer = self.confirmer else { return }
+        self.confirmer = nil  // the local copy is then the only one: its state is changed in place
         let after = self.confirmerFedThrough ?? 0
-        for entry in self.recentFrames where entry.sequence > after && entry.sequence <= sequence {
-            confirmer.feed(entry.frame)
+        if after < sequence {
+            self.recentFrames.forEach(in: (after + 1)...sequence) { confirmer.feed($0) }
         }
         self.confirmerFedThrough = sequence
         self.confirmer = confirmer

@@ -118,7 +118,10 @@ public struct CallStateMachine: Sendable {
     /// Armed by a committed local barge-in; disarmed when the service hears the caller or a response starts.
     var falseTriggerTimer: TimerID?
     /// Caller frames numbered in arrival order, about the last second (the confirmer's pre-onset history).
-    var recentFrames: [(sequence: Int, start: CallInstant, frame: [UInt8])] = []
+    var recentFrames = FrameHistory()
+    /// Reused from message to message: the caller's decoded audio, and one frame of it (no allocation per frame).
+    var callerBytes: [UInt8] = []
+    var callerFrame: [UInt8] = []
     var frameSequence = 0
     /// The confirmer's active period is open (frames are fed as they arrive), and the last frame it was fed.
     var confirmerActive = false
@@ -172,8 +175,15 @@ public struct CallStateMachine: Sendable {
     }
 
     public mutating func handle(_ event: CallEvent, now: CallInstant) -> [CallAction] {
-        guard self.endReason == nil else { return [] }
         var actions: [CallAction] = []
+        self.handle(event, now: now, into: &actions)
+        return actions
+    }
+
+    /// `handle` appending to the caller's array: a host that empties and reuses one array (keeping its capacity)
+    /// allocates nothing per event.
+    public mutating func handle(_ event: CallEvent, now: CallInstant, into actions: inout [CallAction]) {
+        guard self.endReason == nil else { return }
         if !self.timersStarted {
             self.timersStarted = true
             let deadline = self.startedAt + self.configuration.sessionReadyTimeout
@@ -230,7 +240,6 @@ public struct CallStateMachine: Sendable {
             self.pump(now: now, into: &actions)
             self.checkDrain(now: now, into: &actions)
         }
-        return actions
     }
 
     mutating func timerFired(_ id: TimerID, now: CallInstant, into actions: inout [CallAction]) {
