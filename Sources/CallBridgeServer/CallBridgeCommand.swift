@@ -10,7 +10,7 @@ struct CallBridgeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "callbridge",
         abstract: "Puts a realtime speech-to-speech model on the phone: Twilio Media Streams ⇄ OpenAI Realtime.",
-        subcommands: [Run.self, Dial.self, VadCommand.self, EchoAgentCommand.self, Drain.self],
+        subcommands: [Run.self, Dial.self, Load.self, VadCommand.self, EchoAgentCommand.self, LoadAgentCommand.self, Drain.self],
         defaultSubcommand: Run.self
     )
 }
