@@ -101,10 +101,9 @@ public struct LoadAgentServer: Sendable {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: self.threads)
         let tlsContext = try self.tlsConfiguration.map { try NIOSSLContext(configuration: $0) }
         let agent = self.agent
-        let epoch = NIODeadline.now()
         var loops: [AgentLoop] = []
         for eventLoop in group.makeIterator() {
-            let loop = AgentLoop(eventLoop: eventLoop, epoch: epoch)
+            let loop = AgentLoop(eventLoop: eventLoop)
             try await eventLoop.submit { loop.start() }.get()
             loops.append(loop)
         }
@@ -147,9 +146,9 @@ final class AgentLoop: @unchecked Sendable {
     private var streaming: [LoadAgentHandler] = []
     private var ticker: LoopTicker?
 
-    init(eventLoop: any EventLoop, epoch: NIODeadline) {
+    init(eventLoop: any EventLoop) {
         self.eventLoop = eventLoop
-        self.epoch = epoch
+        self.epoch = eventLoop.now
     }
 
     func start() {
@@ -158,12 +157,12 @@ final class AgentLoop: @unchecked Sendable {
         ticker.start()
     }
 
-    /// The agent core's time: since the double started.
+    /// The agent core's time: since the loop's sessions began (the loop's clock, virtual in tests).
     func instant(_ deadline: NIODeadline) -> CallInstant {
         CallInstant(offset: .nanoseconds((deadline - self.epoch).nanoseconds))
     }
 
-    var now: CallInstant { self.instant(.now()) }
+    var now: CallInstant { self.instant(self.eventLoop.now) }
 
     func setStreaming(_ session: LoadAgentHandler, _ on: Bool) {
         if on, session.slot < 0 {
@@ -181,7 +180,7 @@ final class AgentLoop: @unchecked Sendable {
     }
 
     private func tick(_ deadline: NIODeadline) {
-        let now = self.instant(.now())
+        let now = self.now
         // Backwards: a session may leave the list while it is ticked.
         var index = self.streaming.count - 1
         while index >= 0 {

@@ -297,8 +297,6 @@ final class LoadLoop: @unchecked Sendable {
     /// Calls that are streaming; a call's index is in its `slot`.
     private var calls: [LoadCallHandler] = []
     private var ticker: LoopTicker?
-    /// The tick being run (a call that joins during it starts on the next one).
-    private(set) var tickDeadline: NIODeadline = .now()
 
     init(eventLoop: any EventLoop, script: LoadScript, callFrames: Int, callEnded: @escaping @Sendable () -> Void) {
         self.eventLoop = eventLoop
@@ -330,7 +328,6 @@ final class LoadLoop: @unchecked Sendable {
     }
 
     private func tick(_ deadline: NIODeadline) {
-        self.tickDeadline = deadline
         // Every call's frame first, then one flush per call. Backwards: a call that hangs up leaves the list.
         var index = self.calls.count - 1
         while index >= 0 {
@@ -516,7 +513,7 @@ final class LoadCallHandler: ChannelInboundHandler {
             self.loop.stats.badMessages += 1
             return
         }
-        let at = self.elapsed(.now())
+        let at = self.elapsed(context.eventLoop.now)
         self.call.received(message, at: at, script: self.loop.script, stats: &self.loop.stats) { self.echoes.append($0) }
         self.sendEchoes()
         self.flush()
@@ -531,7 +528,7 @@ final class LoadCallHandler: ChannelInboundHandler {
         switch self.phase {
         case .streaming:
             self.phase = .ended
-            self.call.finish(at: self.elapsed(.now()), stats: &self.loop.stats)
+            self.call.finish(at: self.elapsed(context.eventLoop.now), stats: &self.loop.stats)
             let reason = self.peerCloseCode.map { "bridge closed the stream (\($0))" } ?? "connection dropped"
             self.loop.ended(self, disconnected: reason)
         case .hangingUp:

@@ -26,7 +26,7 @@ final class LoopTicker {
     func start() {
         self.eventLoop.preconditionInEventLoop()
         guard self.next == nil else { return }
-        self.next = .now() + self.period
+        self.next = self.eventLoop.now + self.period
         self.arm()
     }
 
@@ -45,7 +45,7 @@ final class LoopTicker {
         guard let deadline = self.next else { return }
         self.body(deadline)
         var next = deadline + self.period
-        let now = NIODeadline.now()
+        let now = self.eventLoop.now
         if now - next > self.stallLimit {
             next = now + self.period
             self.resets += 1

@@ -82,6 +82,12 @@ final class PlainHTTPResponder: ChannelInboundHandler, RemovableChannelHandler {
 
     private var head: HTTPRequestHead?
 
+    /// A refused upgrade is reported as an error, then its request comes here to be answered: nothing else to do.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is NIOWebSocketUpgradeError { return }
+        context.fireErrorCaught(error)
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch Self.unwrapInboundIn(data) {
         case .head(let head):
