@@ -29,6 +29,9 @@ import tempfile
 import time
 import urllib.request
 
+# The public URL the bridge signs for (as behind a proxy); requests go to its loopback port. (The bridge's signature
+# check tries a URL without its port and with the default one, so a loopback URL with a port never matches.)
+PUBLIC_URL = "https://bridge.example.com"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -96,7 +99,10 @@ class Window:
         self.rss.append(rss_kib(self.pid))
 
     def close(self):
-        self.cpu = (cpu_seconds(self.pid) - self.cpu0) / (time.monotonic() - self.t0) * 100
+        try:
+            self.cpu = (cpu_seconds(self.pid) - self.cpu0) / (time.monotonic() - self.t0) * 100
+        except OSError:
+            self.cpu = None  # the process has already exited (the generator failed early)
         return self
 
 
@@ -116,7 +122,7 @@ def run_one(args, calls):
     env.update({"OPENAI_API_KEY": "sk-loadtest-dummy", "TWILIO_AUTH_TOKEN": token})
     base = "http://127.0.0.1:%d" % bridge_port
     bridge = subprocess.Popen(
-        [args.binary, "run", "--host", "127.0.0.1", "--port", str(bridge_port), "--public-url", base,
+        [args.binary, "run", "--host", "127.0.0.1", "--port", str(bridge_port), "--public-url", PUBLIC_URL,
          "--agent", "remote", "--realtime-url", "wss://localhost:%d/v1/realtime" % agent_port,
          "--realtime-ca-file", os.path.join(fixtures, "tls", "test-ca.pem"),
          "--call-log", os.devnull, "--log-level", "warning", "--log-format", "json"],
@@ -136,7 +142,8 @@ def run_one(args, calls):
              "--threads", str(args.generator_threads), "--progress-interval", "5",
              "--audio", os.path.join(fixtures, "audio", "hello.wav"),
              "--barge-in-audio", os.path.join(fixtures, "audio", "interrupt.wav"),
-             "--twilio-auth-token", token, "--webhook-url", base + "/twilio/voice", "--json", report_file,
+             "--twilio-auth-token", token, "--webhook-url", base + "/twilio/voice",
+             "--webhook-signed-url", PUBLIC_URL + "/twilio/voice", "--json", report_file,
              "ws://127.0.0.1:%d/twilio/media" % bridge_port],
             stdout=subprocess.DEVNULL, stderr=None if args.verbose else subprocess.DEVNULL)
         started = time.monotonic()
@@ -146,7 +153,8 @@ def run_one(args, calls):
         while time.monotonic() - started < args.duration - 1 and generator.poll() is None:
             time.sleep(1)
             for w in windows:
-                w.sample()
+                if w.pid != generator.pid or generator.poll() is None:
+                    w.sample()
         for w in windows:
             w.close()
         load_average = os.getloadavg()[0]
@@ -172,7 +180,7 @@ def run_one(args, calls):
         "bridge_rss_mib": rss / 1024,
         "idle_cpu_pct": idle.cpu,
         "idle_rss_mib": idle_rss / 1024,
-        "per_call_cpu_pct": (b.cpu - idle.cpu) / calls,
+        "per_call_cpu_pct": (b.cpu - idle.cpu) / calls if b.cpu is not None else None,
         "per_call_rss_kib": (rss - idle_rss) / calls,
         "generator_cpu_pct": g.cpu,
         "agent_cpu_pct": a.cpu,

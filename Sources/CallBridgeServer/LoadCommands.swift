@@ -177,18 +177,7 @@ struct LoadAgentCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = try makeLogger(label: "callbridge.load-agent", level: self.logLevel)
-        var tls: TLSConfiguration?
-        switch (self.tlsCert, self.tlsKey) {
-        case (let cert?, let key?):
-            tls = TLSConfiguration.makeServerConfiguration(
-                certificateChain: try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) },
-                privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
-            )
-        case (nil, nil):
-            tls = nil
-        default:
-            throw ValidationError("--tls-cert and --tls-key go together")
-        }
+        let tls = try serverTLS(certificate: self.tlsCert, key: self.tlsKey)
         let server = LoadAgentServer(host: self.host, port: self.port, tlsConfiguration: tls, threads: self.threads, expectedAPIKey: self.apiKey, logger: logger)
         let running = try await server.start()
         let url = "\(tls == nil ? "ws" : "wss")://\(self.host):\(running.port)/v1/realtime"

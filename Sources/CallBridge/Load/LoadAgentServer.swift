@@ -143,7 +143,7 @@ final class AgentLoop: @unchecked Sendable {
     let epoch: NIODeadline
     var counters = LoadAgentServer.Snapshot()
     /// Sessions with a reply streaming (they need ticks); a session's index is in its `slot`.
-    private var streaming: [LoadAgentHandler] = []
+    private var streaming = TickList<LoadAgentHandler>()
     private var ticker: LoopTicker?
 
     init(eventLoop: any EventLoop) {
@@ -165,18 +165,7 @@ final class AgentLoop: @unchecked Sendable {
     var now: CallInstant { self.instant(self.eventLoop.now) }
 
     func setStreaming(_ session: LoadAgentHandler, _ on: Bool) {
-        if on, session.slot < 0 {
-            session.slot = self.streaming.count
-            self.streaming.append(session)
-        } else if !on, session.slot >= 0 {
-            let index = session.slot
-            let last = self.streaming.removeLast()
-            if index < self.streaming.count {
-                self.streaming[index] = last
-                last.slot = index
-            }
-            session.slot = -1
-        }
+        if on { self.streaming.insert(session) } else { self.streaming.remove(session) }
     }
 
     private func tick(_ deadline: NIODeadline) {
@@ -192,7 +181,7 @@ final class AgentLoop: @unchecked Sendable {
 }
 
 /// One Realtime session of the load double: the echo agent's core, run on the connection's event loop.
-final class LoadAgentHandler: ChannelInboundHandler {
+final class LoadAgentHandler: ChannelInboundHandler, TickListMember {
     typealias InboundIn = WebSocketInboundMessage
     typealias OutboundOut = WebSocketFrame
 

@@ -295,7 +295,7 @@ final class LoadLoop: @unchecked Sendable {
     var stats = LoadStats()
     private let callEnded: @Sendable () -> Void
     /// Calls that are streaming; a call's index is in its `slot`.
-    private var calls: [LoadCallHandler] = []
+    private var calls = TickList<LoadCallHandler>()
     private var ticker: LoopTicker?
 
     init(eventLoop: any EventLoop, script: LoadScript, callFrames: Int, callEnded: @escaping @Sendable () -> Void) {
@@ -311,21 +311,9 @@ final class LoadLoop: @unchecked Sendable {
         ticker.start()
     }
 
-    func add(_ call: LoadCallHandler) {
-        call.slot = self.calls.count
-        self.calls.append(call)
-    }
+    func add(_ call: LoadCallHandler) { self.calls.insert(call) }
 
-    func remove(_ call: LoadCallHandler) {
-        guard call.slot >= 0 else { return }
-        let index = call.slot
-        let last = self.calls.removeLast()
-        if index < self.calls.count {
-            self.calls[index] = last
-            last.slot = index
-        }
-        call.slot = -1
-    }
+    func remove(_ call: LoadCallHandler) { self.calls.remove(call) }
 
     private func tick(_ deadline: NIODeadline) {
         // Every call's frame first, then one flush per call. Backwards: a call that hangs up leaves the list.
@@ -334,7 +322,7 @@ final class LoadLoop: @unchecked Sendable {
             if index < self.calls.count { self.calls[index].tick(deadline: deadline) }
             index -= 1
         }
-        for call in self.calls { call.flush() }
+        for call in self.calls.members { call.flush() }
     }
 
     func connectFailed(_ error: any Error) {
@@ -375,7 +363,7 @@ final class LoadLoop: @unchecked Sendable {
 
 /// One simulated Twilio call: `connected` and `start` once the upgrade is done, then a caller frame every tick, mark
 /// echoes as playout reaches them, and `stop` plus the close handshake after the call's duration.
-final class LoadCallHandler: ChannelInboundHandler {
+final class LoadCallHandler: ChannelInboundHandler, TickListMember {
     typealias InboundIn = WebSocketInboundMessage
     typealias OutboundOut = WebSocketFrame
 

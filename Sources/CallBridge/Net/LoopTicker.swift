@@ -55,6 +55,38 @@ final class LoopTicker {
     }
 }
 
+/// Something a loop ticks, which knows its place in the loop's `TickList` (−1: not in it).
+protocol TickListMember: AnyObject {
+    var slot: Int { get set }
+}
+
+/// The members of one event loop that get its ticks: insert and remove in O(1) (swap with the last), so a loop with
+/// a thousand connections walks an array. Walk it backwards by index: a member may leave while it is ticked.
+struct TickList<Member: TickListMember> {
+    private(set) var members: [Member] = []
+
+    var count: Int { self.members.count }
+
+    subscript(index: Int) -> Member { self.members[index] }
+
+    mutating func insert(_ member: Member) {
+        guard member.slot < 0 else { return }
+        member.slot = self.members.count
+        self.members.append(member)
+    }
+
+    mutating func remove(_ member: Member) {
+        guard member.slot >= 0 else { return }
+        let index = member.slot
+        let last = self.members.removeLast()
+        if index < self.members.count {
+            self.members[index] = last
+            last.slot = index
+        }
+        member.slot = -1
+    }
+}
+
 extension ByteBufferAllocator {
     /// A buffer for a WebSocket frame's payload with room in front for the frame header, so that the frame encoder
     /// writes the header in place instead of a second buffer.

@@ -1,3 +1,4 @@
+import CallBridgeCore
 import NIOCore
 import NIOWebSocket
 
@@ -77,7 +78,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
         self.role = role
         self.configuration = configuration
         var system = SystemRandomNumberGenerator()
-        self.maskGenerator = SplitMix64(seed: system.next())
+        self.maskGenerator = SplitMix64(state: system.next())
     }
 
     /// Adds the frame codec and this handler (after an upgrade has removed HTTP, or on a test channel).
@@ -226,18 +227,5 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
                                                  UInt8(truncatingIfNeeded: bits >> 16), UInt8(truncatingIfNeeded: bits >> 24)])
         }
         context.write(Self.wrapOutboundOut(frame), promise: promise)
-    }
-}
-
-/// SplitMix64: a tiny, fast generator for masking keys (not for secrets).
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { self.state = seed }
-    mutating func next() -> UInt64 {
-        self.state &+= 0x9E37_79B9_7F4A_7C15
-        var z = self.state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -37,6 +37,8 @@ extension ByteSink {
 public struct TwilioMediaTemplate: Sendable {
     /// Base64 of each 160-byte frame.
     let payloads: [[UInt8]]
+    /// The longest payload, for `maximumMediaByteCount` (computed once: it is asked for every frame).
+    let maxPayloadCount: Int
 
     static let mediaHead = Array(#"{"event":"media","sequenceNumber":""#.utf8)
     static let mediaChunk = Array(#"","media":{"track":"inbound","chunk":""#.utf8)
@@ -60,6 +62,7 @@ public struct TwilioMediaTemplate: Sendable {
             start += AudioFrame.byteCount
         }
         self.payloads = payloads
+        self.maxPayloadCount = payloads.map(\.count).max() ?? 0
     }
 
     public var frameCount: Int { self.payloads.count }
@@ -90,7 +93,7 @@ public struct TwilioMediaTemplate: Sendable {
     public func maximumMediaByteCount(quotedStreamSidCount: Int) -> Int {
         let fixed = Self.mediaHead.count + Self.mediaChunk.count + Self.mediaTimestamp.count + Self.mediaPayload.count
             + Self.mediaStreamSid.count + Self.close.count
-        return fixed + 3 * 20 + (self.payloads.map(\.count).max() ?? 0) + quotedStreamSidCount
+        return fixed + 3 * 20 + self.maxPayloadCount + quotedStreamSidCount
     }
 
     /// A `mark` echo; `quotedName` is the mark's name as a JSON string literal.
