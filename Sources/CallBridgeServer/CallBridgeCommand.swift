@@ -10,7 +10,7 @@ struct CallBridgeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "callbridge",
         abstract: "Puts a realtime speech-to-speech model on the phone: Twilio Media Streams ⇄ OpenAI Realtime.",
-        subcommands: [Run.self, Dial.self, VadCommand.self, EchoAgentCommand.self, Drain.self],
+        subcommands: [Run.self, Dial.self, Load.self, VadCommand.self, EchoAgentCommand.self, LoadAgentCommand.self, Drain.self],
         defaultSubcommand: Run.self
     )
 }
@@ -464,18 +464,7 @@ struct EchoAgentCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = try makeLogger(label: "callbridge.echo-agent", level: self.logLevel)
-        var tls: TLSConfiguration?
-        switch (self.tlsCert, self.tlsKey) {
-        case (let cert?, let key?):
-            tls = TLSConfiguration.makeServerConfiguration(
-                certificateChain: try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) },
-                privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
-            )
-        case (nil, nil):
-            tls = nil
-        default:
-            throw ValidationError("--tls-cert and --tls-key go together")
-        }
+        let tls = try serverTLS(certificate: self.tlsCert, key: self.tlsKey)
         let scheme = tls == nil ? "ws" : "wss"
         let server = EchoAgentServer(
             host: self.host,
@@ -490,6 +479,21 @@ struct EchoAgentCommand: AsyncParsableCommand {
             logger.notice("echo agent listening", metadata: ["realtime.url": .string("\(scheme)://\(self.host):\(port)/v1/realtime")])
         }
         try await app.runService()
+    }
+}
+
+/// The TLS configuration of a test double's `--tls-cert`/`--tls-key` (nil: plain ws://).
+func serverTLS(certificate: String?, key: String?) throws -> TLSConfiguration? {
+    switch (certificate, key) {
+    case (let cert?, let key?):
+        return TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+        )
+    case (nil, nil):
+        return nil
+    default:
+        throw ValidationError("--tls-cert and --tls-key go together")
     }
 }
 
