@@ -6,6 +6,7 @@ import HummingbirdCore
 import HummingbirdWebSocket
 import Logging
 import NIOCore
+import NIOHTTP1
 import ServiceLifecycle
 import Synchronization
 import UnixSignals
@@ -221,10 +222,10 @@ public struct BridgeServer: Sendable {
                 maxCallDuration: configuration.maxCallDuration
             )
         )
-        router.ws("/twilio/media") { request, context in
+        /// Why a media stream may not start: 403 (signature), 503 (draining or full), or nil.
+        @Sendable func mediaRefusal(signature: String?) -> HTTPResponse.Status? {
             // Twilio signs the upgrade over the exact <Stream url> it was given, with no parameters.
             if configuration.checksSignatures, let token = configuration.twilioAuthToken {
-                let signature = request.headers[HTTPField.Name("X-Twilio-Signature")!]
                 let valid = signature.map {
                     TwilioSignature.isValid(signature: $0, authToken: token, url: configuration.streamURL, trailingSlash: true)
                 } ?? false
@@ -232,15 +233,20 @@ public struct BridgeServer: Sendable {
                     let reason = signature == nil ? "missing_signature" : "wrong_signature"
                     metrics.authFailed(route: "media", reason: reason)
                     logger.warning("media stream refused: signature check failed", metadata: ["reason": .string(reason)])
-                    refusedUpgrades.refuse(context.connection, status: .forbidden)
-                    return .dontUpgrade
+                    return .forbidden
                 }
             }
             // A stream Twilio opens while draining or full is refused before it is upgraded (Twilio ends the call).
             if let refusal = admission.refusal(active: registry.activeCalls, limit: configuration.maxCalls) {
                 metrics.callRejected(reason: refusal)
                 logger.notice("media stream refused", metadata: ["reason": .string(refusal)])
-                refusedUpgrades.refuse(context.connection, status: .serviceUnavailable)
+                return .serviceUnavailable
+            }
+            return nil
+        }
+        router.ws("/twilio/media") { request, context in
+            if let status = mediaRefusal(signature: request.headers[HTTPField.Name("X-Twilio-Signature")!]) {
+                refusedUpgrades.refuse(context.connection, status: status)
                 return .dontUpgrade
             }
             return .upgrade([:])
@@ -252,9 +258,49 @@ public struct BridgeServer: Sendable {
             http1: .init(additionalChannelHandlers: [RefusedUpgradeStatus(refusedUpgrades)]),
             ws: WebSocketServerConfiguration(maxFrameSize: 1 << 16, autoPing: .enabled(timePeriod: .seconds(20)), closeTimeout: .seconds(3))
         )
+        // Calls hosted on their event loops (CALLBRIDGE_ENGINE=loop), or as tasks (the default while the loop host is
+        // being completed).
+        let server: HTTPServerBuilder
+        if ProcessInfo.processInfo.environment["CALLBRIDGE_ENGINE"] == "loop" {
+            let shared = LoopCallHost.Shared(
+                endpoint: endpoint,
+                tlsContexts: TLSContextCache(),
+                registry: registry,
+                metrics: metrics,
+                environment: .init(
+                    configuration: call,
+                    security: session.security,
+                    makeConfirmer: makeConfirmer,
+                    timeline: self.timeline,
+                    callLog: self.callLog,
+                    metrics: metrics
+                )
+            )
+            server = HTTPServerBuilder { responder in
+                BridgeChildChannel(
+                    responder: responder,
+                    decide: { head in
+                        mediaRefusal(signature: head.headers.first(name: "X-Twilio-Signature")).map { .refuse(HTTPResponseStatus(statusCode: $0.code)) } ?? .accept
+                    },
+                    makeCall: { channel, requestLogger in
+                        let callMetadata = CallMetadata()
+                        var callLogger = requestLogger
+                        let inherited = callLogger.handler.metadataProvider
+                        callLogger.handler.metadataProvider = Logger.MetadataProvider {
+                            var metadata = inherited?.get() ?? [:]
+                            metadata.merge(callMetadata.current) { _, new in new }
+                            return metadata
+                        }
+                        return LoopCallHost(twilio: channel, shared: shared, loop: LoopCalls.forLoop(channel.eventLoop), logger: callLogger, callMetadata: callMetadata)
+                    }
+                )
+            }
+        } else {
+            server = .http1WebSocketUpgrade(webSocketRouter: router, configuration: wsConfiguration)
+        }
         return Application(
             router: router,
-            server: .http1WebSocketUpgrade(webSocketRouter: router, configuration: wsConfiguration),
+            server: server,
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "callbridge"),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
             logger: self.logger

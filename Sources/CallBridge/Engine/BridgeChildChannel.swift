@@ -1,0 +1,143 @@
+import CallBridgeCore
+import HTTPTypes
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
+import NIOWebSocket
+import ServiceLifecycle
+
+/// The bridge's connections under Hummingbird's server: a media stream upgrade becomes a call hosted on its event
+/// loop (`LoopCallHost`: no task or stream per frame); every other request goes to Hummingbird's HTTP responder.
+/// A media upgrade the bridge refuses gets its own status (403 for a bad signature, 503 while draining or full).
+struct BridgeChildChannel: HTTPChannelHandler {
+    enum Decision: Sendable {
+        case accept
+        case refuse(HTTPResponseStatus)
+    }
+
+    enum Value: ServerChildChannelValue {
+        case http(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
+        case media(any Channel, NIOLoopBound<LoopCallHost>)
+        case refused(any Channel)
+
+        var channel: any Channel {
+            switch self {
+            case .http(let channel): channel.channel
+            case .media(let channel, _): channel
+            case .refused(let channel): channel
+            }
+        }
+    }
+
+    static let mediaPath = "/twilio/media"
+
+    let responder: HTTPChannelHandler.Responder
+    /// Decides a media upgrade (on the connection's event loop).
+    let decide: @Sendable (HTTPRequestHead) -> Decision
+    /// Makes the call's host for an accepted stream (on its event loop).
+    let makeCall: @Sendable (any Channel, Logger) -> LoopCallHost
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            let refusal = NIOLoopBoundBox<HTTPResponseStatus?>(nil, eventLoop: channel.eventLoop)
+            let decide = self.decide
+            let makeCall = self.makeCall
+            let upgrader = NIOTypedWebSocketServerUpgrader<Value>(
+                maxFrameSize: 1 << 16,
+                enableAutomaticErrorHandling: false,
+                shouldUpgrade: { channel, head in
+                    guard Self.path(of: head.uri) == Self.mediaPath else {
+                        return channel.eventLoop.makeSucceededFuture(nil)
+                    }
+                    switch decide(head) {
+                    case .accept:
+                        return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
+                    case .refuse(let status):
+                        refusal.value = status
+                        return channel.eventLoop.makeSucceededFuture(nil)
+                    }
+                },
+                upgradePipelineHandler: { channel, _ in
+                    channel.eventLoop.makeCompletedFuture {
+                        let host = makeCall(channel, logger)
+                        try channel.pipeline.syncOperations.addHandler(
+                            WebSocketConnectionHandler(role: .server, configuration: .init(maximumMessageSize: 1 << 16, closeTimeout: .seconds(3)))
+                        )
+                        try channel.pipeline.syncOperations.addHandler(TwilioMediaHandler(host: host))
+                        host.start()
+                        return Value.media(channel, NIOLoopBound(host, eventLoop: channel.eventLoop))
+                    }
+                }
+            )
+            var configuration = NIOUpgradableHTTPServerPipelineConfiguration<Value>(
+                upgradeConfiguration: .init(
+                    upgraders: [upgrader],
+                    notUpgradingCompletionHandler: { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            if let status = refusal.value {
+                                try channel.pipeline.syncOperations.addHandler(RefusedUpgradeResponder(status: status))
+                                return Value.refused(channel)
+                            }
+                            try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+                            try channel.pipeline.syncOperations.addHandler(HTTPConnectionStateHandler(idleTimeout: nil, logger: logger))
+                            return Value.http(
+                                try NIOAsyncChannel(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                            )
+                        }
+                    }
+                )
+            )
+            configuration.enablePipelining = false
+            configuration.enableErrorHandling = false
+            configuration.enableResponseHeaderValidation = false
+            return try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: configuration)
+        }.flatMap { $0 }
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        switch value {
+        case .http(let channel):
+            await self.handleHTTP(asyncChannel: channel, logger: logger)
+        case .media(let channel, let host):
+            let eventLoop = channel.eventLoop
+            let released = eventLoop.flatSubmit { host.value.released.futureResult }
+            await withGracefulShutdownHandler {
+                try? await released.get()
+            } onGracefulShutdown: {
+                eventLoop.execute { host.value.perform { host.value.driver.shutdownRequested() } }
+            }
+        case .refused(let channel):
+            try? await channel.closeFuture.get()
+        }
+    }
+
+    static func path(of uri: String) -> Substring {
+        uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+    }
+}
+
+/// Answers a refused media upgrade with the bridge's status and closes the connection.
+final class RefusedUpgradeResponder: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let status: HTTPResponseStatus
+    private var answered = false
+
+    init(status: HTTPResponseStatus) { self.status = status }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .end = Self.unwrapInboundIn(data), !self.answered else { return }
+        self.answered = true
+        var head = HTTPResponseHead(version: .http1_1, status: self.status)
+        head.headers.add(name: "Connection", value: "close")
+        head.headers.add(name: "Content-Length", value: "0")
+        context.write(Self.wrapOutboundOut(.head(head)), promise: nil)
+        context.writeAndFlush(Self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+}

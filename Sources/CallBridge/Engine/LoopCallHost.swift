@@ -1,0 +1,364 @@
+import CallBridgeCore
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOSSL
+import NIOWebSocket
+import Synchronization
+
+/// `CallIO` on a call's event loop: the Twilio connection and every Realtime leg of the call live on the same loop,
+/// the driver runs there synchronously, writes go out without awaiting (flushed once per burst), timers are the
+/// loop's, and ticks come from the loop's one shared ticker. No task, stream or actor hop per frame.
+///
+/// Every entry goes through `perform`, which defers an entry that arrives while the driver is busy (a close that
+/// completes at once, say) until the driver is done, so the driver never sees re-entrant calls.
+final class LoopCallHost: CallIO {
+    struct Shared: Sendable {
+        var endpoint: AsyncValue<RealtimeEndpoint>
+        /// One TLS context for every Realtime connection (building one loads the trust store).
+        var tlsContexts: TLSContextCache
+        var registry: CallRegistry
+        var metrics: BridgeMetrics
+        var environment: CallDriver.Environment
+    }
+
+    let eventLoop: any EventLoop
+    private let twilio: any Channel
+    private let shared: Shared
+    private let loop: LoopCalls
+    private let logger: Logger
+    private let number: Int
+    private(set) var driver: CallDriver!
+    /// The current Realtime leg: its number, its channel once up, and whether the call is done with it.
+    private var realtime: (leg: Int, channel: (any Channel)?, over: Bool)?
+    private var timers: [Int: Scheduled<Void>] = [:]
+    private var nextTimer = 0
+    private var twilioDirty = false
+    private var realtimeDirty = false
+    private var busy = false
+    private var deferred: [() -> Void] = []
+    private var isReleased = false
+    /// Completed when the call is released (the server's task for the connection waits on it).
+    let released: EventLoopPromise<Void>
+
+    init(twilio: any Channel, shared: Shared, loop: LoopCalls, logger: Logger, callMetadata: CallMetadata) {
+        self.eventLoop = twilio.eventLoop
+        self.twilio = twilio
+        self.shared = shared
+        self.loop = loop
+        self.logger = logger
+        self.released = twilio.eventLoop.makePromise()
+        self.number = shared.registry.callStarted()
+        shared.metrics.callStarted()
+        shared.metrics.setActiveCalls(shared.registry.activeCalls)
+        self.driver = CallDriver(io: self, environment: shared.environment, logger: logger, callMetadata: callMetadata)
+    }
+
+    func start() {
+        self.perform { self.driver.begin() }
+    }
+
+    /// Runs `body` against the driver now, or after the entry in progress; then flushes and releases if done.
+    func perform(_ body: @escaping () -> Void) {
+        guard !self.isReleased else { return }
+        if self.busy {
+            self.deferred.append(body)
+            return
+        }
+        self.busy = true
+        body()
+        while !self.deferred.isEmpty, !self.isReleased {
+            self.deferred.removeFirst()()
+        }
+        self.busy = false
+        self.flush()
+        if self.driver.isReleased { self.release() }
+    }
+
+    func flush() {
+        if self.twilioDirty {
+            self.twilioDirty = false
+            self.twilio.flush()
+        }
+        if self.realtimeDirty {
+            self.realtimeDirty = false
+            self.realtime?.channel?.flush()
+        }
+    }
+
+    // MARK: CallIO
+
+    func sendTwilio(_ text: String) {
+        self.twilio.write(Self.frame(text, allocator: self.twilio.allocator), promise: nil)
+        self.twilioDirty = true
+    }
+
+    func closeTwilio() {
+        self.twilio.close(mode: .all, promise: nil)
+    }
+
+    func openRealtime(leg: Int) {
+        self.realtime = (leg, nil, false)
+        guard let endpoint = self.shared.endpoint.current else {
+            // The embedded agent is not listening yet: a moment's wait, as for a network failure.
+            self.eventLoop.assumeIsolated().execute {
+                self.perform { self.driver.realtimeClosed(leg: leg, .connectFailed("the Realtime endpoint is not ready", retryable: true)) }
+            }
+            return
+        }
+        let tlsContext: NIOSSLContext?
+        do {
+            tlsContext = try self.shared.tlsContexts.context(for: endpoint)
+        } catch {
+            self.eventLoop.assumeIsolated().execute {
+                self.perform { self.driver.realtimeClosed(leg: leg, .connectFailed("TLS configuration: \(error)", retryable: false)) }
+            }
+            return
+        }
+        var headers = HTTPHeaders()
+        for field in endpoint.headers { headers.add(name: field.name.rawName, value: field.value) }
+        let me = NIOLoopBound(self, eventLoop: self.eventLoop)
+        WebSocketClientChannel.connect(
+            url: endpoint.url,
+            headers: headers,
+            tlsContext: tlsContext,
+            eventLoop: self.eventLoop,
+            configuration: .init(maximumMessageSize: 4 << 20, closeTimeout: .seconds(3)),
+            makeHandler: { _ in RealtimeLegHandler(host: me.value, leg: leg) }
+        ).whenFailure { error in
+            let host = me.value
+            let retryable = Self.isRetryable(error)
+            host.logger.error(
+                "realtime connect failed",
+                metadata: ["error": "\(error)", "realtime.url": .string(endpoint.url), "retryable": .stringConvertible(retryable)]
+            )
+            host.perform {
+                host.driver.realtimeClosed(leg: leg, .connectFailed("\(error)", retryable: retryable))
+            }
+        }
+    }
+
+    func sendRealtime(_ text: String) {
+        guard let channel = self.realtime?.channel else { return }
+        channel.write(Self.frame(text, allocator: channel.allocator), promise: nil)
+        self.realtimeDirty = true
+    }
+
+    func closeRealtime(leg: Int) {
+        guard let current = self.realtime, current.leg == leg else { return }
+        self.realtime?.over = true
+        current.channel?.close(mode: .all, promise: nil)
+    }
+
+    func schedule(_ input: CallDriver.Timed, at deadline: ContinuousClock.Instant) {
+        let clock = self.shared.environment.timeline.clock
+        let delay = max(.zero, clock.now.duration(to: deadline))
+        let nanoseconds = delay.components.seconds * 1_000_000_000 + delay.components.attoseconds / 1_000_000_000
+        let id = self.nextTimer
+        self.nextTimer += 1
+        self.timers[id] = self.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(nanoseconds)) {
+            self.timers[id] = nil
+            self.perform { self.driver.timed(input) }
+        }
+    }
+
+    func setTicking(_ ticking: Bool) {
+        if ticking { self.loop.startTicking(self) } else { self.loop.stopTicking(self) }
+    }
+
+    // MARK: From the legs
+
+    /// The Realtime leg's handler is in its pipeline: the leg is up.
+    func realtimeUp(leg: Int, channel: any Channel) {
+        self.perform {
+            guard let current = self.realtime, current.leg == leg else {
+                channel.close(mode: .all, promise: nil)
+                return
+            }
+            self.realtime?.channel = channel
+            if current.over {
+                channel.close(mode: .all, promise: nil)
+                return
+            }
+            self.driver.realtimeConnected(leg: leg, dialect: self.shared.endpoint.current?.dialect ?? .ga)
+        }
+    }
+
+    func realtimeGone(leg: Int, detail: String) {
+        self.perform {
+            if self.realtime?.leg == leg { self.realtime?.channel = nil }
+            self.driver.realtimeClosed(leg: leg, .closed(detail))
+        }
+    }
+
+    // MARK: Release
+
+    private func release() {
+        guard !self.isReleased else { return }
+        self.isReleased = true
+        for timer in self.timers.values { timer.cancel() }
+        self.timers.removeAll()
+        self.loop.stopTicking(self)
+        if let channel = self.realtime?.channel { channel.close(promise: nil) }
+        self.realtime = nil
+        self.twilio.close(promise: nil)
+        self.shared.registry.callEnded()
+        self.shared.metrics.setActiveCalls(self.shared.registry.activeCalls)
+        self.logger.debug("call released", metadata: ["call.number": .stringConvertible(self.number)])
+        self.released.succeed()
+    }
+
+    // MARK: Helpers
+
+    static func frame(_ text: String, allocator: ByteBufferAllocator) -> WebSocketFrame {
+        var buffer = allocator.webSocketPayload(capacity: text.utf8.count)
+        buffer.writeString(text)
+        return WebSocketFrame(fin: true, opcode: .text, data: buffer)
+    }
+
+    /// Whether a failed Realtime connection is worth another attempt: the network's failures and the service's
+    /// own trouble (5xx, 429, 408) are; its refusals (401, 403, 404, …) and a certificate that does not verify are not.
+    static func isRetryable(_ error: any Error) -> Bool {
+        switch error {
+        case WebSocketConnectError.upgradeRefused(let status): status >= 500 || status == 429 || status == 408
+        case WebSocketConnectError.invalidURL: false
+        case NIOSSLError.handshakeFailed: false
+        default: true
+        }
+    }
+}
+
+/// The Twilio leg's messages, into the call's driver.
+final class TwilioMediaHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = WebSocketInboundMessage
+
+    private let host: LoopCallHost
+
+    init(host: LoopCallHost) { self.host = host }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch Self.unwrapInboundIn(data) {
+        case .text(let buffer):
+            let text = String(buffer: buffer)
+            self.host.perform { self.host.driver.twilioText(text) }
+        case .binary:
+            self.host.perform { self.host.driver.twilioBinary() }
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.host.perform { self.host.driver.twilioClosed() }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
+
+/// One Realtime leg's messages, into the call's driver.
+final class RealtimeLegHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = WebSocketInboundMessage
+
+    private let host: LoopCallHost
+    private let leg: Int
+    private var peerClose: UInt16??
+
+    init(host: LoopCallHost, leg: Int) {
+        self.host = host
+        self.leg = leg
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { self.host.realtimeUp(leg: self.leg, channel: context.channel) }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let leg = self.leg
+        switch Self.unwrapInboundIn(data) {
+        case .text(let buffer):
+            let text = String(buffer: buffer)
+            self.host.perform { self.host.driver.realtimeText(text, leg: leg) }
+        case .binary:
+            self.host.perform { self.host.driver.realtimeBinary(leg: leg) }
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let closed = event as? WebSocketPeerClosed { self.peerClose = .some(closed.code) }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        let detail =
+            switch self.peerClose {
+            case .some(let code): "close \(code.map(String.init) ?? "without a code")"
+            case .none: "connection closed without a close frame"
+            }
+        self.host.realtimeGone(leg: self.leg, detail: detail)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
+
+/// The calls of one event loop and its one 20 ms ticker.
+final class LoopCalls {
+    private let eventLoop: any EventLoop
+    private var ticking: [ObjectIdentifier: LoopCallHost] = [:]
+    private var ticker: LoopTicker?
+
+    init(eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    func startTicking(_ host: LoopCallHost) {
+        self.ticking[ObjectIdentifier(host)] = host
+        if self.ticker == nil {
+            let ticker = LoopTicker(eventLoop: self.eventLoop) { [unowned self] _ in self.tick() }
+            self.ticker = ticker
+            ticker.start()
+        }
+    }
+
+    func stopTicking(_ host: LoopCallHost) {
+        self.ticking[ObjectIdentifier(host)] = nil
+    }
+
+    private func tick() {
+        // Each call writes its frame without flushing; each flushes once, when its turn is done.
+        for host in Array(self.ticking.values) {
+            host.perform { host.driver.tick() }
+        }
+    }
+
+    /// One per event loop of the group, made on first use.
+    static func forLoop(_ eventLoop: any EventLoop) -> LoopCalls {
+        eventLoop.preconditionInEventLoop()
+        return registry.withLock { loops in
+            if let existing = loops[ObjectIdentifier(eventLoop)] { return existing.value }
+            let made = UnsafeTransfer(LoopCalls(eventLoop: eventLoop))
+            loops[ObjectIdentifier(eventLoop)] = made
+            return made.value
+        }
+    }
+
+    private static let registry = Mutex<[ObjectIdentifier: UnsafeTransfer<LoopCalls>]>([:])
+}
+
+/// The TLS context of the Realtime endpoint, built once (a context loads the system trust store) and shared by every
+/// call's connections.
+final class TLSContextCache: Sendable {
+    private let cached = Mutex<NIOSSLContext?>(nil)
+
+    /// nil for a plain ws:// endpoint.
+    func context(for endpoint: RealtimeEndpoint) throws -> NIOSSLContext? {
+        guard endpoint.url.hasPrefix("wss:") else { return nil }
+        if let context = self.cached.withLock({ $0 }) { return context }
+        let context = try NIOSSLContext(configuration: endpoint.tlsConfiguration ?? .makeClientConfiguration())
+        self.cached.withLock { $0 = context }
+        return context
+    }
+}
