@@ -4,7 +4,7 @@ PORT ?= 8080
 BIN := .build/debug/callbridge
 RELEASE_BIN := .build/release/callbridge
 
-.PHONY: run run-release test build build-release deps demo bargein-check bench bench-check bench-thresholds bench-silero fixtures fixtures-update certs clean deploy-check fuzz
+.PHONY: run run-release test build build-release deps demo bargein-check bench bench-check bench-thresholds bench-silero fixtures fixtures-update certs clean deploy-check fuzz loadtest
 
 ## Start the bridge (embedded echo agent unless OPENAI_API_KEY is set). Options: make run ARGS="--port 9000".
 run: build
@@ -85,3 +85,14 @@ SEED ?= 7
 fuzz: deps
 	$(SWIFT) build --build-tests
 	FUZZ_ROUNDS=$(ROUNDS) FUZZ_SEED=$(SEED) $(SWIFT) test --skip-build --filter ScannerFuzzTests
+
+## Load test on loopback (release build): the load double over TLS, `callbridge run` as in production, and
+## `callbridge load`; one table row per call count. make loadtest N=10,100 DURATION=60 RAMP=10 [LOADTEST_SCRATCH=.build-x]
+LOADTEST_N := 10,100
+DURATION ?= 60
+RAMP ?= 10
+LOADTEST_SCRATCH ?= .build
+loadtest: deps
+	$(SWIFT) build -c release --product callbridge --scratch-path $(LOADTEST_SCRATCH)
+	python3 scripts/loadtest.py --binary $(LOADTEST_SCRATCH)/release/callbridge --calls $(or $(N),$(LOADTEST_N)) \
+		--duration $(DURATION) --ramp $(RAMP)

@@ -44,10 +44,17 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        // Latency percentiles of the load generator (`callbridge load`).
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
         // Pure core: no I/O, no clock reads, no Foundation networking.
-        .target(name: "CallBridgeCore", swiftSettings: coreSettings),
+        // The HdrHistogram package is a pure value type (no I/O); the load report's percentiles are built on it.
+        .target(
+            name: "CallBridgeCore",
+            dependencies: [.product(name: "Histogram", package: "hdrhistogram-swift")],
+            swiftSettings: coreSettings
+        ),
         // Imperative shell: server, WebSocket legs, pacing ticker, echo agent, dial client.
         .target(
             name: "CallBridge",
@@ -60,6 +67,8 @@ let package = Package(
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -90,7 +99,11 @@ let package = Package(
         ),
         // Benchmarks: `make bench` builds this in release and runs it (never part of the tests).
         .executableTarget(name: "CallBridgeBench", dependencies: ["CallBridgeCore"], swiftSettings: strict),
-        .testTarget(name: "CallBridgeCoreTests", dependencies: ["CallBridgeCore"], swiftSettings: strict),
+        .testTarget(
+            name: "CallBridgeCoreTests",
+            dependencies: ["CallBridgeCore", .product(name: "Histogram", package: "hdrhistogram-swift")],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "CallBridgeTests",
             dependencies: [
@@ -99,6 +112,11 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

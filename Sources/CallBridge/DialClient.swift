@@ -121,7 +121,7 @@ public struct DialClient: Sendable {
         let bargeOnsetFrame = bargeStartFrame.flatMap { start in
             DialReport.firstVoicedFrame(in: bargeAudio).map { start + $0 }
         }
-        let sentAudio = Self.mix(options.callerAudio, bargeAudio, at: bargeStartFrame, totalFrames: options.duration.wholeMilliseconds / 20)
+        let sentAudio = DialReport.mix(options.callerAudio, bargeAudio, at: bargeStartFrame, totalFrames: options.duration.wholeMilliseconds / 20)
         shared.state.withLock {
             $0.trace.callerUtteranceEnds = DialReport.utteranceEnds(in: sentAudio)
             $0.trace.callerVoicedFrames = DialReport.voicedFrames(in: sentAudio)
@@ -276,19 +276,6 @@ public struct DialClient: Sendable {
             let echoed = source >= 0 && source < heard.count ? Double(MuLaw.decode(heard[source])) * gain : 0
             return MuLaw.encode(Int16(clamping: Int((Double(MuLaw.decode(byte)) + echoed).rounded())))
         }
-    }
-
-    /// The caller's audio for the whole call: the file, then silence, with the barge-in audio mixed in from its frame.
-    static func mix(_ main: [UInt8], _ barge: [UInt8], at startFrame: Int?, totalFrames: Int) -> [UInt8] {
-        var pcm = [Int32](repeating: 0, count: totalFrames * 160)
-        for (i, byte) in main.prefix(pcm.count).enumerated() { pcm[i] = Int32(MuLaw.decode(byte)) }
-        if let startFrame {
-            let offset = max(0, startFrame) * 160
-            for (i, byte) in barge.enumerated() where offset + i < pcm.count {
-                pcm[offset + i] += Int32(MuLaw.decode(byte))
-            }
-        }
-        return pcm.map { MuLaw.encode(Int16(clamping: $0)) }
     }
 
     static func hex(_ count: Int) -> String {

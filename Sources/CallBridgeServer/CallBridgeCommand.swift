@@ -10,7 +10,7 @@ struct CallBridgeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "callbridge",
         abstract: "Puts a realtime speech-to-speech model on the phone: Twilio Media Streams ⇄ OpenAI Realtime.",
-        subcommands: [Run.self, Dial.self, VadCommand.self, EchoAgentCommand.self, Drain.self],
+        subcommands: [Run.self, Dial.self, Load.self, VadCommand.self, EchoAgentCommand.self, LoadAgentCommand.self, Drain.self],
         defaultSubcommand: Run.self
     )
 }
@@ -438,20 +438,7 @@ struct EchoAgentCommand: AsyncParsableCommand {
         abstract: "Run the echo agent alone, as a Realtime-protocol server (for trying remote mode, TLS or auth)."
     )
 
-    @Option(help: "Address to listen on.")
-    var host: String = "127.0.0.1"
-
-    @Option(help: "Port to listen on (0: any free port).")
-    var port: Int = 8090
-
-    @Option(help: "PEM certificate chain to serve TLS (wss://) with.")
-    var tlsCert: String?
-
-    @Option(help: "PEM private key for --tls-cert.")
-    var tlsKey: String?
-
-    @Option(help: "Require this API key (Authorization: Bearer or api-key header).")
-    var apiKey: String?
+    @OptionGroup var listen: DoubleListenOptions
 
     @Option(help: "echo (play each utterance back) or unresponsive (a hung service, for timeout tests).")
     var behavior: EchoAgentServer.Behavior = .echo
@@ -464,32 +451,55 @@ struct EchoAgentCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = try makeLogger(label: "callbridge.echo-agent", level: self.logLevel)
-        var tls: TLSConfiguration?
-        switch (self.tlsCert, self.tlsKey) {
-        case (let cert?, let key?):
-            tls = TLSConfiguration.makeServerConfiguration(
-                certificateChain: try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) },
-                privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
-            )
-        case (nil, nil):
-            tls = nil
-        default:
-            throw ValidationError("--tls-cert and --tls-key go together")
-        }
+        let tls = try self.listen.tlsConfiguration()
+        let port = self.listen.port ?? 8090
         let scheme = tls == nil ? "ws" : "wss"
         let server = EchoAgentServer(
-            host: self.host,
-            port: self.port,
+            host: self.listen.host,
+            port: port,
             tlsConfiguration: tls,
             agent: EchoAgent.Configuration(vadDelay: .milliseconds(max(0, self.vadDelayMs))),
-            expectedAPIKey: self.apiKey,
+            expectedAPIKey: self.listen.apiKey,
             behavior: self.behavior,
             logger: logger
         )
         let app = try server.makeApplication { port in
-            logger.notice("echo agent listening", metadata: ["realtime.url": .string("\(scheme)://\(self.host):\(port)/v1/realtime")])
+            logger.notice("echo agent listening", metadata: ["realtime.url": .string("\(scheme)://\(self.listen.host):\(port)/v1/realtime")])
         }
         try await app.runService()
+    }
+}
+
+/// Where a Realtime test double (`echo-agent`, `load-agent`) listens, with what TLS, and which key it wants.
+struct DoubleListenOptions: ParsableArguments {
+    @Option(help: "Address to listen on.")
+    var host: String = "127.0.0.1"
+
+    @Option(help: "Port to listen on (0: any free port; default: 8090 for echo-agent, 8091 for load-agent).")
+    var port: Int?
+
+    @Option(help: "PEM certificate chain to serve TLS (wss://) with.")
+    var tlsCert: String?
+
+    @Option(help: "PEM private key for --tls-cert.")
+    var tlsKey: String?
+
+    @Option(help: "Require this API key (Authorization: Bearer or api-key header).")
+    var apiKey: String?
+
+    /// nil: plain ws://.
+    func tlsConfiguration() throws -> TLSConfiguration? {
+        switch (self.tlsCert, self.tlsKey) {
+        case (let cert?, let key?):
+            return TLSConfiguration.makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+            )
+        case (nil, nil):
+            return nil
+        default:
+            throw ValidationError("--tls-cert and --tls-key go together")
+        }
     }
 }
 

@@ -21,18 +21,8 @@ extension Array where Element == CallAction {
     }
 }
 
-/// SplitMix64: a tiny seeded generator, so generated data and fuzz cases are the same on every run and platform.
-struct SplitMix64 {
-    var state: UInt64
-
-    mutating func next() -> UInt64 {
-        self.state &+= 0x9E37_79B9_7F4A_7C15
-        var z = self.state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
+/// Test helpers on the core's seeded generator.
+extension SplitMix64 {
     /// Uniform in 0..<bound (bound > 0).
     mutating func below(_ bound: Int) -> Int {
         Int(self.next() % UInt64(bound))

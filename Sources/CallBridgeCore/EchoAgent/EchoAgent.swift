@@ -20,6 +20,10 @@ public struct EchoAgent: Sendable {
         /// How late `speech_started` is reported after the detector fires (in audio time), to play a slow
         /// server VAD: on real lines the service reports speech 200–500 ms after its onset.
         public var vadDelay: Duration
+        /// Sizes of the audio deltas, in bytes (drawn at random in this range, never aligned to frames).
+        public var deltaBytes: ClosedRange<Int>
+        /// Audio sent at once when a reply starts, before the regular bursts (the real service front-loads a reply).
+        public var initialBurst: Duration
 
         public init(
             burstInterval: Duration = .milliseconds(40),
@@ -27,9 +31,13 @@ public struct EchoAgent: Sendable {
             startFrames: Int = 3,
             trailingAudioMs: Int = 100,
             seed: UInt64 = 0x5EED,
-            vadDelay: Duration = .zero
+            vadDelay: Duration = .zero,
+            deltaBytes: ClosedRange<Int> = 97...796,
+            initialBurst: Duration = .zero
         ) {
             self.vadDelay = vadDelay
+            self.deltaBytes = max(1, deltaBytes.lowerBound)...max(1, deltaBytes.upperBound)
+            self.initialBurst = initialBurst
             self.burstInterval = burstInterval
             self.speedFactor = max(1, speedFactor)
             self.startFrames = max(1, startFrames)
@@ -45,6 +53,8 @@ public struct EchoAgent: Sendable {
         var audio: [UInt8]
         var sent = 0
         var nextBurst: CallInstant
+        /// Extra bytes for the first burst (`initialBurst`).
+        var leadBytes = 0
     }
 
     public let configuration: Configuration
@@ -88,6 +98,22 @@ public struct EchoAgent: Sendable {
     /// The greeting every Realtime session starts with.
     public mutating func connected() -> [String] {
         [self.event("session.created", ["session": "{\"id\":\(JSONText.quoted(self.makeID("sess")))}"])]
+    }
+
+    /// A client event as it came off the socket. Caller audio (`input_audio_buffer.append`, 50 a second per call) is
+    /// read by the byte scanner and only its base64 is decoded, for the VAD; anything else goes through Codable.
+    public mutating func received(bytes: UnsafeBufferPointer<UInt8>, now: CallInstant) -> [String] {
+        let audio = JSONScanner.withScanner(bytes: bytes) { scanner -> [UInt8]? in
+            guard scanner.count(of: UInt8(ascii: "{")) == 1, let type = scanner.stringValueRange(forKey: "type"),
+                scanner.equals(type, "input_audio_buffer.append"), let audio = scanner.stringValueRange(forKey: "audio")
+            else { return nil }
+            return Base64.decode(bytes: UnsafeBufferPointer(rebasing: scanner.bytes[audio]))
+        }
+        if let audio {
+            self.lastReceivedType = "input_audio_buffer.append"
+            return self.append(audio, now: now)
+        }
+        return self.received(String(decoding: bytes, as: UTF8.self), now: now)
     }
 
     public mutating func received(_ text: String, now: CallInstant) -> [String] {
@@ -146,10 +172,12 @@ public struct EchoAgent: Sendable {
         let burstBytes =
             AudioFrame.bytesPerMillisecond * self.configuration.burstInterval.wholeMilliseconds
             * self.configuration.speedFactor
-        var budget = burstBytes
+        var budget = burstBytes + reply.leadBytes
+        reply.leadBytes = 0
+        let sizes = self.configuration.deltaBytes
         while budget > 0 && reply.sent < reply.audio.count {
             // Irregular sizes, never aligned to 160, as real deltas are.
-            let size = min(budget, reply.audio.count - reply.sent, 97 + Int(self.nextRandom() % 700))
+            let size = min(budget, reply.audio.count - reply.sent, sizes.lowerBound + Int(self.nextRandom() % UInt64(sizes.count)))
             let chunk = reply.audio[reply.sent..<(reply.sent + size)]
             reply.sent += size
             budget -= size
@@ -336,7 +364,13 @@ public struct EchoAgent: Sendable {
     mutating func startReply(_ audio: [UInt8], now: CallInstant) -> [String] {
         let responseID = self.makeID("resp")
         let itemID = self.makeID("item")
-        self.reply = Reply(responseID: responseID, itemID: itemID, audio: audio, nextBurst: now)
+        self.reply = Reply(
+            responseID: responseID,
+            itemID: itemID,
+            audio: audio,
+            nextBurst: now,
+            leadBytes: AudioFrame.bytesPerMillisecond * self.configuration.initialBurst.wholeMilliseconds
+        )
         let rid = JSONText.quoted(responseID)
         let item = "{\"id\":\(JSONText.quoted(itemID)),\"type\":\"message\",\"role\":\"assistant\",\"status\":\"in_progress\"}"
         return [

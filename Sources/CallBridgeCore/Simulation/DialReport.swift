@@ -45,11 +45,6 @@ public struct DialReport: Sendable, Equatable {
     public var marksReceived: Int
     public var marksEchoed: Int
 
-    /// Arrivals closer than this belong to the same run of frames.
-    static let runGap: Duration = .milliseconds(100)
-    /// Frames sent ahead at the start of a run (the pacer's lead) arrive together and are not jitter.
-    static let leadArrivalsSkipped = 3
-
     public init(trace: DialTrace) {
         self.mediaMessages = trace.mediaArrivals.count
         self.frameSizes = Dictionary(trace.mediaArrivals.map { ($0.bytes, 1) }, uniquingKeysWith: +)
@@ -62,18 +57,11 @@ public struct DialReport: Sendable, Equatable {
                 self.firstAudioAfterSpeechMs = (first.at - .milliseconds((last + 1) * 20)).millisecondsValue
             }
         }
+        // The definition is PacingJitter's, shared with `callbridge load`.
+        var jitter = PacingJitter()
         var deviations: [Double] = []
-        var runIndex = 0
-        for (i, arrival) in trace.mediaArrivals.enumerated() {
-            if i == 0 || arrival.at - trace.mediaArrivals[i - 1].at > Self.runGap {
-                runIndex = 0
-            } else {
-                runIndex += 1
-            }
-            if runIndex >= Self.leadArrivalsSkipped {
-                let interval = (arrival.at - trace.mediaArrivals[i - 1].at).millisecondsValue
-                deviations.append(abs(interval - 20))
-            }
+        for arrival in trace.mediaArrivals {
+            if let deviation = jitter.arrival(at: arrival.at).deviation { deviations.append(deviation.millisecondsValue) }
         }
         deviations.sort()
         self.intervalsMeasured = deviations.count
@@ -132,6 +120,20 @@ public struct DialReport: Sendable, Equatable {
         stride(from: 0, to: audio.count, by: AudioFrame.byteCount).map { start in
             Level.dBFS(muLaw: audio[start..<min(audio.count, start + AudioFrame.byteCount)]) > thresholdDBFS
         }
+    }
+
+    /// The caller's audio for a whole call: `main`, then silence, with `barge` mixed in from frame `startFrame`;
+    /// `totalFrames` 20 ms frames of μ-law.
+    public static func mix(_ main: [UInt8], _ barge: [UInt8], at startFrame: Int?, totalFrames: Int) -> [UInt8] {
+        var pcm = [Int32](repeating: 0, count: totalFrames * AudioFrame.byteCount)
+        for (i, byte) in main.prefix(pcm.count).enumerated() { pcm[i] = Int32(MuLaw.decode(byte)) }
+        if let startFrame {
+            let offset = max(0, startFrame) * AudioFrame.byteCount
+            for (i, byte) in barge.enumerated() where offset + i < pcm.count {
+                pcm[offset + i] += Int32(MuLaw.decode(byte))
+            }
+        }
+        return pcm.map { MuLaw.encode(Int16(clamping: $0)) }
     }
 
     /// First voiced 20 ms frame at or after `from` (a frame index).

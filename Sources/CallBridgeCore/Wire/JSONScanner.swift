@@ -16,6 +16,12 @@ struct JSONScanner {
         }
     }
 
+    /// The same over bytes already in memory (a network buffer).
+    static func withScanner<R>(bytes buffer: UnsafeBufferPointer<UInt8>, _ body: (JSONScanner) -> R?) -> R? {
+        guard Self.isPlainObject(buffer) else { return nil }
+        return body(JSONScanner(bytes: buffer))
+    }
+
     /// `{…}` with no backslash anywhere and no whitespace outside strings (compact JSON, as both peers send).
     /// Without escapes a quote always toggles "inside a string", so one pass decides both; whitespace could
     /// otherwise hide a second copy of a key from the duplicate check (`"type" : …` next to `"type":…`).

@@ -16,6 +16,40 @@ public enum TwiML {
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Reject reason=\"busy\"/></Response>"
     }
 
+    /// What Twilio reads from a `<Connect><Stream>` document: the Stream URL and its `<Parameter>`s (for the load
+    /// generator, which plays Twilio). Nil when there is no `<Stream url>`.
+    public static func parseStream(_ xml: String) -> (url: String, parameters: [String: String])? {
+        guard let stream = xml.firstRange(of: "<Stream "),
+            let url = attribute("url", in: xml[stream.upperBound...].prefix { $0 != ">" })
+        else { return nil }
+        var parameters: [String: String] = [:]
+        var rest = xml[stream.upperBound...]
+        while let tag = rest.firstRange(of: "<Parameter ") {
+            let element = rest[tag.upperBound...].prefix { $0 != ">" }
+            if let name = attribute("name", in: element) { parameters[name] = attribute("value", in: element) ?? "" }
+            rest = rest[element.endIndex...]
+        }
+        return (url, parameters)
+    }
+
+    /// The unescaped value of `name="…"` in an element's attributes.
+    static func attribute(_ name: String, in element: Substring) -> String? {
+        var search = element[...]
+        while let found = search.firstRange(of: name + "=\"") {
+            let before = found.lowerBound == element.startIndex ? " " : element[element.index(before: found.lowerBound)]
+            let value = element[found.upperBound...].prefix { $0 != "\"" }
+            if before == " " { return unescape(String(value)) }
+            search = element[found.upperBound...]
+        }
+        return nil
+    }
+
+    static func unescape(_ text: String) -> String {
+        guard text.contains("&") else { return text }
+        return text.replacing("&quot;", with: "\"").replacing("&apos;", with: "'").replacing("&lt;", with: "<")
+            .replacing("&gt;", with: ">").replacing("&amp;", with: "&")
+    }
+
     public static func escape(_ text: String) -> String {
         var out = ""
         out.reserveCapacity(text.utf8.count)

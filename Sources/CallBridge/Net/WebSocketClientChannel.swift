@@ -1,0 +1,202 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import NIOWebSocket
+
+/// Why a raw WebSocket connection could not be opened.
+public enum WebSocketConnectError: Error, Sendable, Equatable, CustomStringConvertible {
+    case invalidURL(String)
+    /// The server answered the upgrade request with something other than 101.
+    case upgradeRefused(status: UInt)
+    /// The connection closed before the upgrade finished.
+    case closedBeforeUpgrade
+    /// No answer to the upgrade request within the connect timeout.
+    case upgradeTimedOut
+
+    public var description: String {
+        switch self {
+        case .invalidURL(let url): "not a ws:// or wss:// URL: \(url)"
+        case .upgradeRefused(let status): "upgrade refused with HTTP \(status)"
+        case .closedBeforeUpgrade: "connection closed before the upgrade"
+        case .upgradeTimedOut: "no answer to the upgrade request"
+        }
+    }
+}
+
+/// A WebSocket client on a raw NIO channel: `ClientBootstrap`, TLS for `wss://`, the HTTP/1.1 upgrade (keeping a frame
+/// that arrives in the same read as the 101: `leftOverBytesStrategy: .forwardBytes`), then `WebSocketConnectionHandler`
+/// and the application's own handler. For clients that run their protocol synchronously on the event loop (the load
+/// generator): no task or async sequence per connection.
+public enum WebSocketClientChannel {
+    public struct Target: Sendable, Equatable {
+        public var tls: Bool
+        public var host: String
+        public var port: Int
+        /// Path and query, as sent in the request line.
+        public var target: String
+
+        public init?(url: String) {
+            guard let parts = URLParts(url), parts.scheme == "ws" || parts.scheme == "wss" else { return nil }
+            self.tls = parts.scheme == "wss"
+            self.host = parts.host
+            self.port = parts.port ?? (self.tls ? 443 : 80)
+            let path = parts.path.isEmpty ? "/" : parts.path
+            self.target = parts.query.map { path + "?" + $0 } ?? path
+        }
+
+        /// The `Host` header.
+        public var authority: String {
+            let host = self.host.contains(":") ? "[\(self.host)]" : self.host
+            return (self.port == (self.tls ? 443 : 80)) ? host : "\(host):\(self.port)"
+        }
+    }
+
+    /// Connects on `eventLoop`; the future completes once the upgrade is done and `makeHandler`'s handler (added after
+    /// `WebSocketConnectionHandler`) is in the pipeline.
+    public static func connect(
+        url: String,
+        headers: HTTPHeaders = [:],
+        tlsContext: NIOSSLContext?,
+        eventLoop: any EventLoop,
+        configuration: WebSocketConnectionHandler.Configuration = .init(),
+        connectTimeout: TimeAmount = .seconds(10),
+        makeHandler: @escaping @Sendable (any Channel) throws -> any ChannelHandler
+    ) -> EventLoopFuture<any Channel> {
+        guard let target = Target(url: url) else { return eventLoop.makeFailedFuture(WebSocketConnectError.invalidURL(url)) }
+        if target.tls && tlsContext == nil {
+            return eventLoop.makeFailedFuture(WebSocketConnectError.invalidURL(url + " (wss:// needs a TLS context)"))
+        }
+        let upgraded = eventLoop.makePromise(of: Void.self)
+        let connected = ClientBootstrap(group: eventLoop)
+            .connectTimeout(connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if target.tls, let tlsContext {
+                        // SNI carries a hostname only (an IP literal there fails the handshake).
+                        let isAddress = target.host.allSatisfy { $0.isNumber || $0 == "." || $0 == ":" }
+                        try channel.pipeline.syncOperations.addHandler(
+                            try NIOSSLClientHandler(context: tlsContext, serverHostname: isAddress ? nil : target.host)
+                        )
+                    }
+                    try Self.configure(
+                        pipeline: channel.pipeline.syncOperations,
+                        target: target,
+                        headers: headers,
+                        configuration: configuration,
+                        upgraded: upgraded,
+                        makeHandler: { try makeHandler(channel) }
+                    )
+                }
+            }
+            .connect(host: target.host, port: target.port)
+        connected.whenFailure { upgraded.fail($0) }
+        return connected.flatMap { channel in
+            // A server that accepts the connection but never answers the upgrade must not hold the caller forever.
+            let timeout = channel.eventLoop.scheduleTask(in: connectTimeout) {
+                upgraded.fail(WebSocketConnectError.upgradeTimedOut)
+                channel.close(promise: nil)
+            }
+            upgraded.futureResult.whenComplete { _ in timeout.cancel() }
+            return upgraded.futureResult.map { channel }
+        }
+    }
+
+    /// The client pipeline after the transport (public for `EmbeddedChannel` tests): the HTTP client codec with the
+    /// upgrader, and a handler that sends the upgrade request as soon as the channel is active.
+    public static func configure(
+        pipeline: ChannelPipeline.SynchronousOperations,
+        target: Target,
+        headers: HTTPHeaders,
+        requestKey: String = NIOWebSocketClientUpgrader.randomRequestKey(),
+        configuration: WebSocketConnectionHandler.Configuration,
+        upgraded: EventLoopPromise<Void>,
+        makeHandler: @escaping () throws -> any ChannelHandler
+    ) throws {
+        var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: target.target)
+        head.headers.add(name: "Host", value: target.authority)
+        head.headers.add(contentsOf: headers)
+        let requester = UpgradeRequestHandler(head: head, upgraded: upgraded)
+        let handler = UnsafeTransfer(makeHandler)
+        let upgrader = NIOWebSocketClientUpgrader(
+            requestKey: requestKey,
+            maxFrameSize: configuration.maximumMessageSize,
+            automaticErrorHandling: false
+        ) { channel, _ in
+            channel.eventLoop.makeCompletedFuture {
+                // The frame codec went in with the upgrader; the connection handler and the application follow it.
+                try channel.pipeline.syncOperations.addHandler(WebSocketConnectionHandler(role: .client, configuration: configuration))
+                try channel.pipeline.syncOperations.addHandler(try handler.value())
+                upgraded.succeed()
+            }
+        }
+        let requesterRef = UnsafeTransfer(requester)
+        try pipeline.addHTTPClientHandlers(
+            leftOverBytesStrategy: .forwardBytes,
+            withClientUpgrade: (
+                upgraders: [upgrader],
+                completionHandler: { context in
+                    // The requester sits where WebSocket bytes will flow: out of the way before they do.
+                    context.pipeline.syncOperations.removeHandler(requesterRef.value, promise: nil)
+                }
+            )
+        )
+        try pipeline.addHandler(requester)
+    }
+}
+
+/// Sends the upgrade request once the channel is active; a response that reaches it means the upgrade was refused.
+final class UpgradeRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    let head: HTTPRequestHead
+    let upgraded: EventLoopPromise<Void>
+    private var sent = false
+
+    init(head: HTTPRequestHead, upgraded: EventLoopPromise<Void>) {
+        self.head = head
+        self.upgraded = upgraded
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { self.sendRequest(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.sendRequest(context: context)
+        context.fireChannelActive()
+    }
+
+    private func sendRequest(context: ChannelHandlerContext) {
+        guard !self.sent else { return }
+        self.sent = true
+        context.write(Self.wrapOutboundOut(.head(self.head)), promise: nil)
+        context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .head(let response) = Self.unwrapInboundIn(data) {
+            self.upgraded.fail(WebSocketConnectError.upgradeRefused(status: response.status.code))
+            context.close(promise: nil)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        self.upgraded.fail(error)
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.upgraded.fail(WebSocketConnectError.closedBeforeUpgrade)
+        context.fireChannelInactive()
+    }
+}
+
+/// Moves a value that lives on one event loop through an API that wants `Sendable` (the value is only touched on
+/// that loop).
+struct UnsafeTransfer<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}

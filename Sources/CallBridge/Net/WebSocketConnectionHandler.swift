@@ -1,0 +1,231 @@
+import CallBridgeCore
+import NIOCore
+import NIOWebSocket
+
+/// A complete WebSocket data message (fragments joined, unmasked).
+public enum WebSocketInboundMessage: Sendable, Equatable {
+    case text(ByteBuffer)
+    case binary(ByteBuffer)
+}
+
+/// Fired inbound when the peer's close frame arrives (before the channel closes), with its status code if it sent one.
+public struct WebSocketPeerClosed: Sendable, Equatable {
+    public var code: UInt16?
+}
+
+/// Triggered outbound (`triggerUserOutboundEvent`) to start the close handshake with a given status code;
+/// `channel.close()` starts it with 1000 (normal closure).
+public struct WebSocketCloseRequest: Sendable, Equatable {
+    public var code: WebSocketErrorCode
+    public init(code: WebSocketErrorCode) { self.code = code }
+}
+
+/// The WebSocket protocol on a raw NIO channel, after `WebSocketFrameDecoder`/`WebSocketFrameEncoder`: one place for
+/// what every connection needs, so that application handlers see whole messages and write plain frames.
+///
+/// - Inbound: data frames become `WebSocketInboundMessage`s; fragmented messages are joined (continuation frames,
+///   with control frames allowed in between), up to `maximumMessageSize` (larger: closed with 1009). Masked frames
+///   are unmasked. A ping is answered with a pong carrying the same payload; pongs are dropped.
+/// - Outbound: the application writes `WebSocketFrame`s; as a client (RFC 6455 §5.3) each gets a fresh masking key.
+/// - Close handshake: `close()` sends a close frame (1000) and closes the connection when the peer's close frame
+///   comes back, or after `closeTimeout`. A close frame from the peer is answered with one (its code echoed) and the
+///   connection is closed; the application sees `WebSocketPeerClosed` first. Protocol errors (a continuation with
+///   nothing to continue, a new message inside a fragmented one, an unknown opcode, a frame the decoder refuses)
+///   close with 1002 or 1009.
+public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    public typealias InboundIn = WebSocketFrame
+    public typealias InboundOut = WebSocketInboundMessage
+    public typealias OutboundIn = WebSocketFrame
+    public typealias OutboundOut = WebSocketFrame
+
+    public enum Role: Sendable {
+        /// Masks what it sends (a client must).
+        case client
+        case server
+    }
+
+    public struct Configuration: Sendable {
+        /// Largest message after joining fragments, and largest single frame (the decoder's limit).
+        public var maximumMessageSize: Int
+        /// How long to wait for the peer's close frame after sending ours.
+        public var closeTimeout: TimeAmount
+
+        public init(maximumMessageSize: Int = 1 << 20, closeTimeout: TimeAmount = .seconds(3)) {
+            self.maximumMessageSize = maximumMessageSize
+            self.closeTimeout = closeTimeout
+        }
+    }
+
+    /// States of the connection.
+    enum State {
+        /// Messages flow both ways. → `closeSent` (we close), `closed` (peer's close frame answered, or the socket went).
+        case open
+        /// Our close frame is out; waiting for the peer's (or the timeout). → `closed`.
+        case closeSent(timeout: Scheduled<Void>?)
+        /// Nothing more is sent or delivered.
+        case closed
+    }
+
+    let role: Role
+    let configuration: Configuration
+    private var state = State.open
+    /// A fragmented message being joined: its opcode and the data so far.
+    private var fragments: (opcode: WebSocketOpcode, data: ByteBuffer)?
+    /// Masking keys for client frames: a small generator seeded once from the system's (a key per frame).
+    private var maskGenerator: SplitMix64
+
+    public init(role: Role, configuration: Configuration = .init()) {
+        self.role = role
+        self.configuration = configuration
+        var system = SystemRandomNumberGenerator()
+        self.maskGenerator = SplitMix64(state: system.next())
+    }
+
+    /// Adds the frame codec and this handler (after an upgrade has removed HTTP, or on a test channel).
+    public static func addHandlers(
+        to pipeline: ChannelPipeline.SynchronousOperations,
+        role: Role,
+        configuration: Configuration = .init()
+    ) throws {
+        try pipeline.addHandler(WebSocketFrameEncoder())
+        try pipeline.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: configuration.maximumMessageSize)))
+        try pipeline.addHandler(WebSocketConnectionHandler(role: role, configuration: configuration))
+    }
+
+    // MARK: Inbound
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = Self.unwrapInboundIn(data)
+        guard case .open = self.state else {
+            if frame.opcode == .connectionClose { self.peerClosed(context: context, frame: frame) }
+            return
+        }
+        switch frame.opcode {
+        case .text, .binary:
+            guard self.fragments == nil else { return self.fail(context: context, code: .protocolError) }
+            if frame.fin {
+                let data = frame.unmaskedData
+                context.fireChannelRead(Self.wrapInboundOut(frame.opcode == .text ? .text(data) : .binary(data)))
+            } else {
+                self.fragments = (frame.opcode, frame.unmaskedData)
+            }
+        case .continuation:
+            guard var fragments = self.fragments else { return self.fail(context: context, code: .protocolError) }
+            self.fragments = nil  // keep the buffer uniquely referenced while appending
+            var more = frame.unmaskedData
+            guard fragments.data.readableBytes + more.readableBytes <= self.configuration.maximumMessageSize else {
+                return self.fail(context: context, code: .messageTooLarge)
+            }
+            fragments.data.writeBuffer(&more)
+            if frame.fin {
+                let data = fragments.data
+                context.fireChannelRead(Self.wrapInboundOut(fragments.opcode == .text ? .text(data) : .binary(data)))
+            } else {
+                self.fragments = fragments
+            }
+        case .ping:
+            let pong = WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)
+            self.send(context: context, pong, promise: nil)
+            context.flush()
+        case .pong:
+            break
+        case .connectionClose:
+            self.peerClosed(context: context, frame: frame)
+        default:
+            self.fail(context: context, code: .protocolError)
+        }
+    }
+
+    private func peerClosed(context: ChannelHandlerContext, frame: WebSocketFrame) {
+        var data = frame.unmaskedData
+        let code = data.readInteger(as: UInt16.self)
+        context.fireUserInboundEventTriggered(WebSocketPeerClosed(code: code))
+        switch self.state {
+        case .open:
+            // Answer with the same code (none if the peer sent none), then close.
+            var reply = context.channel.allocator.buffer(capacity: 2)
+            if let code { reply.writeInteger(code) }
+            self.state = .closed
+            self.send(context: context, WebSocketFrame(fin: true, opcode: .connectionClose, data: reply), promise: nil)
+            context.flush()
+            context.close(promise: nil)
+        case .closeSent(let timeout):
+            timeout?.cancel()
+            self.state = .closed
+            context.close(promise: nil)
+        case .closed:
+            break
+        }
+    }
+
+    public func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let error = error as? NIOWebSocketError {
+            self.fail(context: context, code: error == .invalidFrameLength ? .messageTooLarge : .protocolError)
+            return
+        }
+        context.fireErrorCaught(error)
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        if case .closeSent(let timeout) = self.state { timeout?.cancel() }
+        self.state = .closed
+        self.fragments = nil
+        context.fireChannelInactive()
+    }
+
+    // MARK: Outbound
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        guard case .open = self.state else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        self.send(context: context, Self.unwrapOutboundIn(data), promise: promise)
+    }
+
+    public func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        guard mode == .all, case .open = self.state else {
+            context.close(mode: mode, promise: promise)
+            return
+        }
+        self.startClosing(context: context, code: .normalClosure)
+        if let promise { context.channel.closeFuture.cascade(to: promise) }
+    }
+
+    public func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        guard let request = event as? WebSocketCloseRequest else {
+            context.triggerUserOutboundEvent(event, promise: promise)
+            return
+        }
+        if case .open = self.state { self.startClosing(context: context, code: request.code) }
+        promise?.succeed()
+    }
+
+    private func startClosing(context: ChannelHandlerContext, code: WebSocketErrorCode) {
+        var data = context.channel.allocator.buffer(capacity: 2)
+        data.write(webSocketErrorCode: code)
+        self.send(context: context, WebSocketFrame(fin: true, opcode: .connectionClose, data: data), promise: nil)
+        context.flush()
+        let timeout = context.eventLoop.assumeIsolated().scheduleTask(in: self.configuration.closeTimeout) {
+            context.close(promise: nil)
+        }
+        self.state = .closeSent(timeout: timeout)
+    }
+
+    /// A protocol violation by the peer: close with `code` (handshake bounded by the close timeout).
+    private func fail(context: ChannelHandlerContext, code: WebSocketErrorCode) {
+        self.fragments = nil
+        guard case .open = self.state else { return }
+        self.startClosing(context: context, code: code)
+    }
+
+    private func send(context: ChannelHandlerContext, _ frame: WebSocketFrame, promise: EventLoopPromise<Void>?) {
+        var frame = frame
+        if self.role == .client && frame.maskKey == nil {
+            let bits = self.maskGenerator.next()
+            frame.maskKey = WebSocketMaskingKey([UInt8(truncatingIfNeeded: bits), UInt8(truncatingIfNeeded: bits >> 8),
+                                                 UInt8(truncatingIfNeeded: bits >> 16), UInt8(truncatingIfNeeded: bits >> 24)])
+        }
+        context.write(Self.wrapOutboundOut(frame), promise: promise)
+    }
+}

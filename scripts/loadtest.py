@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""`make loadtest`: the bridge under load on loopback, one table row per call count.
+
+    scripts/loadtest.py --binary .build/release/callbridge --calls 10,100 --duration 60 --ramp 10
+
+For each N it starts, as separate processes on 127.0.0.1:
+  - `callbridge load-agent` over TLS (Fixtures/tls/localhost.pem), the Realtime double;
+  - `callbridge run` as in production: `--agent remote`, `--realtime-url wss://localhost:PORT/v1/realtime` with
+    `--realtime-ca-file Fixtures/tls/test-ca.pem`, a dummy OPENAI_API_KEY, Twilio signatures and call tokens on
+    (a dummy TWILIO_AUTH_TOKEN), local barge-in with the Silero confirmer (the defaults);
+  - `callbridge load --calls N --ramp R --duration S` against it, signing each call (voice webhook, then the media
+    upgrade with the call token), writing its report as JSON.
+
+It samples /proc/PID/stat (utime + stime) and /proc/PID/status (VmRSS) of the three processes: first the idle bridge
+for 5 s, then every second of the steady-state window (after the ramp, when all N calls are up, until the first call
+ends). CPU is in % of one core over that window; per-call figures subtract the idle bridge. After the run it reads
+`callbridge_tx_schedule_resets_total` from the bridge's GET /metrics. Nothing is installed and nothing leaves the
+machine.
+"""
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+# The public URL the bridge signs for (as behind a proxy); requests go to its loopback port. (The bridge's signature
+# check tries a URL without its port and with the default one, so a loopback URL with a port never matches.)
+PUBLIC_URL = "https://bridge.example.com"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def wait_http(url, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("not answering: %s" % url)
+
+
+def metric(exposition, name):
+    for line in exposition.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def stop(process, sig=signal.SIGINT, timeout=30):
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class Window:
+    """CPU and RSS of one process between two instants."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.cpu0 = cpu_seconds(pid)
+        self.t0 = time.monotonic()
+        self.rss = []
+
+    def sample(self):
+        self.rss.append(rss_kib(self.pid))
+
+    def close(self):
+        try:
+            self.cpu = (cpu_seconds(self.pid) - self.cpu0) / (time.monotonic() - self.t0) * 100
+        except OSError:
+            self.cpu = None  # the process has already exited (the generator failed early)
+        return self
+
+
+def run_one(args, calls):
+    fixtures = os.path.join(ROOT, "Fixtures")
+    agent_port, bridge_port = free_port(), free_port()
+    token = "0123456789abcdef0123456789abcdef"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    agent = subprocess.Popen(
+        [args.binary, "load-agent", "--port", str(agent_port), "--threads", str(args.agent_threads),
+         "--tls-cert", os.path.join(fixtures, "tls", "localhost.pem"),
+         "--tls-key", os.path.join(fixtures, "tls", "localhost.key"), "--stats-interval", "0", "--log-level", "warning"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    if not agent.stdout.readline().startswith("listening"):
+        raise SystemExit("the load agent did not start")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBRIDGE_")}
+    env.update({"OPENAI_API_KEY": "sk-loadtest-dummy", "TWILIO_AUTH_TOKEN": token})
+    base = "http://127.0.0.1:%d" % bridge_port
+    bridge = subprocess.Popen(
+        [args.binary, "run", "--host", "127.0.0.1", "--port", str(bridge_port), "--public-url", PUBLIC_URL,
+         "--agent", "remote", "--realtime-url", "wss://localhost:%d/v1/realtime" % agent_port,
+         "--realtime-ca-file", os.path.join(fixtures, "tls", "test-ca.pem"),
+         "--call-log", os.devnull, "--log-level", "warning", "--log-format", "json"],
+        env=env, **quiet)
+    generator = None
+    try:
+        wait_http(base + "/healthz", 60)
+        time.sleep(2)
+        idle = Window(bridge.pid)
+        for _ in range(5):
+            time.sleep(1)
+            idle.sample()
+        idle.close()
+        report_file = tempfile.NamedTemporaryFile(prefix="callbridge-load-", suffix=".json", delete=False).name
+        generator = subprocess.Popen(
+            [args.binary, "load", "--calls", str(calls), "--ramp", str(args.ramp), "--duration", str(args.duration),
+             "--threads", str(args.generator_threads), "--progress-interval", "5",
+             "--audio", os.path.join(fixtures, "audio", "hello.wav"),
+             "--barge-in-audio", os.path.join(fixtures, "audio", "interrupt.wav"),
+             "--twilio-auth-token", token, "--webhook-url", base + "/twilio/voice",
+             "--webhook-signed-url", PUBLIC_URL + "/twilio/voice", "--json", report_file,
+             "ws://127.0.0.1:%d/twilio/media" % bridge_port],
+            stdout=subprocess.DEVNULL, stderr=None if args.verbose else subprocess.DEVNULL)
+        started = time.monotonic()
+        # Steady state: every call is up from the end of the ramp until the first call ends.
+        time.sleep(args.ramp + 2)
+        windows = [Window(p.pid) for p in (bridge, generator, agent)]
+        while time.monotonic() - started < args.duration - 1 and generator.poll() is None:
+            time.sleep(1)
+            for w in windows:
+                if w.pid != generator.pid or generator.poll() is None:
+                    w.sample()
+        for w in windows:
+            w.close()
+        load_average = os.getloadavg()[0]
+        status = generator.wait()
+        with open(report_file) as handle:
+            report = json.load(handle)
+        os.unlink(report_file)
+        time.sleep(2)  # calls publish their last counters when they end
+        with urllib.request.urlopen(base + "/metrics", timeout=5) as response:
+            resets = metric(response.read().decode(), "callbridge_tx_schedule_resets_total")
+    finally:
+        if generator is not None:
+            stop(generator)
+        stop(bridge)
+        stop(agent, signal.SIGTERM)
+    b, g, a = windows
+    rss = statistics.median(b.rss) if b.rss else 0
+    idle_rss = statistics.median(idle.rss)
+    calls_info = report["calls"]
+    return {
+        "calls": calls,
+        "bridge_cpu_pct": b.cpu,
+        "bridge_rss_mib": rss / 1024,
+        "idle_cpu_pct": idle.cpu,
+        "idle_rss_mib": idle_rss / 1024,
+        "per_call_cpu_pct": (b.cpu - idle.cpu) / calls if b.cpu is not None else None,
+        "per_call_rss_kib": (rss - idle_rss) / calls,
+        "generator_cpu_pct": g.cpu,
+        "agent_cpu_pct": a.cpu,
+        "jitter_ms": report["jitter_ms"],
+        "first_audio_ms": report["first_audio_ms"],
+        "barge_in_ms": report["barge_in_ms"],
+        "barge_ins_without_clear": report["barge_ins_without_clear"],
+        "errors": report["errors"],
+        "failures": report["failures"],
+        "failed_to_connect": calls_info["failed_to_connect"],
+        "disconnected": calls_info["disconnected"],
+        "tx_schedule_resets": resets,
+        "load_average": load_average,
+        "generator_exit": status,
+        "window_s": args.duration - args.ramp - 3,
+    }
+
+
+def fmt(value, digits=1):
+    return "n/a" if value is None else ("%.*f" % (digits, value))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--binary", default=os.path.join(ROOT, ".build", "release", "callbridge"))
+    parser.add_argument("--calls", default="10,100", help="comma-separated call counts, one run each")
+    parser.add_argument("--duration", type=float, default=60, help="seconds each call lasts")
+    parser.add_argument("--ramp", type=float, default=10, help="seconds over which the calls start")
+    parser.add_argument("--generator-threads", type=int, default=1)
+    parser.add_argument("--agent-threads", type=int, default=1)
+    parser.add_argument("--json", help="also write the rows as JSON to this file")
+    parser.add_argument("--verbose", action="store_true", help="show the generator's progress")
+    args = parser.parse_args()
+    if args.duration < args.ramp + 8:
+        raise SystemExit("--duration must be at least --ramp + 8 s, for a steady-state window")
+    rows = []
+    for n in [int(x) for x in args.calls.split(",") if x.strip()]:
+        print("loadtest: %d calls, ramp %g s, %g s each ..." % (n, args.ramp, args.duration), file=sys.stderr, flush=True)
+        rows.append(run_one(args, n))
+    header = ["N", "bridge CPU %", "bridge RSS MiB", "CPU %/call", "RSS KiB/call", "gen CPU %", "agent CPU %",
+              "jitter p50/p99/max ms", "first audio p50/p99 ms", "barge-in p50/p99 ms", "errors/disc", "tx_resets"]
+    table = [header]
+    for r in rows:
+        j, f, b = r["jitter_ms"], r["first_audio_ms"], r["barge_in_ms"]
+        table.append([
+            str(r["calls"]), fmt(r["bridge_cpu_pct"]), fmt(r["bridge_rss_mib"]), fmt(r["per_call_cpu_pct"], 3),
+            fmt(r["per_call_rss_kib"], 0), fmt(r["generator_cpu_pct"]), fmt(r["agent_cpu_pct"]),
+            "%s/%s/%s" % (fmt(j["p50"], 2), fmt(j["p99"], 2), fmt(j["max"], 1)),
+            "%s/%s" % (fmt(f["p50"], 0), fmt(f["p99"], 0)),
+            "%s/%s" % (fmt(b["p50"], 0), fmt(b["p99"], 0)),
+            "%d/%d" % (r["errors"], r["disconnected"]),
+            fmt(r["tx_schedule_resets"], 0),
+        ])
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for index, row in enumerate(table):
+        print("| " + " | ".join(cell.rjust(widths[i]) for i, cell in enumerate(row)) + " |")
+        if index == 0:
+            print("|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|")
+    for r in rows:
+        for kind, count in sorted(r["failures"].items()):
+            print("N=%d: %d × %s" % (r["calls"], count, kind))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(rows, handle, indent=2)
+    if any(r["generator_exit"] != 0 for r in rows):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
