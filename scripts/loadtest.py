@@ -189,6 +189,7 @@ def run_one(args, calls):
         "barge_in_ms": report["barge_in_ms"],
         "barge_ins_without_clear": report["barge_ins_without_clear"],
         "errors": report["errors"],
+        "failures": report["failures"],
         "failed_to_connect": calls_info["failed_to_connect"],
         "disconnected": calls_info["disconnected"],
         "tx_schedule_resets": resets,
@@ -238,6 +239,9 @@ def main():
         print("| " + " | ".join(cell.rjust(widths[i]) for i, cell in enumerate(row)) + " |")
         if index == 0:
             print("|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|")
+    for r in rows:
+        for kind, count in sorted(r["failures"].items()):
+            print("N=%d: %d × %s" % (r["calls"], count, kind))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(rows, handle, indent=2)

@@ -398,8 +398,6 @@ final class CallTimers: Sendable {
         }
         for task in pending { task.cancel() }
     }
-
-    var pendingCount: Int { self.state.withLock { $0.pending.count } }
 }
 
 /// One leg's outbound queue: the consumer loop enqueues without waiting; a writer task sends in order.

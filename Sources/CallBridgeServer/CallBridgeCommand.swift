@@ -438,20 +438,7 @@ struct EchoAgentCommand: AsyncParsableCommand {
         abstract: "Run the echo agent alone, as a Realtime-protocol server (for trying remote mode, TLS or auth)."
     )
 
-    @Option(help: "Address to listen on.")
-    var host: String = "127.0.0.1"
-
-    @Option(help: "Port to listen on (0: any free port).")
-    var port: Int = 8090
-
-    @Option(help: "PEM certificate chain to serve TLS (wss://) with.")
-    var tlsCert: String?
-
-    @Option(help: "PEM private key for --tls-cert.")
-    var tlsKey: String?
-
-    @Option(help: "Require this API key (Authorization: Bearer or api-key header).")
-    var apiKey: String?
+    @OptionGroup var listen: DoubleListenOptions
 
     @Option(help: "echo (play each utterance back) or unresponsive (a hung service, for timeout tests).")
     var behavior: EchoAgentServer.Behavior = .echo
@@ -464,36 +451,55 @@ struct EchoAgentCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = try makeLogger(label: "callbridge.echo-agent", level: self.logLevel)
-        let tls = try serverTLS(certificate: self.tlsCert, key: self.tlsKey)
+        let tls = try self.listen.tlsConfiguration()
+        let port = self.listen.port ?? 8090
         let scheme = tls == nil ? "ws" : "wss"
         let server = EchoAgentServer(
-            host: self.host,
-            port: self.port,
+            host: self.listen.host,
+            port: port,
             tlsConfiguration: tls,
             agent: EchoAgent.Configuration(vadDelay: .milliseconds(max(0, self.vadDelayMs))),
-            expectedAPIKey: self.apiKey,
+            expectedAPIKey: self.listen.apiKey,
             behavior: self.behavior,
             logger: logger
         )
         let app = try server.makeApplication { port in
-            logger.notice("echo agent listening", metadata: ["realtime.url": .string("\(scheme)://\(self.host):\(port)/v1/realtime")])
+            logger.notice("echo agent listening", metadata: ["realtime.url": .string("\(scheme)://\(self.listen.host):\(port)/v1/realtime")])
         }
         try await app.runService()
     }
 }
 
-/// The TLS configuration of a test double's `--tls-cert`/`--tls-key` (nil: plain ws://).
-func serverTLS(certificate: String?, key: String?) throws -> TLSConfiguration? {
-    switch (certificate, key) {
-    case (let cert?, let key?):
-        return TLSConfiguration.makeServerConfiguration(
-            certificateChain: try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) },
-            privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
-        )
-    case (nil, nil):
-        return nil
-    default:
-        throw ValidationError("--tls-cert and --tls-key go together")
+/// Where a Realtime test double (`echo-agent`, `load-agent`) listens, with what TLS, and which key it wants.
+struct DoubleListenOptions: ParsableArguments {
+    @Option(help: "Address to listen on.")
+    var host: String = "127.0.0.1"
+
+    @Option(help: "Port to listen on (0: any free port; default: 8090 for echo-agent, 8091 for load-agent).")
+    var port: Int?
+
+    @Option(help: "PEM certificate chain to serve TLS (wss://) with.")
+    var tlsCert: String?
+
+    @Option(help: "PEM private key for --tls-cert.")
+    var tlsKey: String?
+
+    @Option(help: "Require this API key (Authorization: Bearer or api-key header).")
+    var apiKey: String?
+
+    /// nil: plain ws://.
+    func tlsConfiguration() throws -> TLSConfiguration? {
+        switch (self.tlsCert, self.tlsKey) {
+        case (let cert?, let key?):
+            return TLSConfiguration.makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+            )
+        case (nil, nil):
+            return nil
+        default:
+            throw ValidationError("--tls-cert and --tls-key go together")
+        }
     }
 }
 

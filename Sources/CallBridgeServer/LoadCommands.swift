@@ -151,23 +151,10 @@ struct LoadAgentCommand: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "Address to listen on.")
-    var host: String = "127.0.0.1"
-
-    @Option(help: "Port to listen on (0: any free port; the URL is printed).")
-    var port: Int = 8091
-
-    @Option(help: "PEM certificate chain to serve TLS (wss://) with.")
-    var tlsCert: String?
-
-    @Option(help: "PEM private key for --tls-cert.")
-    var tlsKey: String?
+    @OptionGroup var listen: DoubleListenOptions
 
     @Option(help: "Event-loop threads.")
     var threads: Int = 1
-
-    @Option(help: "Require this API key (Authorization: Bearer or api-key header).")
-    var apiKey: String?
 
     @Option(help: "Seconds between stats lines on standard error (0: none).")
     var statsInterval: Double = 10
@@ -177,10 +164,17 @@ struct LoadAgentCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = try makeLogger(label: "callbridge.load-agent", level: self.logLevel)
-        let tls = try serverTLS(certificate: self.tlsCert, key: self.tlsKey)
-        let server = LoadAgentServer(host: self.host, port: self.port, tlsConfiguration: tls, threads: self.threads, expectedAPIKey: self.apiKey, logger: logger)
+        let tls = try self.listen.tlsConfiguration()
+        let server = LoadAgentServer(
+            host: self.listen.host,
+            port: self.listen.port ?? 8091,
+            tlsConfiguration: tls,
+            threads: self.threads,
+            expectedAPIKey: self.listen.apiKey,
+            logger: logger
+        )
         let running = try await server.start()
-        let url = "\(tls == nil ? "ws" : "wss")://\(self.host):\(running.port)/v1/realtime"
+        let url = "\(tls == nil ? "ws" : "wss")://\(self.listen.host):\(running.port)/v1/realtime"
         logger.notice("load agent listening", metadata: ["realtime.url": .string(url)])
         FileHandle.standardOutput.write(Data("listening \(url)\n".utf8))
         let interval = self.statsInterval

@@ -19,6 +19,14 @@ import FoundationNetworking
     static let caFile = fixtures.appendingPathComponent("tls/test-ca.pem").path
     static let apiKey = "sk-test-e2e"
 
+    /// The Realtime double's TLS: the localhost certificate the test CA signed.
+    static func agentTLS() throws -> TLSConfiguration {
+        TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMFile(Self.fixtures.appendingPathComponent("tls/localhost.pem").path).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(file: Self.fixtures.appendingPathComponent("tls/localhost.key").path, format: .pem))
+        )
+    }
+
     static func logger(capturing lines: Observations<LogLine>? = nil, json: Observations<String>? = nil) -> Logger {
         // Standard error gets only what E2E_LOG asks for (nothing by default); the capture sees debug and up.
         let level = ProcessInfo.processInfo.environment["E2E_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .critical
@@ -89,10 +97,7 @@ import FoundationNetworking
         let logs = Observations<LogLine>()
         let jsonLines = Observations<String>()
         let calls = Observations<CallSummary>()
-        let tls = TLSConfiguration.makeServerConfiguration(
-            certificateChain: try NIOSSLCertificate.fromPEMFile(Self.fixtures.appendingPathComponent("tls/localhost.pem").path).map { .certificate($0) },
-            privateKey: .privateKey(try NIOSSLPrivateKey(file: Self.fixtures.appendingPathComponent("tls/localhost.key").path, format: .pem))
-        )
+        let tls = try Self.agentTLS()
         let agentServer = EchoAgentServer(
             tlsConfiguration: tls,
             agent: agent,

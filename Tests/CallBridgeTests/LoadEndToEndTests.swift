@@ -1,8 +1,11 @@
-import CallBridge
 import CallBridgeCore
 import Foundation
+import NIOCore
+import NIOPosix
 import NIOSSL
 import Testing
+
+@testable import CallBridge
 
 /// `callbridge load` end to end: the generator (in-process, real sockets) signs its calls, talks to a real bridge on
 /// loopback, whose Realtime leg reaches the load double over TLS.
@@ -76,5 +79,31 @@ extension EndToEndTests {
         #expect(calls.all.allSatisfy { $0.counters.bargeInEvents >= 1 })
         let json = try #require(try JSONSerialization.jsonObject(with: Data(report.json.utf8)) as? [String: Any])
         #expect(json["errors"] as? Int == 0)
+    }
+}
+
+/// The raw client on real sockets: a server that accepts the connection but never answers the upgrade.
+@Suite struct WebSocketClientChannelTests {
+    @Test func anUnansweredUpgradeFailsAfterTheConnectTimeout() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let silent = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
+        let port = try #require(silent.localAddress?.port)
+        let result = await Result(catching: {
+            try await WebSocketClientChannel.connect(
+                url: "ws://127.0.0.1:\(port)/twilio/media",
+                tlsContext: nil,
+                eventLoop: group.next(),
+                connectTimeout: .milliseconds(200)
+            ) { _ in WebSocketPlumbingTests.Collector() }.get()
+        })
+        #expect(throws: WebSocketConnectError.upgradeTimedOut) { try result.get() }
+        try await silent.close()
+        try await group.shutdownGracefully()
+    }
+}
+
+extension Result where Failure == any Error {
+    init(catching body: () async throws -> Success) async {
+        do { self = .success(try await body()) } catch { self = .failure(error) }
     }
 }

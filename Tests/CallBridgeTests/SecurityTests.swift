@@ -344,10 +344,7 @@ extension EndToEndTests {
         let environment = ProcessInfo.processInfo.environment
         let round = environment["LEAK_CALLS"].flatMap { Int($0) } ?? 400
         let boundPerCall = (environment["LEAK_BOUND_KIB"].flatMap { Double($0) } ?? 1.5) * 1024
-        let tls = TLSConfiguration.makeServerConfiguration(
-            certificateChain: try NIOSSLCertificate.fromPEMFile(Self.fixtures.appendingPathComponent("tls/localhost.pem").path).map { .certificate($0) },
-            privateKey: .privateKey(try NIOSSLPrivateKey(file: Self.fixtures.appendingPathComponent("tls/localhost.key").path, format: .pem))
-        )
+        let tls = try Self.agentTLS()
         let agentServer = EchoAgentServer(tlsConfiguration: tls, expectedAPIKey: Self.apiKey, logger: Self.logger)
         let agentPort = AsyncStream.makeStream(of: Int.self)
         let agentApp = try agentServer.makeApplication { port in agentPort.continuation.yield(port) }

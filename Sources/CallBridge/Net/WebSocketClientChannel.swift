@@ -11,12 +11,15 @@ public enum WebSocketConnectError: Error, Sendable, Equatable, CustomStringConve
     case upgradeRefused(status: UInt)
     /// The connection closed before the upgrade finished.
     case closedBeforeUpgrade
+    /// No answer to the upgrade request within the connect timeout.
+    case upgradeTimedOut
 
     public var description: String {
         switch self {
         case .invalidURL(let url): "not a ws:// or wss:// URL: \(url)"
         case .upgradeRefused(let status): "upgrade refused with HTTP \(status)"
         case .closedBeforeUpgrade: "connection closed before the upgrade"
+        case .upgradeTimedOut: "no answer to the upgrade request"
         }
     }
 }
@@ -89,7 +92,15 @@ public enum WebSocketClientChannel {
             }
             .connect(host: target.host, port: target.port)
         connected.whenFailure { upgraded.fail($0) }
-        return connected.flatMap { channel in upgraded.futureResult.map { channel } }
+        return connected.flatMap { channel in
+            // A server that accepts the connection but never answers the upgrade must not hold the caller forever.
+            let timeout = channel.eventLoop.scheduleTask(in: connectTimeout) {
+                upgraded.fail(WebSocketConnectError.upgradeTimedOut)
+                channel.close(promise: nil)
+            }
+            upgraded.futureResult.whenComplete { _ in timeout.cancel() }
+            return upgraded.futureResult.map { channel }
+        }
     }
 
     /// The client pipeline after the transport (public for `EmbeddedChannel` tests): the HTTP client codec with the
