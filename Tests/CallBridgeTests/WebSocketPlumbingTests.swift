@@ -90,10 +90,13 @@ import Testing
         return frames
     }
 
-    static func connection(role: WebSocketConnectionHandler.Role) throws -> (EmbeddedChannel, Collector) {
+    static func connection(
+        role: WebSocketConnectionHandler.Role,
+        configuration: WebSocketConnectionHandler.Configuration = .init()
+    ) throws -> (EmbeddedChannel, Collector) {
         let channel = EmbeddedChannel()
         let collector = Collector()
-        try WebSocketConnectionHandler.addHandlers(to: channel.pipeline.syncOperations, role: role)
+        try WebSocketConnectionHandler.addHandlers(to: channel.pipeline.syncOperations, role: role, configuration: configuration)
         try channel.pipeline.syncOperations.addHandler(collector)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
         return (channel, collector)
@@ -163,10 +166,36 @@ import Testing
         #expect(closeCompleted)
     }
 
+    @Test func aPeerThatAnswersPingsStaysAndOneThatStopsIsClosed() throws {
+        let (channel, _) = try Self.connection(role: .client, configuration: .init(pingInterval: .seconds(20)))
+        channel.embeddedEventLoop.advanceTime(by: .seconds(19))
+        #expect(try Self.written(channel).isEmpty)
+        // Two intervals, each ping answered with its own payload: the connection stays.
+        for _ in 0..<2 {
+            channel.embeddedEventLoop.advanceTime(by: .seconds(20))
+            let frames = try Self.written(channel)
+            #expect(frames.count == 1 && frames[0].opcode == 0x9 && frames[0].masked && frames[0].payload.count == 8)
+            try Self.inbound(channel, Self.frame(0xA, frames[0].payload, mask: nil))
+        }
+        // A pong with the wrong payload does not answer the next ping; silence until the next interval closes with 1001.
+        channel.embeddedEventLoop.advanceTime(by: .seconds(20))
+        #expect(try Self.written(channel).map(\.opcode) == [0x9])
+        try Self.inbound(channel, Self.frame(0xA, [1, 2, 3], mask: nil))
+        // (The pings went at 20, 40 and 60 s, and it is 79 s now: the next interval ends in a second.)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        let closing = try Self.written(channel)
+        #expect(closing.count == 1 && closing[0].opcode == 0x8 && closing[0].payload == [0x03, 0xE9])
+        #expect(channel.isActive)
+        // No more pings while closing; the close timeout ends the connection.
+        channel.embeddedEventLoop.advanceTime(by: .seconds(3))
+        #expect(!channel.isActive)
+        #expect(try Self.written(channel).isEmpty)
+    }
+
     @Test func thePeersCloseIsAnsweredWithItsCode() throws {
         let (channel, collector) = try Self.connection(role: .server)
         try Self.inbound(channel, Self.frame(0x8, [0x0F, 0xA0] + Array("bye".utf8)))  // 4000
-        #expect(collector.peerClosed == [WebSocketPeerClosed(code: 4000)])
+        #expect(collector.peerClosed == [WebSocketPeerClosed(code: 4000, reason: "bye")])
         #expect(try Self.written(channel) == [Frame(fin: true, opcode: 0x8, masked: false, payload: [0x0F, 0xA0])])
         #expect(!channel.isActive)
     }

@@ -18,18 +18,18 @@ struct BridgeChildChannel: HTTPChannelHandler {
         case refuse(HTTPResponseStatus)
     }
 
-    enum Value: ServerChildChannelValue {
+    /// What a connection became, known once its first request is read.
+    enum Outcome: Sendable {
         case http(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
         case media(any Channel, NIOLoopBound<LoopCallHost>)
         case refused(any Channel)
+    }
 
-        var channel: any Channel {
-            switch self {
-            case .http(let channel): channel.channel
-            case .media(let channel, _): channel
-            case .refused(let channel): channel
-            }
-        }
+    /// The connection and its negotiation still to come: the server registers the channel (and so reads its request)
+    /// only once `setup` has completed, so `setup` must not wait for the request.
+    struct Value: ServerChildChannelValue {
+        let outcome: EventLoopFuture<Outcome>
+        let channel: any Channel
     }
 
     static let mediaPath = "/twilio/media"
@@ -45,11 +45,13 @@ struct BridgeChildChannel: HTTPChannelHandler {
             let refusal = NIOLoopBoundBox<HTTPResponseStatus?>(nil, eventLoop: channel.eventLoop)
             let decide = self.decide
             let makeCall = self.makeCall
-            let upgrader = NIOTypedWebSocketServerUpgrader<Value>(
+            let upgrader = NIOTypedWebSocketServerUpgrader<Outcome>(
                 maxFrameSize: 1 << 16,
                 enableAutomaticErrorHandling: false,
                 shouldUpgrade: { channel, head in
                     guard Self.path(of: head.uri) == Self.mediaPath else {
+                        // No other route upgrades: a WebSocket client gets a plain 404 and the connection closes.
+                        refusal.value = .notFound
                         return channel.eventLoop.makeSucceededFuture(nil)
                     }
                     switch decide(head) {
@@ -64,26 +66,26 @@ struct BridgeChildChannel: HTTPChannelHandler {
                     channel.eventLoop.makeCompletedFuture {
                         let host = makeCall(channel, logger)
                         try channel.pipeline.syncOperations.addHandler(
-                            WebSocketConnectionHandler(role: .server, configuration: .init(maximumMessageSize: 1 << 16, closeTimeout: .seconds(3)))
+                            WebSocketConnectionHandler(role: .server, configuration: .init(maximumMessageSize: 1 << 16, closeTimeout: .seconds(3), pingInterval: .seconds(20)))
                         )
                         try channel.pipeline.syncOperations.addHandler(TwilioMediaHandler(host: host))
                         host.start()
-                        return Value.media(channel, NIOLoopBound(host, eventLoop: channel.eventLoop))
+                        return Outcome.media(channel, NIOLoopBound(host, eventLoop: channel.eventLoop))
                     }
                 }
             )
-            var configuration = NIOUpgradableHTTPServerPipelineConfiguration<Value>(
+            var configuration = NIOUpgradableHTTPServerPipelineConfiguration<Outcome>(
                 upgradeConfiguration: .init(
                     upgraders: [upgrader],
                     notUpgradingCompletionHandler: { channel in
                         channel.eventLoop.makeCompletedFuture {
                             if let status = refusal.value {
                                 try channel.pipeline.syncOperations.addHandler(RefusedUpgradeResponder(status: status))
-                                return Value.refused(channel)
+                                return Outcome.refused(channel)
                             }
                             try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
                             try channel.pipeline.syncOperations.addHandler(HTTPConnectionStateHandler(idleTimeout: nil, logger: logger))
-                            return Value.http(
+                            return Outcome.http(
                                 try NIOAsyncChannel(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
                             )
                         }
@@ -93,12 +95,18 @@ struct BridgeChildChannel: HTTPChannelHandler {
             configuration.enablePipelining = false
             configuration.enableErrorHandling = false
             configuration.enableResponseHeaderValidation = false
-            return try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: configuration)
-        }.flatMap { $0 }
+            let outcome = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: configuration)
+            return Value(outcome: outcome, channel: channel)
+        }
     }
 
     func handle(value: Value, logger: Logger) async {
-        switch value {
+        guard let outcome = try? await value.outcome.get() else {
+            // The connection closed or sent garbage before a whole request: nothing to answer.
+            value.channel.close(promise: nil)
+            return
+        }
+        switch outcome {
         case .http(let channel):
             await self.handleHTTP(asyncChannel: channel, logger: logger)
         case .media(let channel, let host):

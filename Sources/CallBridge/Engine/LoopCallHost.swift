@@ -26,7 +26,7 @@ final class LoopCallHost: CallIO {
     private let twilio: any Channel
     private let shared: Shared
     private let loop: LoopCalls
-    private let logger: Logger
+    let logger: Logger
     private let number: Int
     private(set) var driver: CallDriver!
     /// The current Realtime leg: its number, its channel once up, and whether the call is done with it.
@@ -123,7 +123,7 @@ final class LoopCallHost: CallIO {
             headers: headers,
             tlsContext: tlsContext,
             eventLoop: self.eventLoop,
-            configuration: .init(maximumMessageSize: 4 << 20, closeTimeout: .seconds(3)),
+            configuration: .init(maximumMessageSize: 4 << 20, closeTimeout: .seconds(3), pingInterval: .seconds(20)),
             makeHandler: { _ in RealtimeLegHandler(host: me.value, leg: leg) }
         ).whenFailure { error in
             let host = me.value
@@ -262,7 +262,8 @@ final class RealtimeLegHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private let host: LoopCallHost
     private let leg: Int
-    private var peerClose: UInt16??
+    /// The peer's close frame, once it came.
+    private var peerClose: WebSocketPeerClosed?
 
     init(host: LoopCallHost, leg: Int) {
         self.host = host
@@ -285,16 +286,22 @@ final class RealtimeLegHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let closed = event as? WebSocketPeerClosed { self.peerClose = .some(closed.code) }
+        if let closed = event as? WebSocketPeerClosed { self.peerClose = closed }
         context.fireUserInboundEventTriggered(event)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        // A close frame from the peer means the close handshake completed (whoever began it); none, that the
+        // connection just dropped.
         let detail =
             switch self.peerClose {
-            case .some(let code): "close \(code.map(String.init) ?? "without a code")"
+            case .some(let closed): "close \(closed.code.map(String.init) ?? "without a code") \(closed.reason ?? "")"
             case .none: "connection closed without a close frame"
             }
+        self.host.logger.info(
+            "realtime leg closed",
+            metadata: ["close.handshake": .stringConvertible(self.peerClose != nil), "close.detail": .string(detail)]
+        )
         self.host.realtimeGone(leg: self.leg, detail: detail)
         context.fireChannelInactive()
     }

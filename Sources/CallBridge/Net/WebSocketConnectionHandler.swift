@@ -11,6 +11,13 @@ public enum WebSocketInboundMessage: Sendable, Equatable {
 /// Fired inbound when the peer's close frame arrives (before the channel closes), with its status code if it sent one.
 public struct WebSocketPeerClosed: Sendable, Equatable {
     public var code: UInt16?
+    /// The close frame's reason text, if any.
+    public var reason: String?
+
+    public init(code: UInt16?, reason: String? = nil) {
+        self.code = code
+        self.reason = reason
+    }
 }
 
 /// Triggered outbound (`triggerUserOutboundEvent`) to start the close handshake with a given status code;
@@ -32,6 +39,9 @@ public struct WebSocketCloseRequest: Sendable, Equatable {
 ///   connection is closed; the application sees `WebSocketPeerClosed` first. Protocol errors (a continuation with
 ///   nothing to continue, a new message inside a fragmented one, an unknown opcode, a frame the decoder refuses)
 ///   close with 1002 or 1009.
+/// - Keep-alive: with a `pingInterval`, a ping goes out every interval; a peer that has not answered the previous
+///   ping by the next one is taken for dead and the close handshake starts with 1001 (going away), bounded by the
+///   close timeout. A silent TCP peer (a NAT that forgot the flow, a crashed host) is noticed within two intervals.
 public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     public typealias InboundIn = WebSocketFrame
     public typealias InboundOut = WebSocketInboundMessage
@@ -49,10 +59,13 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
         public var maximumMessageSize: Int
         /// How long to wait for the peer's close frame after sending ours.
         public var closeTimeout: TimeAmount
+        /// How often to ping the peer (nil: never).
+        public var pingInterval: TimeAmount?
 
-        public init(maximumMessageSize: Int = 1 << 20, closeTimeout: TimeAmount = .seconds(3)) {
+        public init(maximumMessageSize: Int = 1 << 20, closeTimeout: TimeAmount = .seconds(3), pingInterval: TimeAmount? = nil) {
             self.maximumMessageSize = maximumMessageSize
             self.closeTimeout = closeTimeout
+            self.pingInterval = pingInterval
         }
     }
 
@@ -73,6 +86,10 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
     private var fragments: (opcode: WebSocketOpcode, data: ByteBuffer)?
     /// Masking keys for client frames: a small generator seeded once from the system's (a key per frame).
     private var maskGenerator: SplitMix64
+    /// The keep-alive timer, and the payload of the ping still unanswered (nil when answered or none sent).
+    private var pinger: RepeatedTask?
+    private var unansweredPing: UInt64?
+    private var pingsSent: UInt64 = 0
 
     public init(role: Role, configuration: Configuration = .init()) {
         self.role = role
@@ -90,6 +107,50 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
         try pipeline.addHandler(WebSocketFrameEncoder())
         try pipeline.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: configuration.maximumMessageSize)))
         try pipeline.addHandler(WebSocketConnectionHandler(role: role, configuration: configuration))
+    }
+
+    // MARK: Keep-alive
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { self.startPinging(context: context) }
+    }
+
+    public func channelActive(context: ChannelHandlerContext) {
+        self.startPinging(context: context)
+        context.fireChannelActive()
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        self.stopPinging()
+    }
+
+    private func startPinging(context: ChannelHandlerContext) {
+        guard let interval = self.configuration.pingInterval, self.pinger == nil else { return }
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        self.pinger = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+            let (handler, context) = loopBound.value
+            handler.keepAlive(context: context)
+        }
+    }
+
+    private func stopPinging() {
+        self.pinger?.cancel()
+        self.pinger = nil
+    }
+
+    private func keepAlive(context: ChannelHandlerContext) {
+        guard case .open = self.state else { return self.stopPinging() }
+        if self.unansweredPing != nil {
+            self.stopPinging()
+            self.startClosing(context: context, code: .goingAway)
+            return
+        }
+        self.pingsSent &+= 1
+        self.unansweredPing = self.pingsSent
+        var payload = context.channel.allocator.buffer(capacity: 8)
+        payload.writeInteger(self.pingsSent)
+        self.send(context: context, WebSocketFrame(fin: true, opcode: .ping, data: payload), promise: nil)
+        context.flush()
     }
 
     // MARK: Inbound
@@ -128,7 +189,8 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
             self.send(context: context, pong, promise: nil)
             context.flush()
         case .pong:
-            break
+            var data = frame.unmaskedData
+            if let expected = self.unansweredPing, data.readInteger(as: UInt64.self) == expected { self.unansweredPing = nil }
         case .connectionClose:
             self.peerClosed(context: context, frame: frame)
         default:
@@ -139,7 +201,8 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
     private func peerClosed(context: ChannelHandlerContext, frame: WebSocketFrame) {
         var data = frame.unmaskedData
         let code = data.readInteger(as: UInt16.self)
-        context.fireUserInboundEventTriggered(WebSocketPeerClosed(code: code))
+        let reason = data.readableBytes > 0 ? data.readString(length: data.readableBytes) : nil
+        context.fireUserInboundEventTriggered(WebSocketPeerClosed(code: code, reason: reason))
         switch self.state {
         case .open:
             // Answer with the same code (none if the peer sent none), then close.
@@ -167,6 +230,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
+        self.stopPinging()
         if case .closeSent(let timeout) = self.state { timeout?.cancel() }
         self.state = .closed
         self.fragments = nil
@@ -202,6 +266,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
     }
 
     private func startClosing(context: ChannelHandlerContext, code: WebSocketErrorCode) {
+        self.stopPinging()
         var data = context.channel.allocator.buffer(capacity: 2)
         data.write(webSocketErrorCode: code)
         self.send(context: context, WebSocketFrame(fin: true, opcode: .connectionClose, data: data), promise: nil)
