@@ -27,7 +27,6 @@ public struct BridgeServer: Sendable {
     public let registry = CallRegistry()
     public let metrics = BridgeMetrics()
     let admission = Admission()
-    let ticker = PacingTicker()
     let timeline = Timeline()
 
     /// `logger` is wrapped so that no configured secret (the API key, …) ever reaches a log line.
@@ -66,7 +65,7 @@ public struct BridgeServer: Sendable {
         }
         let endpoint = AsyncValue<RealtimeEndpoint>()
         let agentURL = AsyncValue<String?>()
-        var services: [any Service] = [TickerService(ticker: self.ticker)]
+        var services: [any Service] = []
         if self.configuration.usesEchoAgent {
             let dialect = self.configuration.dialect
             let agent = EchoAgentServer(agent: self.configuration.echoAgent, logger: self.logger.with(label: "echo-agent"))
@@ -101,7 +100,7 @@ public struct BridgeServer: Sendable {
             logger: self.logger,
             shutdown: { await groupRef.value.triggerGracefulShutdown() }
         )
-        // Graceful shutdown runs in reverse order: the app (its calls) first, the ticker they pace with after it.
+        // Graceful shutdown runs in reverse order: the app (its calls) first, the embedded agent after it.
         let group = ServiceGroup(
             configuration: .init(
                 services: [.init(service: drainService, successTerminationBehavior: .ignore)] + services.map { .init(service: $0) },
@@ -119,8 +118,7 @@ public struct BridgeServer: Sendable {
         makeConfirmer: @escaping @Sendable () -> (any SpeechConfirmer)?,
         onRunning: @escaping @Sendable (Int) async -> Void
     ) -> some ApplicationProtocol {
-        let router = Router(context: WebSocketRouteContext.self)
-        let refusedUpgrades = RefusedUpgrades()
+        let router = Router(context: BasicRequestContext.self)
         let configuration = self.configuration
         let registry = self.registry
         let metrics = self.metrics
@@ -207,21 +205,6 @@ public struct BridgeServer: Sendable {
             if let problem = signatureProblem(request, formParameters: [], jsonBody: nil) { return forbidden("voice", problem) }
             return twiml(FormURLEncoded.parse(request.uri.query ?? ""))
         }
-        let session = CallSession(
-            configuration: call,
-            endpoint: endpoint,
-            makeConfirmer: makeConfirmer,
-            ticker: self.ticker,
-            timeline: self.timeline,
-            callLog: self.callLog,
-            registry: registry,
-            metrics: metrics,
-            security: .init(
-                callTokenKey: configuration.callTokenKey,
-                startTimeout: configuration.startTimeout,
-                maxCallDuration: configuration.maxCallDuration
-            )
-        )
         /// Why a media stream may not start: 403 (signature), 503 (draining or full), or nil.
         @Sendable func mediaRefusal(signature: String?) -> HTTPResponse.Status? {
             // Twilio signs the upgrade over the exact <Stream url> it was given, with no parameters.
@@ -244,59 +227,44 @@ public struct BridgeServer: Sendable {
             }
             return nil
         }
-        router.ws("/twilio/media") { request, context in
-            if let status = mediaRefusal(signature: request.headers[HTTPField.Name("X-Twilio-Signature")!]) {
-                refusedUpgrades.refuse(context.connection, status: status)
-                return .dontUpgrade
-            }
-            return .upgrade([:])
-        } onUpgrade: { inbound, outbound, context in
-            context.requestContext.releaseWebSocketHandler()
-            await session.run(twilioInbound: inbound, twilioOutbound: outbound, logger: context.logger)
-        }
-        let wsConfiguration = HTTP1WebSocketUpgradeChannel.Configuration(
-            http1: .init(additionalChannelHandlers: [RefusedUpgradeStatus(refusedUpgrades)]),
-            ws: WebSocketServerConfiguration(maxFrameSize: 1 << 16, autoPing: .enabled(timePeriod: .seconds(20)), closeTimeout: .seconds(3))
-        )
-        // Calls hosted on their event loops (CALLBRIDGE_ENGINE=loop), or as tasks (the default while the loop host is
-        // being completed).
-        let server: HTTPServerBuilder
-        if ProcessInfo.processInfo.environment["CALLBRIDGE_ENGINE"] == "loop" {
-            let shared = LoopCallHost.Shared(
-                endpoint: endpoint,
-                tlsContexts: TLSContextCache(),
-                registry: registry,
-                metrics: metrics,
-                environment: .init(
-                    configuration: call,
-                    security: session.security,
-                    makeConfirmer: makeConfirmer,
-                    timeline: self.timeline,
-                    callLog: self.callLog,
-                    metrics: metrics
-                )
+        // Media streams are calls hosted on their event loops (no task or stream per frame); every other request goes
+        // to the router.
+        let shared = LoopCallHost.Shared(
+            endpoint: endpoint,
+            tlsContexts: TLSContextCache(),
+            registry: registry,
+            metrics: metrics,
+            environment: .init(
+                configuration: call,
+                security: .init(
+                    callTokenKey: configuration.callTokenKey,
+                    startTimeout: configuration.startTimeout,
+                    maxCallDuration: configuration.maxCallDuration
+                ),
+                makeConfirmer: makeConfirmer,
+                timeline: self.timeline,
+                callLog: self.callLog,
+                metrics: metrics
             )
-            server = HTTPServerBuilder { responder in
-                BridgeChildChannel(
-                    responder: responder,
-                    decide: { head in
-                        mediaRefusal(signature: head.headers.first(name: "X-Twilio-Signature")).map { .refuse(HTTPResponseStatus(statusCode: $0.code)) } ?? .accept
-                    },
-                    makeCall: { channel, requestLogger in
-                        let callMetadata = CallMetadata()
-                        var callLogger = requestLogger
-                        let inherited = callLogger.handler.metadataProvider
-                        callLogger.handler.metadataProvider = Logger.MetadataProvider {
-                            var metadata = inherited?.get() ?? [:]
-                            metadata.merge(callMetadata.current) { _, new in new }
-                            return metadata
-                        }
-                        return LoopCallHost(twilio: channel, shared: shared, loop: LoopCalls.forLoop(channel.eventLoop), logger: callLogger, callMetadata: callMetadata)
+        )
+        let server = HTTPServerBuilder { responder in
+            BridgeChildChannel(
+                responder: responder,
+                decide: { head in
+                    mediaRefusal(signature: head.headers.first(name: "X-Twilio-Signature")).map { .refuse(HTTPResponseStatus(statusCode: $0.code)) } ?? .accept
+                },
+                makeCall: { channel, requestLogger in
+                    let callMetadata = CallMetadata()
+                    var callLogger = requestLogger
+                    let inherited = callLogger.handler.metadataProvider
+                    callLogger.handler.metadataProvider = Logger.MetadataProvider {
+                        var metadata = inherited?.get() ?? [:]
+                        metadata.merge(callMetadata.current) { _, new in new }
+                        return metadata
                     }
-                )
-            }
-        } else {
-            server = .http1WebSocketUpgrade(webSocketRouter: router, configuration: wsConfiguration)
+                    return LoopCallHost(twilio: channel, shared: shared, loop: LoopCalls.forLoop(channel.eventLoop), logger: callLogger, callMetadata: callMetadata)
+                }
+            )
         }
         return Application(
             router: router,
@@ -396,16 +364,6 @@ struct DrainService: Service, CustomStringConvertible {
         }
         self.logger.notice("drain finished; stopping", metadata: ["drain.outcome": .string(outcome), "active_calls": .stringConvertible(self.registry.activeCalls)])
         await self.shutdown()
-    }
-}
-
-/// The shared ticker as a service of the group.
-struct TickerService: Service {
-    let ticker: PacingTicker
-    func run() async throws {
-        await cancelWhenGracefulShutdown {
-            await self.ticker.run()
-        }
     }
 }
 

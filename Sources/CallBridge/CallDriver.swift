@@ -2,8 +2,8 @@ import CallBridgeCore
 import Foundation
 import Logging
 
-/// What a call's driver asks of the connections and clocks around it. The host decides how: today an async task per
-/// call with writer tasks per leg; the same driver runs wherever its inputs arrive one at a time.
+/// What a call's driver asks of the connections and clocks around it. The host (`LoopCallHost`) decides how: on the
+/// call's event loop, writing without awaiting.
 protocol CallIO: AnyObject {
     func sendTwilio(_ text: String)
     /// Close the Twilio leg with a close frame.
@@ -35,9 +35,22 @@ final class CallDriver {
         case closeGraceExpired
     }
 
+    /// What authenticates a stream and bounds its life.
+    struct Security: Sendable {
+        /// Key of the per-call tokens; nil with --insecure-no-signature.
+        var callTokenKey: [UInt8]?
+        var startTimeout: Duration
+        var maxCallDuration: Duration
+    }
+
+    /// How long an ended call waits for the peers to answer its close frames.
+    static let closeGrace: Duration = .seconds(3)
+    /// How often a call adds what changed in its counters to the Prometheus metrics (and once more at its end).
+    static let metricsInterval: Duration = .seconds(1)
+
     struct Environment {
         var configuration: CallConfiguration
-        var security: CallSession.Security
+        var security: Security
         var makeConfirmer: @Sendable () -> (any SpeechConfirmer)?
         var timeline: Timeline
         var callLog: CallLog
@@ -243,7 +256,7 @@ final class CallDriver {
     private func handle(_ event: CallEvent) {
         let now = self.environment.timeline.now
         let clock = self.environment.timeline.clock
-        if clock.now - self.publishedAt >= CallSession.metricsInterval {
+        if clock.now - self.publishedAt >= Self.metricsInterval {
             self.environment.metrics.publish(self.machine.counters, since: self.published)
             self.published = self.machine.counters
             self.publishedAt = clock.now
@@ -311,7 +324,7 @@ final class CallDriver {
         }
         if self.realtimeOpen { self.io.closeRealtime(leg: self.realtimeLeg) }
         self.io.closeTwilio()
-        self.io.schedule(.closeGraceExpired, at: self.environment.timeline.clock.now.advanced(by: CallSession.closeGrace))
+        self.io.schedule(.closeGraceExpired, at: self.environment.timeline.clock.now.advanced(by: Self.closeGrace))
     }
 
     private func openNextRealtimeLeg() {

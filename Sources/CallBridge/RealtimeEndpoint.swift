@@ -1,6 +1,5 @@
 import CallBridgeCore
 import HTTPTypes
-import HummingbirdWSClient
 import NIOSSL
 
 /// Where and how a call's Realtime leg connects: URL, headers, TLS trust.
@@ -35,27 +34,16 @@ public struct RealtimeEndpoint: Sendable {
         }
         return RealtimeEndpoint(url: config.realtimeURL, dialect: config.dialect, headers: headers, tlsConfiguration: tls)
     }
-
-    var clientConfiguration: WebSocketClientConfiguration {
-        // Realtime events (session.created with instructions, large deltas) exceed the 16 KiB default.
-        WebSocketClientConfiguration(
-            maxFrameSize: 4 << 20,
-            additionalHeaders: self.headers,
-            closeTimeout: .seconds(3),
-            // A peer that vanishes without a FIN is noticed within a ping period (no pong → close).
-            autoPing: .enabled(timePeriod: .seconds(20))
-        )
-    }
 }
 
 extension RealtimeEndpoint {
-    /// Whether a failed connection attempt looks like the network's doing (refused, reset, timed out, no route),
-    /// which a later attempt may get past, rather than the service's answer or our configuration: the WebSocket
-    /// client's own errors (the server answered the upgrade with an HTTP status; a bad URL) and a TLS handshake that
-    /// failed (a certificate that does not verify) will fail the same way again.
-    public static func isNetworkFailure(_ error: any Error) -> Bool {
+    /// Whether a failed connection attempt is worth another one: the network's failures (refused, reset, timed
+    /// out, no route, an upgrade nobody answered) and the service's own trouble (5xx, 429, 408) are; its refusals
+    /// (401, 403, 404, …), a URL we cannot use and a certificate that does not verify will fail the same way again.
+    public static func isRetryable(_ error: any Error) -> Bool {
         switch error {
-        case is WebSocketClientError: false
+        case WebSocketConnectError.upgradeRefused(let status): status >= 500 || status == 429 || status == 408
+        case WebSocketConnectError.invalidURL: false
         case NIOSSLError.handshakeFailed: false
         default: true
         }

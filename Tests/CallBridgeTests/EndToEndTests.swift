@@ -144,7 +144,11 @@ import FoundationNetworking
             // (The leak test keeps no log lines: thousands of calls' worth would be the growth it measures.)
             let logger = captureLogs ? Self.logger(capturing: logs, json: jsonLines) : Self.logger
             let bridge = BridgeServer(configuration: configuration, logger: logger, callLog: log)
-            group.addTask { try await bridge.run(handleSignals: false) { ready in bridgePort.continuation.yield(ready.port) } }
+            group.addTask {
+                // A bridge that cannot start ends the wait for its port (the test then fails instead of hanging).
+                defer { bridgePort.continuation.finish() }
+                try await bridge.run(handleSignals: false) { ready in bridgePort.continuation.yield(ready.port) }
+            }
             var bridgePorts = bridgePort.stream.makeAsyncIterator()
             let listening = try #require(await bridgePorts.next())
             try await body(

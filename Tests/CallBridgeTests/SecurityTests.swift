@@ -7,6 +7,7 @@ import Glibc
 import HTTPTypes
 import HummingbirdWSClient
 import Logging
+import NIOPosix
 import NIOSSL
 import Testing
 
@@ -270,22 +271,41 @@ extension EndToEndTests {
 
     /// Real failed connections, classified: nothing listening is the network's (worth a retry, even for a first
     /// connection); an HTTP answer instead of the upgrade is the service's (straight to the fallback).
-    @Test func aFailedConnectionIsRetryableOnlyWhenTheNetworkFailedIt() async throws {
-        try await Self.withBridge(dialect: .ga, captureLogs: false) { call in
-            func failure(_ url: String) async -> (any Error)? {
-                do {
-                    try await WebSocketClient.connect(url: url, logger: Self.logger) { _, outbound, _ in try await outbound.close(.normalClosure, reason: nil) }
-                    return nil
-                } catch {
-                    return error
-                }
+    @Test func aFailedConnectionIsRetryableOnlyWhenTheNetworkOrTheServiceFailedIt() async throws {
+        @Sendable func failure(_ url: String) async -> (any Error)? {
+            do {
+                let channel = try await WebSocketClientChannel.connect(
+                    url: url,
+                    tlsContext: nil,
+                    eventLoop: MultiThreadedEventLoopGroup.singleton.next()
+                ) { _ in WebSocketPlumbingTests.Collector() }.get()
+                try await channel.close()
+                return nil
+            } catch {
+                return error
             }
-            // A port that was just free: connection refused.
-            let refused = try #require(await failure("ws://127.0.0.1:\(try await RawHTTP.freePort())/v1/realtime"))
-            #expect(RealtimeEndpoint.isNetworkFailure(refused), "\(refused)")
-            // A server that answers the upgrade with an HTTP status (here 404: no such WebSocket route).
+        }
+        // A port that was just free: connection refused.
+        let refused = try #require(await failure("ws://127.0.0.1:\(try await RawHTTP.freePort())/v1/realtime"))
+        #expect(RealtimeEndpoint.isRetryable(refused), "\(refused)")
+        try await Self.withBridge(dialect: .ga, maxCalls: 1, captureLogs: false) { call in
+            // A server that answers the upgrade with a refusal (here 404: no such WebSocket route).
             let declined = try #require(await failure("ws://127.0.0.1:\(call.port)/no/such/route"))
-            #expect(!RealtimeEndpoint.isNetworkFailure(declined), "\(declined)")
+            #expect(declined as? WebSocketConnectError == .upgradeRefused(status: 404))
+            #expect(!RealtimeEndpoint.isRetryable(declined), "\(declined)")
+            // A server with trouble of its own (here 503: full, with the one call it takes) may take the next attempt.
+            let first = try await WebSocketClientChannel.connect(
+                url: "ws://127.0.0.1:\(call.port)/twilio/media",
+                tlsContext: nil,
+                eventLoop: MultiThreadedEventLoopGroup.singleton.next()
+            ) { _ in WebSocketPlumbingTests.Collector() }.get()
+            // (The call is counted before it opens its Realtime leg.)
+            try await call.agentEvents.wait(upTo: .seconds(10)) { $0.contains { if case .connected = $0 { true } else { false } } }
+            #expect(call.bridge.refusal == "max_calls")
+            let full = try #require(await failure("ws://127.0.0.1:\(call.port)/twilio/media"))
+            #expect(full as? WebSocketConnectError == .upgradeRefused(status: 503))
+            #expect(RealtimeEndpoint.isRetryable(full), "\(full)")
+            try await first.close()
         }
     }
 

@@ -127,7 +127,7 @@ final class LoopCallHost: CallIO {
             makeHandler: { _ in RealtimeLegHandler(host: me.value, leg: leg) }
         ).whenFailure { error in
             let host = me.value
-            let retryable = Self.isRetryable(error)
+            let retryable = RealtimeEndpoint.isRetryable(error)
             host.logger.error(
                 "realtime connect failed",
                 metadata: ["error": "\(error)", "realtime.url": .string(endpoint.url), "retryable": .stringConvertible(retryable)]
@@ -214,17 +214,6 @@ final class LoopCallHost: CallIO {
         var buffer = allocator.webSocketPayload(capacity: text.utf8.count)
         buffer.writeString(text)
         return WebSocketFrame(fin: true, opcode: .text, data: buffer)
-    }
-
-    /// Whether a failed Realtime connection is worth another attempt: the network's failures and the service's
-    /// own trouble (5xx, 429, 408) are; its refusals (401, 403, 404, …) and a certificate that does not verify are not.
-    static func isRetryable(_ error: any Error) -> Bool {
-        switch error {
-        case WebSocketConnectError.upgradeRefused(let status): status >= 500 || status == 429 || status == 408
-        case WebSocketConnectError.invalidURL: false
-        case NIOSSLError.handshakeFailed: false
-        default: true
-        }
     }
 }
 
