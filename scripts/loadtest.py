@@ -122,7 +122,7 @@ def run_one(args, calls):
     env.update({"OPENAI_API_KEY": "sk-loadtest-dummy", "TWILIO_AUTH_TOKEN": token})
     base = "http://127.0.0.1:%d" % bridge_port
     bridge = subprocess.Popen(
-        [args.binary, "run", "--host", "127.0.0.1", "--port", str(bridge_port), "--public-url", PUBLIC_URL,
+        args.bridge_wrapper.split() + [args.binary, "run", "--host", "127.0.0.1", "--port", str(bridge_port), "--public-url", PUBLIC_URL,
          "--agent", "remote", "--realtime-url", "wss://localhost:%d/v1/realtime" % agent_port,
          "--realtime-ca-file", os.path.join(fixtures, "tls", "test-ca.pem"),
          "--call-log", os.devnull, "--log-level", "warning", "--log-format", "json"],
@@ -213,6 +213,8 @@ def main():
     parser.add_argument("--agent-threads", type=int, default=1)
     parser.add_argument("--json", help="also write the rows as JSON to this file")
     parser.add_argument("--verbose", action="store_true", help="show the generator's progress")
+    parser.add_argument("--bridge-wrapper", default="",
+                        help="run the bridge under this command, e.g. 'heaptrack -o /tmp/bridge' (figures then include it)")
     args = parser.parse_args()
     if args.duration < args.ramp + 8:
         raise SystemExit("--duration must be at least --ramp + 8 s, for a steady-state window")

@@ -42,6 +42,9 @@ struct BridgeChildChannel: HTTPChannelHandler {
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
+            // A media stream brings a 400-byte message every 20 ms: small reads, and a small read buffer kept per
+            // connection (NIO's default grows it to 64 KiB and keeps it).
+            try channel.syncOptions?.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 512, initial: 2048, maximum: 16384))
             let refusal = NIOLoopBoundBox<HTTPResponseStatus?>(nil, eventLoop: channel.eventLoop)
             let decide = self.decide
             let makeCall = self.makeCall

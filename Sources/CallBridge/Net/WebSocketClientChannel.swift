@@ -71,6 +71,9 @@ public enum WebSocketClientChannel {
         let connected = ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            // Reads of at most 8 KiB: a TLS connection's plaintext buffer (32 KiB, never shrunk) then never has to
+            // grow to take a burst of records, and the pooled read buffer kept per connection stays small.
+            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 512, initial: 2048, maximum: 8192))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if target.tls, let tlsContext {
