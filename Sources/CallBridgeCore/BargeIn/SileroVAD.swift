@@ -1,3 +1,5 @@
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -117,6 +119,29 @@ public final class SileroModel: @unchecked Sendable {
     deinit {
         self.weights.deallocate()
         self.packed.deallocate()
+        self.workspaces.withLock { workspaces in
+            for workspace in workspaces { workspace.floats.deallocate() }
+        }
+    }
+
+    /// Scratch space for one window (`SileroVAD.count` floats), lent to whichever call is computing one: a call keeps
+    /// only its state between windows, and there are as many workspaces as windows computed at once (one per thread),
+    /// not one per call.
+    private let workspaces = Mutex<[Workspace]>([])
+
+    /// One workspace's floats: used by one window at a time (it is out of the list meanwhile).
+    private struct Workspace: @unchecked Sendable {
+        let floats: UnsafeMutablePointer<Float>
+    }
+
+    func withWorkspace<R>(_ body: (UnsafeMutablePointer<Float>) -> R) -> R {
+        let workspace = self.workspaces.withLock { $0.popLast() } ?? {
+            let fresh = UnsafeMutablePointer<Float>.allocate(capacity: SileroVAD.count)
+            fresh.initialize(repeating: 0, count: SileroVAD.count)
+            return Workspace(floats: fresh)
+        }()
+        defer { self.workspaces.withLock { $0.append(workspace) } }
+        return body(workspace.floats)
     }
 }
 
@@ -131,8 +156,9 @@ public struct SileroVAD: Sendable {
     public static let contextSamples = 32
 
     public let model: SileroModel
-    /// State then scratch, in one buffer (copied with the value, so each copy has its own state).
-    var buffer: [Float]
+    /// The state kept between windows: the start of the window's layout (copied with the value, so each copy has
+    /// its own). The rest of the layout is scratch, borrowed from the model for each window.
+    var state: [Float]
     var pending: [Float] = []
 
     // Layout of `buffer`. The encoder's output sits right before the hidden state: the LSTM reads [x; h] as one
@@ -142,6 +168,7 @@ public struct SileroVAD: Sendable {
     static let cell = 256  // 128
     static let context = 384  // 32
     static let stateRange = 128..<416
+    static let stateCount = 416
     static let x = 416  // 320: context + chunk + reflect padding
     static let magnitude = x + 320  // 4 frames × 65 bins, frame-major
     static let columns = magnitude + 260  // im2col scratch, up to 4 × 384
@@ -155,13 +182,13 @@ public struct SileroVAD: Sendable {
 
     public init(model: SileroModel) {
         self.model = model
-        self.buffer = [Float](repeating: 0, count: Self.count)
+        self.state = [Float](repeating: 0, count: Self.stateCount)
         self.pending.reserveCapacity(2 * Self.windowSamples)
     }
 
     /// Forgets the LSTM state, the context and any partial window (a new active period).
     public mutating func reset() {
-        for i in Self.stateRange { self.buffer[i] = 0 }
+        for i in Self.stateRange { self.state[i] = 0 }
         self.pending.removeAll(keepingCapacity: true)
     }
 
@@ -197,9 +224,12 @@ public struct SileroVAD: Sendable {
     /// One 32 ms window (the 256 samples at `start` in `pending`) through the network.
     mutating func window(at start: Int) -> Float {
         let w = self.model.weights
+        let model = self.model
         return self.pending.withUnsafeBufferPointer { pending in
-            self.buffer.withUnsafeMutableBufferPointer { buffer in
-                let b = buffer.baseAddress!
+            self.state.withUnsafeMutableBufferPointer { state in
+                model.withWorkspace { b in
+                b.update(from: state.baseAddress!, count: Self.stateCount)
+                defer { state.baseAddress!.update(from: b, count: Self.stateCount) }
                 let x = b + Self.x
                 // 1–2. Context + chunk (288), reflect-padded on the right by 32 (320); the new context is x[256..<288].
                 for i in 0..<32 { x[i] = b[Self.context + i] }
@@ -243,6 +273,7 @@ public struct SileroVAD: Sendable {
                 var logit = w[SileroModel.decoderBias]
                 for i in 0..<128 { logit += w[SileroModel.decoderWeight + i] * max(0, h[i]) }
                 return sigmoid(logit)
+                }
             }
         }
     }
