@@ -130,6 +130,35 @@ struct TwilioCodecTests {
         #expect(try TwilioCodec.decode(##"{"event":"dtmf","dtmf":{"digit":"#"}}"##) == .dtmf(digit: "#"))
     }
 
+    @Test("mark: the fast path answers exactly what Codable answers, or leaves the message to it")
+    func markFastPath() throws {
+        let taken = [
+            #"{"event":"mark","sequenceNumber":"4","streamSid":"MZ1","mark":{"name":"my label"}}"#,
+            #"{"event":"mark","mark":{"name":"cb_m_17"},"streamSid":"MZ1"}"#,
+            #"{"event":"mark","mark":{"name":"","extra":1},"streamSid":"MZ1"}"#,
+        ]
+        for text in taken {
+            let fast = try #require(TwilioCodec.scanMark(text, streamSid: "MZ1"), "\(text)")
+            #expect(try TwilioCodec.decodeWithCodable(text, streamSid: "MZ1") == .mark(name: fast))
+        }
+        let left = [
+            // Another stream's mark, a name that is not the mark's, a nested mark, an escape, spaces, a second name.
+            #"{"event":"mark","streamSid":"MZ9","mark":{"name":"cb1"}}"#,
+            #"{"event":"mark","streamSid":"MZ1","mark":{"label":"x"},"name":"cb1"}"#,
+            #"{"event":"mark","x":{"mark":{"name":"cb1"}}}"#,
+            #"{"event":"mark","mark":{"name":"a\"b"}}"#,
+            #"{"event":"mark", "mark":{"name":"cb1"}}"#,
+            #"{"event":"mark","mark":{"name":"cb1","name":"cb2"}}"#,
+            #"{"event":"media","mark":{"name":"cb1"}}"#,
+        ]
+        for text in left {
+            #expect(TwilioCodec.scanMark(text, streamSid: "MZ1") == nil, "\(text)")
+        }
+        // What the fast path leaves is still decoded, or refused, by Codable.
+        #expect(try TwilioCodec.decode(left[4], streamSid: "MZ1") == .mark(name: "cb1"))
+        #expect(throws: TwilioDecodingError.missingField("mark.name")) { try TwilioCodec.decode(left[2], streamSid: "MZ1") }
+    }
+
     @Test("mark")
     func mark() throws {
         let text = #"{"event":"mark","sequenceNumber":"4","streamSid":"MZ1","mark":{"name":"my label"}}"#

@@ -109,6 +109,22 @@ struct JSONScanner {
         return value
     }
 
+    /// How many objects are open at byte `index` (outside strings; 1 is the top level). Without escapes a quote
+    /// always toggles "inside a string".
+    func depth(at index: Int) -> Int {
+        var depth = 0
+        var inString = false
+        for i in 0..<min(index, self.bytes.count) {
+            switch self.bytes[i] {
+            case UInt8(ascii: "\""): inString.toggle()
+            case UInt8(ascii: "{") where !inString: depth += 1
+            case UInt8(ascii: "}") where !inString: depth -= 1
+            default: break
+            }
+        }
+        return depth
+    }
+
     func string(_ range: Range<Int>) -> String {
         String(decoding: UnsafeBufferPointer(rebasing: self.bytes[range]), as: UTF8.self)
     }

@@ -101,7 +101,34 @@ public enum TwilioCodec {
         if let media = scanMedia(text, streamSid: streamSid) {
             return .media(payload: media.payload, chunk: media.chunk)
         }
+        if let name = scanMark(text, streamSid: streamSid) {
+            return .mark(name: name)
+        }
         return try decodeWithCodable(text, streamSid: streamSid)
+    }
+
+    /// The fast path for `mark` (every frame sent comes back as one, so half of a stream's messages are marks): nil
+    /// unless the message is certainly a `mark` event for this stream whose top-level `mark` object starts with its
+    /// `name` string, in compact JSON without escapes (anything else is left to Codable).
+    static func scanMark(_ text: String, streamSid expected: String? = nil) -> String? {
+        JSONScanner.withScanner(text) { scanner -> String? in
+            let opening: StaticString = "\"mark\":{\"name\":\""
+            guard let event = scanner.stringValueRange(forKey: "event"), scanner.equals(event, "mark"),
+                scanner.occurrences(ofKey: "mark") == 1, scanner.occurrences(ofKey: "name") == 1,
+                let name = scanner.stringValueRange(forKey: "name"), name.lowerBound >= opening.utf8CodeUnitCount,
+                scanner.equals(name.lowerBound - opening.utf8CodeUnitCount..<name.lowerBound, opening),
+                scanner.depth(at: name.lowerBound - opening.utf8CodeUnitCount) == 1
+            else { return nil }
+            if let expected {
+                switch scanner.occurrences(ofKey: "streamSid") {
+                case 0: break
+                case 1:
+                    guard let range = scanner.stringValueRange(forKey: "streamSid"), scanner.equals(range, expected) else { return nil }
+                default: return nil
+                }
+            }
+            return scanner.string(name)
+        }
     }
 
     /// Largest `media` payload accepted, decoded: one second of audio (Twilio sends 20 ms).
