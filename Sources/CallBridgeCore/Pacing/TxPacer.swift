@@ -55,9 +55,17 @@ public struct TxPacer: Sendable, Equatable {
     public private(set) var releasedInRun = 0
     /// A tick of this run (its first): the ticker's phase. Nil until the run sees a tick.
     public private(set) var tickPhase: CallInstant?
+    /// From a frame's nominal release time to its tick (less than half a period either way), once the phase is known.
+    /// The same for every frame of the run until a resync moves the schedule off its 20 ms grid.
+    private(set) var tickOffset: Duration?
+    /// `leadFrames` periods, and half a period (kept: the per-tick path does no multiplication or division).
+    private let leadTime: Duration
+    private let halfPeriod: Duration
 
     public init(configuration: Configuration = .init()) {
         self.configuration = configuration
+        self.leadTime = configuration.framePeriod * configuration.leadFrames
+        self.halfPeriod = configuration.framePeriod / 2
     }
 
     public var isRunning: Bool { self.nextDeadline != nil }
@@ -66,10 +74,7 @@ public struct TxPacer: Sendable, Equatable {
     /// frame goes on the tick nearest its nominal release time: a tick at or after this instant.
     public var nextReleaseTime: CallInstant? {
         guard let deadline = self.nextDeadline else { return nil }
-        let nominal = deadline - self.configuration.framePeriod * self.configuration.leadFrames
-        let halfPeriod = self.configuration.framePeriod / 2
-        guard let phase = self.tickPhase else { return nominal - halfPeriod }
-        return self.tickNearest(nominal, phase: phase) - halfPeriod
+        return deadline - self.leadTime + (self.tickOffset ?? .zero) - self.halfPeriod
     }
 
     /// Asks to release one frame at `now`. Returns nil when the next frame may not leave now. A pacer that is not
@@ -79,23 +84,23 @@ public struct TxPacer: Sendable, Equatable {
         guard let deadline = self.nextDeadline else {
             self.nextDeadline = now + period
             self.releasedInRun = 1
-            self.tickPhase = trigger == .tick ? now : nil
+            if trigger == .tick { self.lock(phase: now) }
             return .onTime
         }
-        let nominal = deadline - period * self.configuration.leadFrames
+        let nominal = deadline - self.leadTime
         switch trigger {
         case .event:
             // Between ticks only the run's lead may leave.
             guard self.releasedInRun <= self.configuration.leadFrames, now >= nominal else { return nil }
         case .tick:
-            let phase = self.tickPhase ?? now
-            self.tickPhase = phase
-            guard now >= self.tickNearest(nominal, phase: phase) - period / 2 else { return nil }
+            if self.tickPhase == nil { self.lock(phase: now) }
+            guard now >= nominal + (self.tickOffset ?? .zero) - self.halfPeriod else { return nil }
         }
         self.releasedInRun += 1
         let lateness = now - deadline
         if lateness > self.configuration.lateThreshold {
             self.nextDeadline = now + period
+            if let phase = self.tickPhase { self.lock(phase: phase) }  // the schedule left its grid
             return .resynced(lateness)
         }
         self.nextDeadline = deadline + period
@@ -107,6 +112,15 @@ public struct TxPacer: Sendable, Equatable {
         self.nextDeadline = nil
         self.releasedInRun = 0
         self.tickPhase = nil
+        self.tickOffset = nil
+    }
+
+    /// Takes the ticker's phase from a tick at `phase` and assigns the next frame (and so every later one) its tick.
+    private mutating func lock(phase: CallInstant) {
+        self.tickPhase = phase
+        guard let deadline = self.nextDeadline else { return }
+        let nominal = deadline - self.leadTime
+        self.tickOffset = self.tickNearest(nominal, phase: phase) - nominal
     }
 
     /// The tick nearest `instant` on the grid of ticks one period apart through `phase` (of two equally near, the
