@@ -29,8 +29,7 @@ import tempfile
 import time
 import urllib.request
 
-# The public URL the bridge signs for (as behind a proxy); requests go to its loopback port. (The bridge's signature
-# check tries a URL without its port and with the default one, so a loopback URL with a port never matches.)
+# The public URL the bridge signs for (as behind a proxy); requests go to its loopback port.
 PUBLIC_URL = "https://bridge.example.com"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TICK = os.sysconf("SC_CLK_TCK")

@@ -43,7 +43,7 @@ func audioBenchmarks() {
     Benchmark("TxPacer-release", configuration: .hotPath()) { benchmark in
         for _ in benchmark.scaledIterations {
             now = now + AudioFrame.duration
-            blackHole(pacer.release(now: now))
+            blackHole(pacer.release(now: now, on: .tick))
         }
     }
 }

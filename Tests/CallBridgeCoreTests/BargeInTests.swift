@@ -34,6 +34,25 @@ import Testing
         }
     }
 
+    /// As `caller`, with the shared ticker beside it: a tick `tickAfter` ms after each message, delivered only while
+    /// the call wants ticks (as the shell does). Returns each message's actions and every frame sent, by any event.
+    func callerWithTicker(
+        _ sm: inout CallStateMachine,
+        _ levels: [Double?],
+        from: Int,
+        tickAfter: Int = 7
+    ) -> (steps: [[CallAction]], frames: [[UInt8]]) {
+        var steps: [[CallAction]] = []
+        var frames: [[UInt8]] = []
+        for (index, level) in levels.enumerated() {
+            let step = sm.handle(.twilioReceived(.media(payload: callerPayload(level))), now: t(from + 20 * index))
+            steps.append(step)
+            frames += step.mediaFrames
+            if sm.wantsTicks { frames += sm.handle(.tick, now: t(from + 20 * index + tickAfter)).mediaFrames }
+        }
+        return (steps, frames)
+    }
+
     func appends(_ actions: [CallAction]) -> [String] {
         actions.compactMap { if case .sendRealtime(.inputAudioAppend(let audio)) = $0 { audio } else { nil } }
     }
@@ -44,6 +63,8 @@ import Testing
 
     @Test func talkingOverTheAIPausesAtOnceThenCommitsAfter150ms() {
         var sm = self.speakingCall()
+        // The ticker sends the pacer's next frame at 120 ms, before the caller's first message.
+        #expect(sm.handle(.tick, now: t(120)).mediaFrames.count == 1)
         let steps = self.caller(&sm, Array(repeating: -10, count: 8), from: 120)
         // 120: one voiced frame (onset 100), not yet speech: the service hears silence in its place.
         #expect(self.appends(steps[0]) == [Self.silencePayload])
@@ -57,7 +78,7 @@ import Testing
                 .sendRealtime(.inputAudioAppend(base64: callerPayload(-10))),
             ]
         )
-        #expect(steps[0].mediaFrames.count == 1, "the pacer's next frame went out at 120 ms, before the pause")
+        #expect(steps.allSatisfy { $0.mediaFrames.isEmpty }, "caller messages never release the AI's frames")
         #expect(sm.counters.bargeInPauses == 1)
         #expect(sm.counters.lastBargeInPause == .milliseconds(40))
         #expect(!sm.wantsTicks, "a tentative pause holds the queue")
@@ -83,7 +104,8 @@ import Testing
 
     @Test func aCoughIsAFalseAlarmAndPlaybackResumesWhereTwilioStopped() {
         var sm = self.speakingCall()
-        let steps = self.caller(&sm, [-10, -10] + Array(repeating: nil, count: 18), from: 120)
+        // Ticks come 7 ms after each caller message: the one at 127 ms sends frame 3.
+        let (steps, frames) = self.callerWithTicker(&sm, [-10, -10] + Array(repeating: nil, count: 18), from: 120)
         #expect(steps[1].first == .sendTwilio(.clear))
         // Speech ends after the 300 ms hang-over, before 150 ms of speech: resume. Of the four frames at Twilio when
         // it was cleared at 140 ms, frames 0 and 1 (due at 100 and 120) were already playing; frames 2 and 3 (due at
@@ -92,10 +114,12 @@ import Testing
         let resumeAt = steps.indices.dropFirst().first { !steps[$0].mediaFrames.isEmpty }
         #expect(resumeAt == 16, "the last voiced frame ended at 140 ms: speech ends 300 ms later, with the message at 440")
         if let resumeAt {
-            #expect(steps[resumeAt].mediaFrames.prefix(3) == [frame(2), frame(3), frame(4)])
-            let sent = steps[resumeAt...].flatMap(\.mediaFrames).prefix(6).map { f in (0..<50).first { frame($0) == f } ?? -1 }
+            // The resumed run's lead leaves with the message that ended the pause; the rest on the ticks after it.
+            #expect(steps[resumeAt].mediaFrames == [frame(2), frame(3), frame(4)])
+            let sent = frames.dropFirst(1).prefix(6).map { f in (0..<50).first { frame($0) == f } ?? -1 }
             #expect(sent == [2, 3, 4, 5, 6, 0], "frame 7 repeats frame 0's level")
         }
+        #expect(frames.count == 1 + 3 + 3, "frame 3 at 127 ms; after the resume at 440, the lead, then ticks 467, 487, 507")
         #expect(sm.counters.bargeInFalseAlarms == 1)
         #expect(sm.counters.bargeInEvents == 0)
         #expect(sm.counters.cancelsSent == 0)

@@ -138,4 +138,25 @@ struct Base64Tests {
         #expect(accepted > 500)
         #expect(accepted < 4500)
     }
+
+    /// `isValid` checks the alphabet by byte ranges: every byte value, in every position of valid strings with no,
+    /// one and two padding characters, must be judged as the decoder's table judges it.
+    @Test("isValid and decode agree on every byte value in every position")
+    func validatorAgreesOnEveryByte() {
+        var accepted = 0
+        for text in ["Zm9vYmFy", "Zm9vYmE=", "Zm9vYg==", "+/09"] {
+            for position in 0..<text.utf8.count {
+                for byte in 0...255 {
+                    var bytes = Array(text.utf8)
+                    bytes[position] = UInt8(byte)
+                    let valid = bytes.withUnsafeBufferPointer { Base64.isValid($0) }
+                    let decoded = bytes.withUnsafeBufferPointer { Base64.decode(bytes: $0) }
+                    #expect(valid == (decoded != nil), "\(text) with \(byte) at \(position)")
+                    if valid { accepted += 1 }
+                }
+            }
+        }
+        // Both outcomes, many times: about a quarter of the byte values are in the alphabet.
+        #expect(accepted > 1_000 && accepted < 28 * 128, "\(accepted)")
+    }
 }

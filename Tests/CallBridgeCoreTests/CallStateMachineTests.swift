@@ -78,37 +78,50 @@ import Testing
         // The partial tail is not padded while the response may still send audio.
         #expect(sm.handle(.tick, now: t(140)) == [])
         #expect(!sm.wantsTicks)
-        // Audio done: the tail is padded with μ-law silence and released on the schedule (deadline 160 ms).
-        let done = sm.handle(.realtimeReceived(.audioDone(responseID: "r1", itemID: "i1")), now: t(141))
+        // Audio done: the tail is padded with μ-law silence. It is past the run's lead, so it waits for a tick.
+        #expect(sm.handle(.realtimeReceived(.audioDone(responseID: "r1", itemID: "i1")), now: t(141)) == [])
+        #expect(sm.wantsTicks)
+        // The next tick sends it, on its deadline (160 ms).
+        let done = sm.handle(.tick, now: t(160))
         #expect(done.mediaFrames == [Array(ramp(500)[480...]) + Array(repeating: 0xFF, count: 140)])
         #expect(done.markNames == ["cb4"])
+        #expect(!sm.wantsTicks)
         #expect(sm.counters.txFrames == 4)
         #expect(sm.counters.txLateFrames == 0)
     }
 
-    @Test func framesWaitForTheirSlotAndGoOnePerTick() {
+    @Test func afterTheLeadFramesGoOnePerTickOnTheTickNearestTheirSlot() {
         var sm = self.readyCall()
         let first = self.replying(&sm, bytes: 160 * 6, at: 100)
         #expect(first.mediaFrames.count == 3)
         #expect(sm.wantsTicks)
-        #expect(sm.nextReleaseTime == t(120))
-        #expect(sm.handle(.tick, now: t(119)) == [])
-        #expect(sm.handle(.tick, now: t(120)).mediaFrames == [ramp(160, from: 480)])
-        #expect(sm.handle(.tick, now: t(140)).mediaFrames == [ramp(160, from: 640)])
-        #expect(sm.handle(.tick, now: t(160)).mediaFrames == [ramp(160, from: 800)])
+        // Frame 3 is due at 160 ms and may leave from 120 ms (the lead): before the run has seen a tick, any tick
+        // from 110 ms on is the one nearest 120 ms.
+        #expect(sm.nextReleaseTime == t(110))
+        // The ticker's phase is 9 ms: its tick at 109 is further from 120 than the one at 129.
+        #expect(sm.handle(.tick, now: t(109)) == [])
+        #expect(sm.nextReleaseTime == t(119))
+        // An event never sends it, even after 120 ms.
+        #expect(sm.handle(.twilioReceived(.media(payload: "AAAA")), now: t(125)).mediaFrames.isEmpty)
+        #expect(sm.handle(.tick, now: t(129)).mediaFrames == [ramp(160, from: 480)])
+        #expect(sm.handle(.tick, now: t(149)).mediaFrames == [ramp(160, from: 640)])
+        #expect(sm.handle(.tick, now: t(169)).mediaFrames == [ramp(160, from: 800)])
         #expect(!sm.wantsTicks)
+        #expect(sm.counters.txLateFrames == 0)
     }
 
     @Test func anUnderrunOf199MsCountsLateFramesAnd201MsResyncs() {
         var sm = self.readyCall()
         _ = self.replying(&sm, bytes: 160 * 3, at: 100)  // deadlines 100, 120, 140 → next 160
-        let late = sm.handle(.realtimeReceived(.audioDelta(responseID: "r1", itemID: "i1", audio: ramp(160))), now: t(160 + 199))
-        #expect(late.mediaFrames.count == 1)
+        // Audio comes back after an underrun; it waits for the next tick, which sends it 199 ms after its deadline.
+        let refill = sm.handle(.realtimeReceived(.audioDelta(responseID: "r1", itemID: "i1", audio: ramp(160))), now: t(350))
+        #expect(refill.mediaFrames.isEmpty)
+        #expect(sm.handle(.tick, now: t(160 + 199)).mediaFrames.count == 1)
         #expect(sm.counters.txLateFrames == 1)
         #expect(sm.counters.txScheduleResets == 0)
-        // Next deadline 180 ms; arriving at 382 ms is 202 ms late → resync.
-        let resynced = sm.handle(.realtimeReceived(.audioDelta(responseID: "r1", itemID: "i1", audio: ramp(160))), now: t(382))
-        #expect(resynced.mediaFrames.count == 1)
+        // Next deadline 180 ms; a tick at 382 ms is 202 ms late → resync.
+        _ = sm.handle(.realtimeReceived(.audioDelta(responseID: "r1", itemID: "i1", audio: ramp(160))), now: t(370))
+        #expect(sm.handle(.tick, now: t(382)).mediaFrames.count == 1)
         #expect(sm.counters.txScheduleResets == 1)
         #expect(sm.counters.txLateFrames == 1)
     }
@@ -137,9 +150,11 @@ import Testing
     @Test func serverVADBargeInIsOneTransitionInOrder() {
         var sm = self.readyCall()
         _ = self.replying(&sm, bytes: 160 * 10, at: 100)  // 3 frames sent, 7 queued
-        // Twilio played the first two frames (40 ms of item i1); every event also lets the pacer send what is due.
-        #expect(sm.handle(.twilioReceived(.mark(name: "cb1")), now: t(120)).markNames == ["cb4"])
-        #expect(sm.handle(.twilioReceived(.mark(name: "cb2")), now: t(140)).markNames == ["cb5"])
+        // Twilio played the first two frames (40 ms of item i1); the ticker sent one frame after each echo.
+        #expect(sm.handle(.twilioReceived(.mark(name: "cb1")), now: t(120)) == [])
+        #expect(sm.handle(.tick, now: t(120)).markNames == ["cb4"])
+        #expect(sm.handle(.twilioReceived(.mark(name: "cb2")), now: t(140)) == [])
+        #expect(sm.handle(.tick, now: t(140)).markNames == ["cb5"])
         let actions = sm.handle(.realtimeReceived(.speechStarted(audioStartMs: 900, itemID: "u2")), now: t(150))
         #expect(
             actions == [
@@ -269,8 +284,8 @@ import Testing
         #expect(sm.handle(.realtimeReceived(.audioDelta(responseID: "rX", itemID: "iX", audio: ramp(160))), now: t(101)) == [])
         #expect(sm.counters.staleDeltasDropped == 1)
         // r1 goes on playing.
-        let more = sm.handle(.realtimeReceived(.audioDelta(responseID: "r1", itemID: "i1", audio: ramp(160))), now: t(120))
-        #expect(more.mediaFrames.count == 1)
+        _ = sm.handle(.realtimeReceived(.audioDelta(responseID: "r1", itemID: "i1", audio: ramp(160))), now: t(115))
+        #expect(sm.handle(.tick, now: t(120)).mediaFrames.count == 1)
     }
 
     // MARK: Session readiness

@@ -8,12 +8,16 @@ import Testing
 /// goldens on purpose; review the diff before committing.
 ///
 /// Script lines (`#` starts a comment):
-///   config local|server [watchdog] [greeting=MS] [agegate=MS]
+///   config local|server [watchdog] [greeting=MS] [agegate=MS] [ticker=MS]
 ///   MS connected | ready                       Realtime socket open | session.updated
 ///   MS caller DBFS|silence [xN]                 N caller frames (one per 20 ms from MS)
 ///   MS created R | item R I | delta R I DBFS xN | audio_done R I | done R STATUS
-///   MS speech_started | mark NAME|allmarks | tick [xN] | stop | shutdown
+///   MS speech_started | mark NAME|allmarks | tick [xN] | stop | shutdown | wait
 ///   MS error CODE [EVENT_ID] | timer KIND GEN
+///
+/// `ticker=MS` runs the shared pacing ticker as the shell does: a tick at MS + 20 ms × k, delivered before the
+/// script's events at or after that instant, and only while the call wants ticks (frames are waiting); `MS wait` lets
+/// it run until MS. Without it, a script's only ticks are its `tick` lines.
 @Suite struct ReplayTests {
     static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("Fixtures/calls")
@@ -50,6 +54,7 @@ enum Replay {
 
     static func run(_ script: String) throws -> String {
         var machine: CallStateMachine?
+        var nextTick: Int?
         var out: [String] = []
         var sentMarks: [String] = []
         for (number, raw) in script.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
@@ -58,18 +63,29 @@ enum Replay {
             guard !words.isEmpty else { continue }
             if words[0] == "config" {
                 machine = CallStateMachine(configuration: try Self.configuration(words.dropFirst()), now: t(0))
+                nextTick = words.first { $0.hasPrefix("ticker=") }.flatMap { Int($0.dropFirst("ticker=".count)) }
                 continue
             }
             guard var sm = machine, let ms = Int(words[0]), words.count >= 2 else {
                 throw ScriptError(line: number + 1, text: line)
             }
             let events = try Self.events(Array(words.dropFirst()), at: ms, marks: sentMarks, line: number + 1)
-            for (at, event) in events {
-                let actions = sm.handle(event, now: t(at))
-                for action in actions {
+            func handle(_ event: CallEvent, at: Int) {
+                for action in sm.handle(event, now: t(at)) {
                     if case .sendTwilio(.mark(let name)) = action { sentMarks.append(name) }
                     out.append("\(at) \(Self.describe(action))")
                 }
+            }
+            func runTicker(until: Int) {
+                while let tick = nextTick, tick <= until {
+                    if sm.wantsTicks { handle(.tick, at: tick) }
+                    nextTick = tick + 20
+                }
+            }
+            runTicker(until: ms)
+            for (at, event) in events {
+                runTicker(until: at)
+                handle(event, at: at)
             }
             if words[1] == "mark" || words[1] == "allmarks" { sentMarks.removeAll() }
             machine = sm
@@ -89,6 +105,7 @@ enum Replay {
             case "watchdog": watchdog = .init()
             case "greeting": bargeIn.greetingWindow = .milliseconds(Int(parts[1]) ?? 0)
             case "agegate": bargeIn.echoAgeGate = .milliseconds(Int(parts[1]) ?? 0)
+            case "ticker": break  // read by `run`
             default: throw ScriptError(line: 0, text: "unknown config \(word)")
             }
         }
@@ -125,6 +142,7 @@ enum Replay {
         case "tick": return (0..<Self.count(w, 1)).map { (ms + 20 * $0, .tick) }
         case "stop": return [(ms, .twilioReceived(.stop))]
         case "shutdown": return [(ms, .shutdownRequested)]
+        case "wait": return []
         case "error":
             let info = RealtimeErrorInfo(type: "invalid_request_error", code: try arg(1), message: "", eventID: w.count > 2 ? w[2] : nil)
             return [(ms, .realtimeReceived(.error(info)))]

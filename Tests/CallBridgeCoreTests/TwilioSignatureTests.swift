@@ -66,6 +66,33 @@ import Testing
         #expect(!TwilioSignature.isValid(signature: "2t9fLdZpPkvkc94Qo5MuiSG9VXY=", authToken: token, url: "https://bridge.example.com/twilio/voice2", parameters: Self.v1Params))
     }
 
+    /// A `--public-url` with a non-default port: Twilio requests, and signs, the URL with that port.
+    ///
+    /// The expected signatures were computed independently of this code, with Python's standard library:
+    ///   base64.b64encode(hmac.new(token.encode(), (url + "".join(n + v for n, v in sorted(params))).encode(),
+    ///                             hashlib.sha1).digest())
+    /// (the same expression reproduces V1 `2t9fLdZpPkvkc94Qo5MuiSG9VXY=` and V2 `dBy0LcUrH9PRKmA1lpsC3DTUGgs=`).
+    @Test func aNonDefaultPortIsCheckedAsConfigured() {
+        let token = "0123456789abcdef0123456789abcdef"
+        let url = "https://bridge.example.com:8443/twilio/voice"
+        // V1's parameters, signed over the URL with :8443.
+        #expect(TwilioSignature.compute(authToken: token, url: url, parameters: Self.v1Params) == "0oA0v/p6y4HvMeaTGWq8IXYsfc0=")
+        #expect(TwilioSignature.isValid(signature: "0oA0v/p6y4HvMeaTGWq8IXYsfc0=", authToken: token, url: url, parameters: Self.v1Params))
+        // The port-less form is still accepted, as by the reference validator…
+        #expect(TwilioSignature.isValid(signature: "2t9fLdZpPkvkc94Qo5MuiSG9VXY=", authToken: token, url: url, parameters: Self.v1Params))
+        // …but a URL that names a port is not also tried with the scheme's default one: :443 is another port.
+        #expect(!TwilioSignature.isValid(signature: "5Pcu7TCCA/Q7xrhGeuJxJ0GHPAo=", authToken: token, url: url, parameters: Self.v1Params))
+        // Plain http on a development port (the bridge's own default public URL shape).
+        let local = "http://127.0.0.1:8080/twilio/voice"
+        #expect(TwilioSignature.isValid(signature: "U3R1qOHJAj4flUmur8JmyiILXd8=", authToken: token, url: local, parameters: Self.v1Params))
+        // The media upgrade over a `<Stream url>` with the port, with and without the trailing slash (V2's token).
+        let streamToken = "fedcba9876543210fedcba9876543210"
+        let stream = "wss://bridge.example.com:8443/twilio/media"
+        #expect(TwilioSignature.isValid(signature: "qDcwBjZflJxgQ+qBxpDx1SdCq/g=", authToken: streamToken, url: stream, trailingSlash: true))
+        #expect(TwilioSignature.isValid(signature: "jwlWJCT164KuYTaUKY6g7WHq1/k=", authToken: streamToken, url: stream, trailingSlash: true))
+        #expect(TwilioSignature.candidates(stream, trailingSlash: false) == [stream, "wss://bridge.example.com/twilio/media"])
+    }
+
     @Test func tamperingAndTheWrongTokenAreRejected() {
         let token = "0123456789abcdef0123456789abcdef"
         let url = "https://bridge.example.com/twilio/voice"

@@ -4,70 +4,117 @@ import Testing
 
 @Suite struct TxPacerTests {
     /// Releases frames at `now` until the pacer says wait.
-    func drain(_ pacer: inout TxPacer, at now: CallInstant, max: Int = 100) -> [TxPacer.Release] {
+    func drain(_ pacer: inout TxPacer, at now: CallInstant, on trigger: TxPacer.Trigger, max: Int = 100) -> [TxPacer.Release] {
         var out: [TxPacer.Release] = []
-        while out.count < max, let release = pacer.release(now: now) { out.append(release) }
+        while out.count < max, let release = pacer.release(now: now, on: trigger) { out.append(release) }
         return out
     }
 
-    @Test func startSendsTheLeadAtOnceThenOneFramePerPeriod() {
+    @Test func anEventSendsTheLeadAtOnceThenOnlyTicksRelease() {
         var pacer = TxPacer()  // 20 ms, lead 2
-        // Frame 0 is due now; frames 1 and 2 may go up to 40 ms early.
-        #expect(self.drain(&pacer, at: t(1000)) == [.onTime, .onTime, .onTime])
+        // Audio arrives at 1000 ms: frame 0 is due now; frames 1 and 2 may go up to 40 ms early.
+        #expect(self.drain(&pacer, at: t(1000), on: .event) == [.onTime, .onTime, .onTime])
         #expect(pacer.nextDeadline == t(1060))
-        #expect(pacer.nextReleaseTime == t(1020))
-        #expect(pacer.release(now: t(1019)) == nil)
-        #expect(pacer.release(now: t(1020)) == .onTime)
-        #expect(pacer.release(now: t(1020)) == nil)
-        #expect(pacer.nextDeadline == t(1080))
+        // Frame 3's nominal release time is 1020 ms, but an event never releases it, however late it comes.
+        #expect(pacer.release(now: t(1020), on: .event) == nil)
+        #expect(pacer.release(now: t(1035), on: .event) == nil)
+        // Before the run has seen a tick: any tick within half a period of 1020 ms would release it.
+        #expect(pacer.nextReleaseTime == t(1010))
+        // The ticker's phase here is 7 ms: of the ticks at 1007 and 1027, 1027 is nearer 1020.
+        #expect(pacer.release(now: t(1007), on: .tick) == nil)
+        #expect(pacer.nextReleaseTime == t(1017))
+        #expect(pacer.release(now: t(1027), on: .tick) == .onTime)
+        #expect(pacer.release(now: t(1027), on: .tick) == nil)
+        #expect(pacer.release(now: t(1040), on: .event) == nil)
+        #expect(pacer.release(now: t(1047), on: .tick) == .onTime)
+        #expect(pacer.nextDeadline == t(1100))
+    }
+
+    @Test func theLeadMayArriveInPieces() {
+        var pacer = TxPacer()
+        // The first delta held one frame; the next, 5 ms later, more: frames 1 and 2 are still the lead.
+        #expect(self.drain(&pacer, at: t(0), on: .event, max: 1) == [.onTime])
+        #expect(self.drain(&pacer, at: t(5), on: .event) == [.onTime, .onTime])
+        #expect(pacer.releasedInRun == 3)
+    }
+
+    @Test func aRunStartedByATickSendsItsLeadOnThatTick() {
+        var pacer = TxPacer()
+        #expect(self.drain(&pacer, at: t(13), on: .tick) == [.onTime, .onTime, .onTime])
+        #expect(pacer.tickPhase == t(13))
+        #expect(self.drain(&pacer, at: t(33), on: .tick) == [.onTime])
+    }
+
+    /// Ticks wander by up to ±4 ms around their grid. Whatever the grid's phase against the run's start (every
+    /// millisecond of the period), every tick after the lead releases exactly one frame: none is pulled forward to the
+    /// tick before its own, nor left for the tick after.
+    @Test(arguments: 0..<20)
+    func wanderingTicksReleaseOneFramePerTickAtAnyPhase(phase: Int) {
+        var pacer = TxPacer()
+        var random = SplitMix64(state: UInt64(phase) + 1)
+        let start = 1000
+        #expect(self.drain(&pacer, at: t(start), on: .event).count == 3)
+        var perTick: [Int] = []
+        for tick in 0..<200 {
+            // The grid's ticks fall at 5…24 ms after the start (every phase once), the first one after it.
+            let now = t(start + 5 + phase + 20 * tick + random.below(9) - 4)
+            perTick.append(self.drain(&pacer, at: now, on: .tick).count)
+        }
+        // The first tick may come before frame 3's slot (then it sends nothing); after that, one frame per tick.
+        let firstSending = perTick.firstIndex(of: 1) ?? perTick.count
+        #expect(firstSending <= 1)
+        #expect(perTick[firstSending...].allSatisfy { $0 == 1 }, "phase \(phase): \(perTick)")
     }
 
     @Test func deadlinesAreAbsoluteAndDoNotDrift() {
         var pacer = TxPacer(configuration: .init(leadFrames: 0))
-        #expect(pacer.release(now: t(0)) == .onTime)
+        #expect(pacer.release(now: t(0), on: .event) == .onTime)
         // Ticks arrive a little early or late; the schedule stays on 20 ms multiples.
-        #expect(pacer.release(now: t(19)) == nil)
-        #expect(pacer.release(now: t(23)) == .late(.milliseconds(3)))
-        #expect(pacer.nextDeadline == t(40))
-        #expect(pacer.release(now: t(40)) == .onTime)
+        #expect(pacer.release(now: t(19), on: .tick) == .onTime)
+        #expect(pacer.release(now: t(41), on: .tick) == .late(.milliseconds(1)))
+        #expect(pacer.release(now: t(41), on: .tick) == nil)
         #expect(pacer.nextDeadline == t(60))
+        #expect(pacer.release(now: t(58), on: .tick) == .onTime)
+        #expect(pacer.nextDeadline == t(80))
     }
 
     @Test func lateBy199IsCountedLateAndKeepsTheSchedule() {
         var pacer = TxPacer(configuration: .init(leadFrames: 0))
-        #expect(pacer.release(now: t(0)) == .onTime)
-        #expect(pacer.release(now: t(20 + 199)) == .late(.milliseconds(199)))
+        #expect(pacer.release(now: t(0), on: .event) == .onTime)
+        #expect(pacer.release(now: t(20 + 199), on: .tick) == .late(.milliseconds(199)))
         // Catching up: the next deadline is 40 ms, not now + 20 ms.
         #expect(pacer.nextDeadline == t(40))
     }
 
     @Test func lateBy200IsStillOnlyLate() {
         var pacer = TxPacer(configuration: .init(leadFrames: 0))
-        #expect(pacer.release(now: t(0)) == .onTime)
-        #expect(pacer.release(now: t(220)) == .late(.milliseconds(200)))
+        #expect(pacer.release(now: t(0), on: .event) == .onTime)
+        #expect(pacer.release(now: t(220), on: .tick) == .late(.milliseconds(200)))
     }
 
     @Test func lateBy201ResyncsToNow() {
         var pacer = TxPacer(configuration: .init(leadFrames: 0))
-        #expect(pacer.release(now: t(0)) == .onTime)
-        #expect(pacer.release(now: t(20 + 201)) == .resynced(.milliseconds(201)))
+        #expect(pacer.release(now: t(0), on: .event) == .onTime)
+        #expect(pacer.release(now: t(20 + 201), on: .tick) == .resynced(.milliseconds(201)))
         #expect(pacer.nextDeadline == t(241))
-        #expect(pacer.release(now: t(241)) == .onTime)
+        #expect(pacer.release(now: t(241), on: .tick) == .onTime)
     }
 
     @Test func resyncWithLeadRefillsTheLead() {
         var pacer = TxPacer()
-        _ = self.drain(&pacer, at: t(0))  // deadlines 0, 20, 40 → next 60
-        #expect(self.drain(&pacer, at: t(500)) == [.resynced(.milliseconds(440)), .onTime, .onTime])
+        _ = self.drain(&pacer, at: t(0), on: .event)  // deadlines 0, 20, 40 → next 60
+        #expect(self.drain(&pacer, at: t(500), on: .tick) == [.resynced(.milliseconds(440)), .onTime, .onTime])
         #expect(pacer.nextDeadline == t(560))
     }
 
     @Test func stopStartsANewRunOnTheNextFrame() {
         var pacer = TxPacer()
-        _ = self.drain(&pacer, at: t(0))
+        _ = self.drain(&pacer, at: t(0), on: .event)
+        _ = self.drain(&pacer, at: t(27), on: .tick)
         pacer.stop()
         #expect(!pacer.isRunning)
-        // Seconds later: a new run, not a resync.
-        #expect(self.drain(&pacer, at: t(5000)) == [.onTime, .onTime, .onTime])
+        #expect(pacer.tickPhase == nil)
+        // Seconds later: a new run with its lead, not a resync.
+        #expect(self.drain(&pacer, at: t(5000), on: .event) == [.onTime, .onTime, .onTime])
     }
 }

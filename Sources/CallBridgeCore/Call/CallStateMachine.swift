@@ -148,10 +148,11 @@ public struct CallStateMachine: Sendable {
         self.echoGuard = EchoGuard(configuration: configuration.bargeIn.echo)
     }
 
-    /// True while frames wait for the pacer: the shell then delivers `.tick` from the shared ticker.
+    /// True while frames wait for the pacer: the shell then delivers `.tick` from the shared ticker (after a run's
+    /// lead, nothing else releases them).
     public var wantsTicks: Bool { !self.queue.isEmpty && !self.isPaused && self.endReason == nil }
 
-    /// The earliest instant at which the next queued frame may be sent.
+    /// The earliest instant at which a tick sends the next queued frame.
     public var nextReleaseTime: CallInstant? { self.queue.isEmpty ? nil : self.pacer.nextReleaseTime }
 
     public var isEnded: Bool { self.endReason != nil }
@@ -237,7 +238,10 @@ public struct CallStateMachine: Sendable {
             self.badMessage(kind: kind, count: count, into: &actions)
         }
         if self.endReason == nil {
-            self.pump(now: now, into: &actions)
+            // After a run's lead, frames leave only on the shared ticker's ticks (see TxPacer): every event still runs
+            // the pump, which starts runs, detects underruns and ends drained runs.
+            let trigger: TxPacer.Trigger = if case .tick = event { .tick } else { .event }
+            self.pump(now: now, trigger: trigger, into: &actions)
             self.checkDrain(now: now, into: &actions)
         }
     }
@@ -532,14 +536,14 @@ public struct CallStateMachine: Sendable {
 
     // MARK: Pacing
 
-    /// Sends every frame the pacer allows at `now`, each followed by its mark. Nothing goes out while a tentative
-    /// barge-in holds the queue.
-    mutating func pump(now: CallInstant, into actions: inout [CallAction]) {
+    /// Sends every frame the pacer allows at `now` for `trigger`, each followed by its mark: a run's lead on any event,
+    /// later frames only on a tick. Nothing goes out while a tentative barge-in holds the queue.
+    mutating func pump(now: CallInstant, trigger: TxPacer.Trigger, into actions: inout [CallAction]) {
         guard !self.isPaused else { return }
         var sent = false
         while !self.queue.isEmpty {
             let scheduled = self.pacer.nextDeadline ?? now
-            guard let release = self.pacer.release(now: now), let frame = self.queue.popFirst() else { break }
+            guard let release = self.pacer.release(now: now, on: trigger), let frame = self.queue.popFirst() else { break }
             let deadline: CallInstant = if case .resynced = release { now } else { scheduled }
             switch release {
             case .onTime: break

@@ -1,7 +1,8 @@
 /// `X-Twilio-Signature`: base64(HMAC-SHA1(auth token, URL + sorted name+value pairs)), checked the way Twilio's
 /// reference validator does it (PROTOCOLS.md §A2): the URL is the public one Twilio requested, still URL-encoded as
-/// sent; it matches in its port-less form or with the scheme's default port; form parameters are appended in
-/// byte-wise name order; a JSON body is instead bound by the URL's `bodySHA256` query parameter.
+/// sent; it matches as configured, and also without its port or, when it names none, with the scheme's default port;
+/// form parameters are appended in byte-wise name order; a JSON body is instead bound by the URL's `bodySHA256` query
+/// parameter.
 public enum TwilioSignature {
     /// The signature Twilio computes for `url` and `parameters` (form fields, decoded).
     public static func compute(authToken: String, url: String, parameters: [(name: String, value: String)] = []) -> String {
@@ -50,9 +51,9 @@ public enum TwilioSignature {
         return values.keys.sorted(by: less).flatMap { name in values[name]!.sorted(by: less).map { (name, $0) } }
     }
 
-    /// The URL without user info, and with its port removed and with the scheme's default port added (the
-    /// reference validator's `:443` for https, `:80` for anything else), deduplicated; optionally each with a `/`
-    /// appended to the path.
+    /// The URL without user info in the forms the reference validator tries: with the port it names (as configured) and
+    /// without it; a URL that names no port, as it is and with the scheme's default port added (`:443` for https, `:80`
+    /// for anything else). Deduplicated; optionally each also with a `/` appended to the path.
     static func candidates(_ url: String, trailingSlash: Bool) -> [String] {
         guard let colon = url.firstIndex(of: ":"), url[colon...].hasPrefix("://") else { return [url] }
         let scheme = String(url[..<colon])
@@ -62,14 +63,19 @@ public enum TwilioSignature {
         var authority = String(rest[..<authorityEnd])
         let tail = String(rest[authorityEnd...])
         if let at = authority.lastIndex(of: "@") { authority = String(authority[authority.index(after: at)...]) }
-        // The host, without a port (an IPv6 literal keeps its brackets).
+        // The host, without a port (an IPv6 literal keeps its brackets), and the port the URL names, if any.
         var host = authority
+        var port: String?
         if let colon = authority.lastIndex(of: ":"), !authority[colon...].contains("]") {
             host = String(authority[..<colon])
+            port = String(authority[authority.index(after: colon)...])
+            if port == "" { port = nil }  // `host:` names no port
         }
         let defaultPort = scheme.lowercased() == "https" ? "443" : "80"
+        // An explicit port is kept as configured (https://host:8443/… is not https://host:443/…).
+        let withPort = scheme + "://" + host + ":" + (port ?? defaultPort) + tail
         var forms: [String] = []
-        for form in [scheme + "://" + host + tail, scheme + "://" + host + ":" + defaultPort + tail] where !forms.contains(form) {
+        for form in [withPort, scheme + "://" + host + tail] where !forms.contains(form) {
             forms.append(form)
         }
         if trailingSlash {

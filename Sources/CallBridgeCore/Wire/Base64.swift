@@ -129,12 +129,32 @@ public enum Base64 {
 
     static func isValid(_ input: UnsafeBufferPointer<UInt8>) -> Bool {
         guard input.count % 4 == 0 else { return false }
-        for (index, byte) in input.enumerated() {
-            if reverse[Int(byte)] != 0xFF { continue }
-            // '=' only in the last two positions, and the second-to-last only if the last is too.
-            guard byte == UInt8(ascii: "="), index >= input.count - 2 else { return false }
-            if index == input.count - 2 && input[input.count - 1] != UInt8(ascii: "=") { return false }
+        guard input.count >= 4 else { return true }
+        // Everything but the last two characters is in the alphabet. Plain arithmetic with no branch and no table, so
+        // the compiler checks many bytes per instruction (this runs over every caller frame's payload).
+        let body = input.count - 2
+        var outside: Int16 = 0
+        for index in 0..<body {
+            outside |= ~self.alphabetMask(input[index])
         }
-        return true
+        // '=' only in the last two positions, and the second-to-last only if the last is too.
+        let penultimate = input[body]
+        let last = input[body + 1]
+        let equals = UInt8(ascii: "=")
+        let tail = self.alphabetMask(penultimate) != 0
+            ? self.alphabetMask(last) != 0 || last == equals
+            : penultimate == equals && last == equals
+        return outside == 0 && tail
+    }
+
+    /// All ones for `A`–`Z`, `a`–`z`, `0`–`9`, `+` and `/`; zero for any other byte. Each test is a subtraction whose
+    /// sign says "in range": setting 0x20 folds upper case onto lower case (and nothing else onto a letter), and 43 and
+    /// 47 are the only bytes that are 47 with bit 2 set.
+    @inline(__always)
+    static func alphabetMask(_ byte: UInt8) -> Int16 {
+        let letter = (Int16((byte | 0x20) &- UInt8(ascii: "a")) &- 26) >> 15
+        let digit = (Int16(byte &- UInt8(ascii: "0")) &- 10) >> 15
+        let sign = (Int16((byte | 4) ^ UInt8(ascii: "/")) &- 1) >> 15
+        return letter | digit | sign
     }
 }

@@ -136,31 +136,36 @@ public enum TwilioCodec {
     static let maxPayloadCharacters = (maxPayloadBytes + 2) / 3 * 4
 
     /// The fast path: nil unless the message is certainly a well-formed `media` event for this stream with a valid
-    /// base64 payload of an acceptable size (anything else is left to Codable, which says what is wrong).
+    /// base64 payload of an acceptable size (anything else is left to Codable, which says what is wrong). One pass
+    /// over the message (`TwilioMediaScanner`), then the payload's base64.
     static func scanMedia(_ text: String, streamSid expected: String? = nil) -> (payload: String, chunk: Int?)? {
-        JSONScanner.withScanner(text) { scanner -> (payload: String, chunk: Int?)? in
-            guard let event = scanner.stringValueRange(forKey: "event"), scanner.equals(event, "media"),
-                let payload = scanner.stringValueRange(forKey: "payload"), payload.count <= Self.maxPayloadCharacters,
-                scanner.isBase64(payload)
+        var text = text
+        return text.withUTF8 { bytes -> (payload: String, chunk: Int?)? in
+            var scanner = TwilioMediaScanner(bytes: bytes)
+            guard scanner.scan(), let event = scanner.event.result, scanner.equals(event, "media"),
+                let payload = scanner.payload.result, payload.count <= Self.maxPayloadCharacters,
+                Base64.isValid(UnsafeBufferPointer(rebasing: bytes[payload]))
             else { return nil }
-            if let expected {
-                switch scanner.occurrences(ofKey: "streamSid") {
+            if var expected {
+                switch scanner.streamSid.occurrences {
                 case 0: break
                 case 1:
-                    guard let range = scanner.stringValueRange(forKey: "streamSid"), scanner.equals(range, expected) else { return nil }
+                    guard let range = scanner.streamSid.result,
+                        expected.withUTF8({ scanner.equals(range, $0) })
+                    else { return nil }
                 default: return nil
                 }
             }
             // The chunk number, when it is one plain string of digits; anything else is left to Codable.
             var chunk: Int?
-            switch scanner.occurrences(ofKey: "chunk") {
+            switch scanner.chunk.occurrences {
             case 0: break
             case 1:
-                guard let range = scanner.stringValueRange(forKey: "chunk") else { return nil }
+                guard let range = scanner.chunk.result else { return nil }
                 chunk = scanner.integer(range)
             default: return nil
             }
-            return (scanner.string(payload), chunk)
+            return (String(decoding: UnsafeBufferPointer(rebasing: bytes[payload]), as: UTF8.self), chunk)
         }
     }
 
