@@ -295,6 +295,41 @@ import Testing
     }
 }
 
+/// `TLSRecordSplitter` on an `EmbeddedChannel`: what the TLS handler above it would be handed.
+@Suite struct TLSRecordSplitterTests {
+    final class Reads: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = ByteBuffer
+        var events: [String] = []
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            self.events.append("read \(Self.unwrapInboundIn(data).readableBytes)")
+        }
+        func channelReadComplete(context: ChannelHandlerContext) { self.events.append("complete") }
+    }
+
+    static func record(_ payload: Int) -> [UInt8] {
+        [0x17, 0x03, 0x03, UInt8(payload >> 8), UInt8(payload & 0xFF)] + [UInt8](repeating: 0xAB, count: payload)
+    }
+
+    @Test func eachRecordIsItsOwnReadAndAPartialOneWaitsForTheRest() throws {
+        let channel = EmbeddedChannel()
+        let reads = Reads()
+        try channel.pipeline.syncOperations.addHandler(TLSRecordSplitter())
+        try channel.pipeline.syncOperations.addHandler(reads)
+        // Two whole records and the first 3 bytes of a third's header, in one socket read (`writeInbound` is a read
+        // and its read-complete).
+        let third = Self.record(16_384)
+        try channel.writeInbound(ByteBuffer(bytes: Self.record(16_000) + Self.record(300) + third.prefix(3)))
+        #expect(reads.events == ["read 16005", "complete", "read 305", "complete"])
+        // The rest of the third in two reads: it goes up whole, once, and an empty read still completes.
+        reads.events = []
+        try channel.writeInbound(ByteBuffer(bytes: third[3..<9000]))
+        #expect(reads.events == ["complete"])
+        reads.events = []
+        try channel.writeInbound(ByteBuffer(bytes: third[9000...]))
+        #expect(reads.events == ["read 16389", "complete"])
+    }
+}
+
 /// The per-connection handlers of `load` and `load-agent`, on `EmbeddedChannel`s in virtual time.
 @Suite struct LoadHandlerTests {
     final class Counter: Sendable {

@@ -79,6 +79,7 @@ public enum WebSocketClientChannel {
                     if target.tls, let tlsContext {
                         // SNI carries a hostname only (an IP literal there fails the handshake).
                         let isAddress = target.host.allSatisfy { $0.isNumber || $0 == "." || $0 == ":" }
+                        try channel.pipeline.syncOperations.addHandler(TLSRecordSplitter())
                         try channel.pipeline.syncOperations.addHandler(
                             try NIOSSLClientHandler(context: tlsContext, serverHostname: isAddress ? nil : target.host)
                         )
