@@ -15,7 +15,8 @@ import Testing
         return CallConfiguration(bargeIn: bargeIn, watchdog: nil)
     }
 
-    /// Configured at 10 ms, with reply r1/i1 (one second) arriving at 100 ms: three frames go out at once.
+    /// Configured at 10 ms, with reply r1/i1 (one second) arriving at 100 ms: two frames go out at once (the lead's
+    /// last waits for the first tick).
     func speakingCall(_ configuration: CallConfiguration = Self.configuration()) -> CallStateMachine {
         var sm = CallStateMachine(configuration: configuration, now: t(0))
         _ = sm.handle(.realtimeConnected, now: t(5))
@@ -23,7 +24,7 @@ import Testing
         _ = sm.handle(.realtimeReceived(.responseCreated(responseID: "r1")), now: t(100))
         _ = sm.handle(.realtimeReceived(.outputItemAdded(responseID: "r1", itemID: "i1")), now: t(100))
         let sent = sm.handle(.realtimeReceived(.audioDelta(responseID: "r1", itemID: "i1", audio: Self.ai)), now: t(100))
-        #expect(sent.mediaFrames.count == 3)
+        #expect(sent.mediaFrames.count == 2)
         return sm
     }
 
@@ -63,7 +64,7 @@ import Testing
 
     @Test func talkingOverTheAIPausesAtOnceThenCommitsAfter150ms() {
         var sm = self.speakingCall()
-        // The ticker sends the pacer's next frame at 120 ms, before the caller's first message.
+        // The ticker sends the lead's last frame at 120 ms, before the caller's first message.
         #expect(sm.handle(.tick, now: t(120)).mediaFrames.count == 1)
         let steps = self.caller(&sm, Array(repeating: -10, count: 8), from: 120)
         // 120: one voiced frame (onset 100), not yet speech: the service hears silence in its place.
@@ -104,22 +105,23 @@ import Testing
 
     @Test func aCoughIsAFalseAlarmAndPlaybackResumesWhereTwilioStopped() {
         var sm = self.speakingCall()
-        // Ticks come 7 ms after each caller message: the one at 127 ms sends frame 3.
+        // Ticks come 7 ms after each caller message: the one at 127 ms sends frame 2.
         let (steps, frames) = self.callerWithTicker(&sm, [-10, -10] + Array(repeating: nil, count: 18), from: 120)
         #expect(steps[1].first == .sendTwilio(.clear))
-        // Speech ends after the 300 ms hang-over, before 150 ms of speech: resume. Of the four frames at Twilio when
-        // it was cleared at 140 ms, frames 0 and 1 (due at 100 and 120) were already playing; frames 2 and 3 (due at
-        // 140 and 160) were dropped and go out again first, in order, then the rest of the reply.
+        // Speech ends after the 300 ms hang-over, before 150 ms of speech: resume. Of the three frames at Twilio when
+        // it was cleared at 140 ms, frames 0 and 1 (due at 100 and 120) were already playing; frame 2 (due at 140) was
+        // dropped and goes out again first, then the rest of the reply in order.
         let frame = { (k: Int) in Array(Self.ai[(k * 160)..<((k + 1) * 160)]) }
         let resumeAt = steps.indices.dropFirst().first { !steps[$0].mediaFrames.isEmpty }
         #expect(resumeAt == 16, "the last voiced frame ended at 140 ms: speech ends 300 ms later, with the message at 440")
         if let resumeAt {
-            // The resumed run's lead leaves with the message that ended the pause; the rest on the ticks after it.
-            #expect(steps[resumeAt].mediaFrames == [frame(2), frame(3), frame(4)])
+            // The resumed run's lead leaves with the message that ended the pause (its last frame on the next tick), the
+            // rest on the ticks after it.
+            #expect(steps[resumeAt].mediaFrames == [frame(2), frame(3)])
             let sent = frames.dropFirst(1).prefix(6).map { f in (0..<50).first { frame($0) == f } ?? -1 }
             #expect(sent == [2, 3, 4, 5, 6, 0], "frame 7 repeats frame 0's level")
         }
-        #expect(frames.count == 1 + 3 + 3, "frame 3 at 127 ms; after the resume at 440, the lead, then ticks 467, 487, 507")
+        #expect(frames.count == 1 + 2 + 4, "frame 2 at 127 ms; after the resume at 440 two frames, then ticks 447 to 507")
         #expect(sm.counters.bargeInFalseAlarms == 1)
         #expect(sm.counters.bargeInEvents == 0)
         #expect(sm.counters.cancelsSent == 0)

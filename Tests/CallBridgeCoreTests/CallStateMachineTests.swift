@@ -68,13 +68,16 @@ import Testing
 
     @Test func replyBecomes160ByteFramesPacedWithTheLeadAndAPaddedTail() {
         var sm = self.readyCall()
-        // 500 bytes: three whole frames go at once (deadline now plus a two-frame lead), 20 bytes wait.
+        // 500 bytes: three whole frames (20 bytes wait). The lead goes out at once (frame 0, due now, and frame 1),
+        // but its last frame, which waits for the ticker's first tick.
         let first = self.replying(&sm, bytes: 500, at: 100)
-        #expect(first.mediaFrames == [ramp(160), ramp(160, from: 160), ramp(160, from: 320)])
-        #expect(first.markNames == ["cb1", "cb2", "cb3"])
-        #expect(first.count == 6)
+        #expect(first.mediaFrames == [ramp(160), ramp(160, from: 160)])
+        #expect(first.markNames == ["cb1", "cb2"])
+        #expect(first.count == 4)
         #expect(sm.counters.firstChunkBytes == 160)
         #expect(sm.counters.firstAudioAt == .milliseconds(100))
+        #expect(sm.wantsTicks)
+        #expect(sm.handle(.tick, now: t(120)).mediaFrames == [ramp(160, from: 320)])
         // The partial tail is not padded while the response may still send audio.
         #expect(sm.handle(.tick, now: t(140)) == [])
         #expect(!sm.wantsTicks)
@@ -90,18 +93,18 @@ import Testing
         #expect(sm.counters.txLateFrames == 0)
     }
 
-    @Test func afterTheLeadFramesGoOnePerTickOnTheTickNearestTheirSlot() {
+    @Test func theLeadsLastFrameGoesOnTheFirstTickThenOneFramePerTick() {
         var sm = self.readyCall()
         let first = self.replying(&sm, bytes: 160 * 6, at: 100)
-        #expect(first.mediaFrames.count == 3)
+        #expect(first.mediaFrames.count == 2)
         #expect(sm.wantsTicks)
-        // Frame 3 is due at 160 ms and may leave from 120 ms (the lead): before the run has seen a tick, any tick
-        // from 110 ms on is the one nearest 120 ms.
-        #expect(sm.nextReleaseTime == t(110))
-        // The ticker's phase is 9 ms: its tick at 109 is further from 120 than the one at 129.
-        #expect(sm.handle(.tick, now: t(109)) == [])
+        // Frame 2 (due at 140 ms) may leave from 100 ms, on whichever tick comes first.
+        #expect(sm.nextReleaseTime == t(80))
+        // An event never sends it.
+        #expect(sm.handle(.twilioReceived(.media(payload: "AAAA")), now: t(105)).mediaFrames.isEmpty)
+        // The ticker's phase is 9 ms: its tick at 109 sends frame 2, and each later tick one frame.
+        #expect(sm.handle(.tick, now: t(109)).mediaFrames == [ramp(160, from: 320)])
         #expect(sm.nextReleaseTime == t(119))
-        // An event never sends it, even after 120 ms.
         #expect(sm.handle(.twilioReceived(.media(payload: "AAAA")), now: t(125)).mediaFrames.isEmpty)
         #expect(sm.handle(.tick, now: t(129)).mediaFrames == [ramp(160, from: 480)])
         #expect(sm.handle(.tick, now: t(149)).mediaFrames == [ramp(160, from: 640)])
@@ -112,7 +115,8 @@ import Testing
 
     @Test func anUnderrunOf199MsCountsLateFramesAnd201MsResyncs() {
         var sm = self.readyCall()
-        _ = self.replying(&sm, bytes: 160 * 3, at: 100)  // deadlines 100, 120, 140 → next 160
+        _ = self.replying(&sm, bytes: 160 * 3, at: 100)  // deadlines 100, 120, then 140 for the lead's last
+        #expect(sm.handle(.tick, now: t(120)).mediaFrames.count == 1)  // → next deadline 160
         // Audio comes back after an underrun; it waits for the next tick, which sends it 199 ms after its deadline.
         let refill = sm.handle(.realtimeReceived(.audioDelta(responseID: "r1", itemID: "i1", audio: ramp(160))), now: t(350))
         #expect(refill.mediaFrames.isEmpty)
@@ -140,7 +144,7 @@ import Testing
         _ = sm.handle(.realtimeReceived(.responseDone(responseID: "r1", status: "completed")), now: t(110))
         _ = sm.handle(.realtimeReceived(.responseCreated(responseID: "r2")), now: t(5000))
         let actions = sm.handle(.realtimeReceived(.audioDelta(responseID: "r2", itemID: "i2", audio: ramp(480))), now: t(5000))
-        #expect(actions.mediaFrames.count == 3)
+        #expect(actions.mediaFrames.count == 2)
         #expect(sm.counters.txScheduleResets == 0)
         #expect(sm.counters.txLateFrames == 0)
     }
@@ -149,12 +153,12 @@ import Testing
 
     @Test func serverVADBargeInIsOneTransitionInOrder() {
         var sm = self.readyCall()
-        _ = self.replying(&sm, bytes: 160 * 10, at: 100)  // 3 frames sent, 7 queued
+        _ = self.replying(&sm, bytes: 160 * 10, at: 100)  // 2 frames sent, 8 queued
         // Twilio played the first two frames (40 ms of item i1); the ticker sent one frame after each echo.
         #expect(sm.handle(.twilioReceived(.mark(name: "cb1")), now: t(120)) == [])
-        #expect(sm.handle(.tick, now: t(120)).markNames == ["cb4"])
+        #expect(sm.handle(.tick, now: t(120)).markNames == ["cb3"])
         #expect(sm.handle(.twilioReceived(.mark(name: "cb2")), now: t(140)) == [])
-        #expect(sm.handle(.tick, now: t(140)).markNames == ["cb5"])
+        #expect(sm.handle(.tick, now: t(140)).markNames == ["cb4"])
         let actions = sm.handle(.realtimeReceived(.speechStarted(audioStartMs: 900, itemID: "u2")), now: t(150))
         #expect(
             actions == [
@@ -171,7 +175,7 @@ import Testing
         // The flushed queue never plays: ticks send nothing.
         #expect(sm.handle(.tick, now: t(160)) == [])
         // Twilio echoes the cleared marks; the last one is counted as cleared, not played.
-        _ = sm.handle(.twilioReceived(.mark(name: "cb5")), now: t(170))
+        _ = sm.handle(.twilioReceived(.mark(name: "cb4")), now: t(170))
         #expect(sm.counters.marksPlayed == 2)
         #expect(sm.counters.marksCleared == 1)
     }

@@ -10,60 +10,67 @@ import Testing
         return out
     }
 
-    @Test func anEventSendsTheLeadAtOnceThenOnlyTicksRelease() {
+    @Test func anEventSendsTheLeadButItsLastFrameWhichGoesOnTheFirstTick() {
         var pacer = TxPacer()  // 20 ms, lead 2
-        // Audio arrives at 1000 ms: frame 0 is due now; frames 1 and 2 may go up to 40 ms early.
-        #expect(self.drain(&pacer, at: t(1000), on: .event) == [.onTime, .onTime, .onTime])
-        #expect(pacer.nextDeadline == t(1060))
-        // Frame 3's nominal release time is 1020 ms, but an event never releases it, however late it comes.
-        #expect(pacer.release(now: t(1020), on: .event) == nil)
+        // Audio arrives at 1000 ms: frame 0 is due now and frame 1 may go 20 ms early; they leave at once.
+        #expect(self.drain(&pacer, at: t(1000), on: .event) == [.onTime, .onTime])
+        #expect(pacer.nextDeadline == t(1040))
+        // Frame 2, the lead's last, may go from 1000 ms too, but only on a tick: no event sends it.
+        #expect(pacer.release(now: t(1005), on: .event) == nil)
         #expect(pacer.release(now: t(1035), on: .event) == nil)
-        // Before the run has seen a tick: any tick within half a period of 1020 ms would release it.
-        #expect(pacer.nextReleaseTime == t(1010))
-        // The ticker's phase here is 7 ms: of the ticks at 1007 and 1027, 1027 is nearer 1020.
-        #expect(pacer.release(now: t(1007), on: .tick) == nil)
+        #expect(pacer.nextReleaseTime == t(980))
+        // The run's first tick (the ticker's phase is 7 ms) sends it, and fixes the slots of the frames after it.
+        #expect(self.drain(&pacer, at: t(1007), on: .tick) == [.onTime])
+        #expect(pacer.tickOffset == .milliseconds(7))
         #expect(pacer.nextReleaseTime == t(1017))
-        #expect(pacer.release(now: t(1027), on: .tick) == .onTime)
-        #expect(pacer.release(now: t(1027), on: .tick) == nil)
         #expect(pacer.release(now: t(1040), on: .event) == nil)
-        #expect(pacer.release(now: t(1047), on: .tick) == .onTime)
+        #expect(self.drain(&pacer, at: t(1027), on: .tick) == [.onTime])
+        #expect(self.drain(&pacer, at: t(1047), on: .tick) == [.onTime])
         #expect(pacer.nextDeadline == t(1100))
     }
 
     @Test func theLeadMayArriveInPieces() {
         var pacer = TxPacer()
-        // The first delta held one frame; the next, 5 ms later, more: frames 1 and 2 are still the lead.
+        // The first delta held one frame; the next, 5 ms later, more: frame 1 is still sent at once, frame 2 waits.
         #expect(self.drain(&pacer, at: t(0), on: .event, max: 1) == [.onTime])
-        #expect(self.drain(&pacer, at: t(5), on: .event) == [.onTime, .onTime])
-        #expect(pacer.releasedInRun == 3)
+        #expect(self.drain(&pacer, at: t(5), on: .event) == [.onTime])
+        #expect(pacer.releasedInRun == 2)
+        #expect(self.drain(&pacer, at: t(19), on: .tick) == [.onTime])
     }
 
-    @Test func aRunStartedByATickSendsItsLeadOnThatTick() {
+    @Test func aRunStartedByATickSendsItsWholeLeadOnThatTick() {
         var pacer = TxPacer()
         #expect(self.drain(&pacer, at: t(13), on: .tick) == [.onTime, .onTime, .onTime])
-        #expect(pacer.tickPhase == t(13))
+        #expect(pacer.tickOffset == .zero)
         #expect(self.drain(&pacer, at: t(33), on: .tick) == [.onTime])
     }
 
     /// Ticks wander by up to ±4 ms around their grid. Whatever the grid's phase against the run's start (every
-    /// millisecond of the period), every tick after the lead releases exactly one frame: none is pulled forward to the
-    /// tick before its own, nor left for the tick after.
+    /// millisecond of the period), every tick from the run's first sends exactly one frame: none is pulled forward to
+    /// the tick before its own, nor left for the tick after.
     @Test(arguments: 0..<20)
-    func wanderingTicksReleaseOneFramePerTickAtAnyPhase(phase: Int) {
+    func wanderingTicksSendOneFramePerTickAtAnyPhase(phase: Int) {
         var pacer = TxPacer()
         var random = SplitMix64(state: UInt64(phase) + 1)
         let start = 1000
-        #expect(self.drain(&pacer, at: t(start), on: .event).count == 3)
+        #expect(self.drain(&pacer, at: t(start), on: .event).count == 2)
         var perTick: [Int] = []
         for tick in 0..<200 {
             // The grid's ticks fall at 5…24 ms after the start (every phase once), the first one after it.
             let now = t(start + 5 + phase + 20 * tick + random.below(9) - 4)
             perTick.append(self.drain(&pacer, at: now, on: .tick).count)
         }
-        // The first tick may come before frame 3's slot (then it sends nothing); after that, one frame per tick.
-        let firstSending = perTick.firstIndex(of: 1) ?? perTick.count
-        #expect(firstSending <= 1)
-        #expect(perTick[firstSending...].allSatisfy { $0 == 1 }, "phase \(phase): \(perTick)")
+        #expect(perTick.allSatisfy { $0 == 1 }, "phase \(phase): \(perTick)")
+    }
+
+    /// The lead's last frame came late (or the tick did): the first tick takes the phase and sends every frame whose
+    /// tick has passed, late ones counted.
+    @Test func aLateFirstTickCatchesUpOnTheAbsoluteSchedule() {
+        var pacer = TxPacer()
+        _ = self.drain(&pacer, at: t(0), on: .event)  // deadlines 0, 20 → next 40
+        #expect(self.drain(&pacer, at: t(65), on: .tick) == [.late(.milliseconds(25)), .late(.milliseconds(5)), .onTime])
+        #expect(pacer.nextDeadline == t(100))
+        #expect(self.drain(&pacer, at: t(85), on: .tick) == [.onTime])
     }
 
     @Test func deadlinesAreAbsoluteAndDoNotDrift() {
@@ -102,19 +109,20 @@ import Testing
 
     @Test func resyncWithLeadRefillsTheLead() {
         var pacer = TxPacer()
-        _ = self.drain(&pacer, at: t(0), on: .event)  // deadlines 0, 20, 40 → next 60
-        #expect(self.drain(&pacer, at: t(500), on: .tick) == [.resynced(.milliseconds(440)), .onTime, .onTime])
+        _ = self.drain(&pacer, at: t(0), on: .event)  // deadlines 0, 20 → next 40
+        #expect(self.drain(&pacer, at: t(500), on: .tick) == [.resynced(.milliseconds(460)), .onTime, .onTime])
         #expect(pacer.nextDeadline == t(560))
+        #expect(self.drain(&pacer, at: t(520), on: .tick) == [.onTime])
     }
 
     @Test func stopStartsANewRunOnTheNextFrame() {
         var pacer = TxPacer()
         _ = self.drain(&pacer, at: t(0), on: .event)
-        _ = self.drain(&pacer, at: t(27), on: .tick)
+        _ = self.drain(&pacer, at: t(7), on: .tick)
         pacer.stop()
         #expect(!pacer.isRunning)
-        #expect(pacer.tickPhase == nil)
+        #expect(pacer.tickOffset == nil)
         // Seconds later: a new run with its lead, not a resync.
-        #expect(self.drain(&pacer, at: t(5000), on: .event) == [.onTime, .onTime, .onTime])
+        #expect(self.drain(&pacer, at: t(5000), on: .event) == [.onTime, .onTime])
     }
 }

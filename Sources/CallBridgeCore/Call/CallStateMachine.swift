@@ -148,8 +148,8 @@ public struct CallStateMachine: Sendable {
         self.echoGuard = EchoGuard(configuration: configuration.bargeIn.echo)
     }
 
-    /// True while frames wait for the pacer: the shell then delivers `.tick` from the shared ticker (after a run's
-    /// lead, nothing else releases them).
+    /// True while frames wait for the pacer: the shell then delivers `.tick` from the shared ticker (nothing else
+    /// releases frames past the first ones of a run).
     public var wantsTicks: Bool { !self.queue.isEmpty && !self.isPaused && self.endReason == nil }
 
     /// The earliest instant at which a tick sends the next queued frame.
@@ -238,8 +238,9 @@ public struct CallStateMachine: Sendable {
             self.badMessage(kind: kind, count: count, into: &actions)
         }
         if self.endReason == nil {
-            // After a run's lead, frames leave only on the shared ticker's ticks (see TxPacer): every event still runs
-            // the pump, which starts runs, detects underruns and ends drained runs.
+            // Only a run's lead (but its last frame) may leave on any event; every other frame leaves on the shared
+            // ticker's ticks (see TxPacer). Every event still runs the pump, which starts runs, detects underruns and
+            // ends drained runs.
             let trigger: TxPacer.Trigger = if case .tick = event { .tick } else { .event }
             self.pump(now: now, trigger: trigger, into: &actions)
             self.checkDrain(now: now, into: &actions)
@@ -536,8 +537,8 @@ public struct CallStateMachine: Sendable {
 
     // MARK: Pacing
 
-    /// Sends every frame the pacer allows at `now` for `trigger`, each followed by its mark: a run's lead on any event,
-    /// later frames only on a tick. Nothing goes out while a tentative barge-in holds the queue.
+    /// Sends every frame the pacer allows at `now` for `trigger`, each followed by its mark: a run's lead but its last
+    /// frame on any event, the others only on a tick. Nothing goes out while a tentative barge-in holds the queue.
     mutating func pump(now: CallInstant, trigger: TxPacer.Trigger, into actions: inout [CallAction]) {
         guard !self.isPaused else { return }
         var sent = false

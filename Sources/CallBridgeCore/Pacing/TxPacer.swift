@@ -1,17 +1,21 @@
 /// The TX schedule toward Twilio: one 160-byte frame per 20 ms on absolute deadlines.
 ///
 /// Frame *k* of a run is due at `start + k × 20 ms`, and its nominal release time is `lead` frames earlier, so
-/// Twilio's buffer holds a little audio and never starves on network jitter.
+/// Twilio's buffer holds a little audio and never starves on network jitter. A frame never leaves before its nominal
+/// release time by more than the phase step described next.
 ///
-/// *When* frames leave is decided by what asks (`Trigger`). A run starts on whatever event brings its first audio, and
-/// its lead (the first frame and up to `lead` more) may leave on any event, so the first audio is never held back.
-/// After the lead, frames leave only on the shared ticker's ticks: each frame is assigned the tick nearest its nominal
-/// release time, and that tick (or a later one) releases it. The ticker's phase is taken from the run's first tick, so
-/// a tick that comes a little early or late (less than half a period) never moves a frame to a neighbouring tick, and
-/// with regular ticks the frames after the lead leave exactly one period apart.
+/// *When* frames leave is decided by what asks (`Trigger`). A run starts on whatever event brings its first audio,
+/// and its lead (the first frame and `lead` more) goes out at once, so the first audio is never held back: any event
+/// may send the lead's frames but the last, which goes on the run's first tick of the shared ticker. From then on
+/// only ticks send frames, one per tick: the run's first tick fixes the ticker's phase, and each later frame belongs
+/// to the tick one period after the previous frame's. So the one step from the event's instant to the ticker's phase
+/// falls inside the lead, and with regular ticks every frame from the lead's last on leaves exactly one period after
+/// the one before; a tick a little early or late (less than half a period) never moves a frame to a neighbouring
+/// tick. A tick sends more than one frame only to catch up with frames whose ticks were missed. (With `lead` 0 the
+/// first frame goes at once and the second on the first tick, up to a period before its deadline.)
 ///
 /// A frame released after its deadline is *late*; more than `lateThreshold` late, the schedule is re-anchored on
-/// `now` instead of bursting to catch up (a *schedule reset*).
+/// `now` instead of bursting to catch up (a *schedule reset*); on a tick, that tick also sends the lead again.
 public struct TxPacer: Sendable, Equatable {
     public struct Configuration: Sendable, Equatable {
         public var framePeriod: Duration
@@ -53,28 +57,34 @@ public struct TxPacer: Sendable, Equatable {
     public private(set) var nextDeadline: CallInstant?
     /// Frames released in this run; the first `1 + leadFrames` are its lead.
     public private(set) var releasedInRun = 0
-    /// A tick of this run (its first): the ticker's phase. Nil until the run sees a tick.
-    public private(set) var tickPhase: CallInstant?
-    /// From a frame's nominal release time to its tick (less than half a period either way), once the phase is known.
-    /// The same for every frame of the run until a resync moves the schedule off its 20 ms grid.
-    private(set) var tickOffset: Duration?
-    /// `leadFrames` periods, and half a period (kept: the per-tick path does no multiplication or division).
+    /// From a frame's nominal release time to its tick, once the run has seen a tick (nil before): the same for every
+    /// frame of the run, since nominal release times and ticks both advance one period at a time.
+    public private(set) var tickOffset: Duration?
+    /// `leadFrames` periods, a period and a half, and half a period (kept: the per-tick path does no multiplication
+    /// or division).
     private let leadTime: Duration
+    private let longestOffset: Duration
     private let halfPeriod: Duration
 
     public init(configuration: Configuration = .init()) {
         self.configuration = configuration
         self.leadTime = configuration.framePeriod * configuration.leadFrames
+        self.longestOffset = configuration.framePeriod * 3 / 2
         self.halfPeriod = configuration.framePeriod / 2
     }
 
     public var isRunning: Bool { self.nextDeadline != nil }
 
-    /// The earliest instant at which a tick releases the next frame (nil while no run is in progress). The next
-    /// frame goes on the tick nearest its nominal release time: a tick at or after this instant.
+    /// How many frames of a run any event may send: the lead but its last frame (at least the first frame).
+    var framesSentOnEvents: Int { max(1, self.configuration.leadFrames) }
+
+    /// The earliest instant at which a tick releases the next frame (nil while no run is in progress). Before the
+    /// run's first tick any tick releases it, and this is no later than the run's start.
     public var nextReleaseTime: CallInstant? {
         guard let deadline = self.nextDeadline else { return nil }
-        return deadline - self.leadTime + (self.tickOffset ?? .zero) - self.halfPeriod
+        let nominal = deadline - self.leadTime
+        guard let offset = self.tickOffset else { return nominal - self.configuration.framePeriod }
+        return nominal + offset - self.halfPeriod
     }
 
     /// Asks to release one frame at `now`. Returns nil when the next frame may not leave now. A pacer that is not
@@ -84,23 +94,27 @@ public struct TxPacer: Sendable, Equatable {
         guard let deadline = self.nextDeadline else {
             self.nextDeadline = now + period
             self.releasedInRun = 1
-            if trigger == .tick { self.lock(phase: now) }
+            // A run started by a tick sends its whole lead on that tick, and the next frame one period later.
+            self.tickOffset = trigger == .tick ? .zero : nil
             return .onTime
         }
         let nominal = deadline - self.leadTime
         switch trigger {
         case .event:
-            // Between ticks only the run's lead may leave.
-            guard self.releasedInRun <= self.configuration.leadFrames, now >= nominal else { return nil }
+            // Between ticks only the lead may leave, but its last frame.
+            guard self.releasedInRun < self.framesSentOnEvents, now >= nominal else { return nil }
         case .tick:
-            if self.tickPhase == nil { self.lock(phase: now) }
-            guard now >= nominal + (self.tickOffset ?? .zero) - self.halfPeriod else { return nil }
+            let offset = self.tickOffset ?? self.firstTickOffset(now: now, nominal: nominal)
+            self.tickOffset = offset
+            guard now >= nominal + offset - self.halfPeriod else { return nil }
         }
         self.releasedInRun += 1
         let lateness = now - deadline
         if lateness > self.configuration.lateThreshold {
             self.nextDeadline = now + period
-            if let phase = self.tickPhase { self.lock(phase: phase) }  // the schedule left its grid
+            // Re-anchored on now: a tick sends the lead again with this frame (before the run's first tick, the
+            // first tick will take the phase).
+            if trigger == .tick { self.tickOffset = .zero }
             return .resynced(lateness)
         }
         self.nextDeadline = deadline + period
@@ -111,27 +125,18 @@ public struct TxPacer: Sendable, Equatable {
     public mutating func stop() {
         self.nextDeadline = nil
         self.releasedInRun = 0
-        self.tickPhase = nil
         self.tickOffset = nil
     }
 
-    /// Takes the ticker's phase from a tick at `phase` and assigns the next frame (and so every later one) its tick.
-    private mutating func lock(phase: CallInstant) {
-        self.tickPhase = phase
-        guard let deadline = self.nextDeadline else { return }
-        let nominal = deadline - self.leadTime
-        self.tickOffset = self.tickNearest(nominal, phase: phase) - nominal
-    }
-
-    /// The tick nearest `instant` on the grid of ticks one period apart through `phase` (of two equally near, the
-    /// earlier).
-    func tickNearest(_ instant: CallInstant, phase: CallInstant) -> CallInstant {
+    /// The run's first tick, at `now`, sends the next frame (the lead's last): its offset puts that frame's tick at
+    /// `now`. A first tick later than a period and a half after that frame's nominal time (the lead's last frame
+    /// arrived late, or the tick did) keeps only the phase: the frames whose ticks it missed go now, late.
+    func firstTickOffset(now: CallInstant, nominal: CallInstant) -> Duration {
+        let offset = now - nominal
+        guard offset > self.longestOffset else { return offset }
         let period = Self.nanoseconds(self.configuration.framePeriod)
-        guard period > 0 else { return instant }
-        // The first grid tick at or after `instant − period / 2`.
-        let offset = Self.nanoseconds(instant - phase) - period / 2
-        let periods = offset >= 0 ? (offset + period - 1) / period : -(-offset / period)
-        return phase + .nanoseconds(periods * period)
+        let excess = Self.nanoseconds(offset - self.longestOffset)
+        return offset - .nanoseconds((excess + period - 1) / period * period)
     }
 
     static func nanoseconds(_ duration: Duration) -> Int64 {

@@ -3,8 +3,8 @@
 /// Definition: for every `media` frame received, the interval since the previous one, minus 20 ms, in absolute value.
 /// Frames form runs (a reply as it streams): a frame more than `runGap` after the previous one starts a new run, and
 /// the first `leadArrivalsSkipped` frames of a run are not measured, because the bridge sends its pacer's lead (a
-/// couple of frames ahead of their deadlines) in a burst at the start of every reply. Everything after that should
-/// arrive every 20 ms.
+/// couple of frames ahead of their deadlines) at the start of every reply: all at once but the last, which goes on the
+/// bridge's first pacing tick. Everything after that should arrive every 20 ms.
 public struct PacingJitter: Sendable, Equatable {
     /// Arrivals closer than this belong to the same run of frames.
     public static let runGap: Duration = .milliseconds(100)
