@@ -75,9 +75,12 @@ def metric(exposition, name):
     return None
 
 
-def stop(process, sig=signal.SIGINT, timeout=30):
+def stop(process, sig=signal.SIGINT, timeout=30, group=False):
     if process.poll() is None:
-        process.send_signal(sig)
+        if group:
+            os.killpg(process.pid, sig)
+        else:
+            process.send_signal(sig)
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -125,7 +128,7 @@ def run_one(args, calls):
          "--agent", "remote", "--realtime-url", "wss://localhost:%d/v1/realtime" % agent_port,
          "--realtime-ca-file", os.path.join(fixtures, "tls", "test-ca.pem"),
          "--call-log", os.devnull, "--log-level", "warning", "--log-format", "json"],
-        env=env, **quiet)
+        env=env, start_new_session=True, **quiet)
     generator = None
     try:
         wait_http(base + "/healthz", 60)
@@ -167,7 +170,7 @@ def run_one(args, calls):
     finally:
         if generator is not None:
             stop(generator)
-        stop(bridge)
+        stop(bridge, group=True)  # the whole group: a --bridge-wrapper may not pass the signal on
         stop(agent, signal.SIGTERM)
     b, g, a = windows
     rss = statistics.median(b.rss) if b.rss else 0
