@@ -98,11 +98,14 @@ struct JSONScanner {
     }
 
     /// The decimal digits in `range` as an Int (nil if empty, not all digits, or too long).
-    func integer(_ range: Range<Int>) -> Int? {
+    func integer(_ range: Range<Int>) -> Int? { Self.integer(in: self.bytes, range) }
+
+    /// The decimal digits of `bytes[range]` as an Int (nil if empty, not all digits, or more than 18 of them).
+    static func integer(in bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) -> Int? {
         guard !range.isEmpty, range.count <= 18 else { return nil }
         var value = 0
         for i in range {
-            let b = self.bytes[i]
+            let b = bytes[i]
             guard b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9") else { return nil }
             value = value * 10 + Int(b - UInt8(ascii: "0"))
         }

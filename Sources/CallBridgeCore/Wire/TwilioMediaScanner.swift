@@ -141,15 +141,6 @@ struct TwilioMediaScanner {
         self.equals(range, UnsafeBufferPointer(start: value.utf8Start, count: value.utf8CodeUnitCount))
     }
 
-    /// The decimal digits in `range` as an Int (nil if empty, not all digits, or too long), as `JSONScanner.integer`.
-    func integer(_ range: Range<Int>) -> Int? {
-        guard !range.isEmpty, range.count <= 18 else { return nil }
-        var value = 0
-        for i in range {
-            let b = self.bytes[i]
-            guard b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9") else { return nil }
-            value = value * 10 + Int(b - UInt8(ascii: "0"))
-        }
-        return value
-    }
+    /// The decimal digits in `range` as an Int (nil if empty, not all digits, or too long).
+    func integer(_ range: Range<Int>) -> Int? { JSONScanner.integer(in: self.bytes, range) }
 }
