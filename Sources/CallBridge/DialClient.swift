@@ -10,6 +10,8 @@ import Synchronization
 /// messages, models Twilio's playout of what comes back (8000 bytes/s, marks echoed when reached, `clear` empties
 /// the buffer and echoes pending marks), records what the caller hears, and reports timing.
 public struct DialClient: Sendable {
+    /// How long, after the caller's `stop`, the bridge has to close the stream before the client closes it.
+    static let closeWait: Duration = .seconds(3)
     public struct Options: Sendable {
         public var url: String
         /// 8 kHz μ-law caller audio.
@@ -84,6 +86,8 @@ public struct DialClient: Sendable {
         var heard: [UInt8] = []
         var received: [TwilioOutbound] = []
         var closedByBridge = false
+        /// The caller hung up (sent `stop`).
+        var stopSent = false
         var started: ContinuousClock.Instant?
         var clearSeenAfterBargeIn = false
     }
@@ -180,7 +184,8 @@ public struct DialClient: Sendable {
                             shared.state.withLock { $0.trace.marksEchoed += 1 }
                         }
                     }
-                    shared.state.withLock { $0.closedByBridge = true }
+                    // After our stop the bridge closing the stream is the answer, not a hang-up.
+                    shared.state.withLock { if !$0.stopSent { $0.closedByBridge = true } }
                 }
                 // The caller: one 20 ms frame out and 20 ms of playout per tick, on absolute deadlines. A write that
                 // fails because the bridge hung up ends the call; the report is still produced.
@@ -207,13 +212,20 @@ public struct DialClient: Sendable {
                     }
                     let bridgeGone = shared.state.withLock { $0.closedByBridge }
                     if !bridgeGone {
+                        shared.state.withLock { $0.stopSent = true }
                         try? await outbound.write(
                             .text(TwilioSimulatorCodec.stop(sequence: nextSequence(), accountSid: accountSid, callSid: callSid, streamSid: streamSid))
                         )
                     }
                 }
-                // The call ends when the caller is done; the reader ends with the socket.
+                // The call ends when the caller is done. After its stop, what the bridge had already sent is still
+                // read until the bridge closes the stream (up to a close timeout), so `received` holds every message
+                // the bridge sent: Twilio would not play those frames, but the bridge counted them as sent.
                 try await group.next()
+                if shared.state.withLock({ $0.stopSent }) {
+                    group.addTask { try await Task.sleep(for: Self.closeWait) }
+                    try await group.next()
+                }
                 group.cancelAll()
             }
         }
