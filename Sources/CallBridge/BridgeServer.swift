@@ -233,7 +233,6 @@ public struct BridgeServer: Sendable {
             endpoint: endpoint,
             tlsContexts: TLSContextCache(),
             registry: registry,
-            metrics: metrics,
             environment: .init(
                 configuration: call,
                 security: .init(

@@ -18,7 +18,6 @@ final class LoopCallHost: CallIO {
         /// One TLS context for every Realtime connection (building one loads the trust store).
         var tlsContexts: TLSContextCache
         var registry: CallRegistry
-        var metrics: BridgeMetrics
         var environment: CallDriver.Environment
     }
 
@@ -49,8 +48,8 @@ final class LoopCallHost: CallIO {
         self.logger = logger
         self.released = twilio.eventLoop.makePromise()
         self.number = shared.registry.callStarted()
-        shared.metrics.callStarted()
-        shared.metrics.setActiveCalls(shared.registry.activeCalls)
+        shared.environment.metrics.callStarted()
+        shared.environment.metrics.setActiveCalls(shared.registry.activeCalls)
         self.driver = CallDriver(io: self, environment: shared.environment, logger: logger, callMetadata: callMetadata)
     }
 
@@ -203,7 +202,7 @@ final class LoopCallHost: CallIO {
         self.realtime = nil
         self.twilio.close(promise: nil)
         self.shared.registry.callEnded()
-        self.shared.metrics.setActiveCalls(self.shared.registry.activeCalls)
+        self.shared.environment.metrics.setActiveCalls(self.shared.registry.activeCalls)
         self.logger.debug("call released", metadata: ["call.number": .stringConvertible(self.number)])
         self.released.succeed()
     }

@@ -5,9 +5,8 @@ import NIOCore
 import NIOHTTPTypes
 import Synchronization
 
-/// The request context of the bridge's and the echo agent's routers: Hummingbird's WebSocket context, plus the
-/// identity of the connection (a refused media upgrade says why on that connection) and the connection itself
-/// for the test double (which can cut it), without the reference cycle of hummingbird-websocket 2.8.1's own context.
+/// The request context of the echo agent's router: Hummingbird's WebSocket context, plus the connection itself (the
+/// test double can cut it), without the reference cycle of hummingbird-websocket 2.8.1's own context.
 ///
 /// That library stores the upgrade's handler together with a copy of the request context inside the context's
 /// own `webSocket` box, and never empties the box: every upgraded request's context leaks, with its logger and
@@ -15,8 +14,6 @@ import Synchronization
 /// (`releaseWebSocketHandler()`), which frees the box, the context copy in it, and the holder.
 struct WebSocketRouteContext: RequestContext, WebSocketRequestContext {
     var coreContext: CoreRequestContextStorage
-    /// The connection's identity (`ObjectIdentifier` of its channel).
-    let connection: ObjectIdentifier
     private let holder: Holder
 
     final class Holder: Sendable {
@@ -37,7 +34,6 @@ struct WebSocketRouteContext: RequestContext, WebSocketRequestContext {
 
     init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
-        self.connection = ObjectIdentifier(source.channel)
         self.holder = Holder(channel: source.channel)
     }
 
