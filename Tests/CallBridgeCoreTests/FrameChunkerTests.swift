@@ -91,3 +91,42 @@ import Testing
         #expect(chunker.nextFrame() == ramp(160, from: 50))
     }
 }
+
+@Suite struct FrameChunkerStorageTests {
+    /// A 2 s delta grows the chunker; once its frames are taken, the storage is back to eight frames.
+    @Test func largeDeltaStorageIsGivenBackAfterItsFramesAreTaken() {
+        var chunker = FrameChunker()
+        let initial = chunker.storageCapacity
+        chunker.append(ramp(16_000 + 37))
+        #expect(chunker.storageCapacity >= 16_037)
+        var frame: [UInt8] = []
+        var taken = 0
+        while chunker.nextFrame(into: &frame) {
+            #expect(frame == ramp(160, from: taken * 160))
+            taken += 1
+        }
+        #expect(taken == 100)
+        #expect(chunker.bufferedByteCount == 37)
+        #expect(chunker.storageCapacity <= 16 * 160)
+        // The partial tail survived the move and is completed by the next delta.
+        chunker.append(ramp(123, from: 16_037))
+        #expect(chunker.nextFrame() == ramp(160, from: 16_000))
+        #expect(chunker.storageCapacity == initial || chunker.storageCapacity <= 16 * 160)
+    }
+
+    /// Frame-sized messages (the caller's audio) never reallocate: the storage stays what it was.
+    @Test func smallAppendsKeepTheirStorage() {
+        var chunker = FrameChunker()
+        var frame: [UInt8] = []
+        chunker.append(ramp(160))
+        _ = chunker.nextFrame(into: &frame)
+        let capacity = chunker.storageCapacity
+        for index in 0..<500 {
+            chunker.append(ramp(160, from: index))
+            let took = chunker.nextFrame(into: &frame)
+            let tookMore = chunker.nextFrame(into: &frame)
+            #expect(took && !tookMore)
+            #expect(chunker.storageCapacity == capacity)
+        }
+    }
+}

@@ -69,4 +69,20 @@ import Testing
         #expect(ledger.echoReceived(name: name) == .unknown)
         #expect(ledger.playedBytes(of: "i") == 160)
     }
+
+    /// A steady stream with a few frames in flight keeps a short list: echoed entries are dropped as it goes.
+    @Test func echoedEntriesAreDroppedAsTheStreamGoes() {
+        var ledger = MarkLedger()
+        var names: [String] = []
+        for index in 0..<1000 {
+            names.append(ledger.recordSent(self.frame("item", index), levelDBFS: -20, at: t(index * 20), deadline: t(index * 20 + 60)))
+            if names.count > 3 {
+                let echo = ledger.echoReceived(name: names.removeFirst())
+                #expect(self.playedItem(echo) == "item")
+            }
+            #expect(ledger.storedCount <= 40)
+        }
+        #expect(ledger.outstandingCount == 3)
+        #expect(ledger.playedBytes(of: "item") == 997 * 160)
+    }
 }

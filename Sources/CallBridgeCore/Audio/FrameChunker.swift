@@ -1,7 +1,8 @@
 /// Turns audio deltas of any size into exactly 160-byte frames.
 ///
 /// Shaped like an incremental NIO decoder: `append` keeps the progress, `nextFrame` hands out whole frames,
-/// a partial tail waits for the next delta and is padded with μ-law silence only by `finish()`.
+/// a partial tail waits for the next delta and is padded with μ-law silence only by `finish()`. Storage grown past
+/// sixteen frames by a large delta is given back once its whole frames are taken, so an idle chunker stays small.
 public struct FrameChunker: Sendable {
     public let frameSize: Int
     private var buffer: [UInt8] = []
@@ -15,6 +16,8 @@ public struct FrameChunker: Sendable {
 
     /// Bytes held that do not yet make a whole frame, plus whole frames not yet taken.
     public var bufferedByteCount: Int { self.buffer.count - self.readIndex }
+    /// Bytes of storage held.
+    var storageCapacity: Int { self.buffer.capacity }
 
     public mutating func append<C: Collection>(_ bytes: C) where C.Element == UInt8 {
         self.compactIfNeeded()
@@ -38,9 +41,23 @@ public struct FrameChunker: Sendable {
     }
 
     private mutating func takeFrame() -> Range<Int>? {
-        guard self.bufferedByteCount >= self.frameSize else { return nil }
+        guard self.bufferedByteCount >= self.frameSize else {
+            self.shrinkIfLarge()
+            return nil
+        }
         defer { self.readIndex += self.frameSize }
         return self.readIndex..<(self.readIndex + self.frameSize)
+    }
+
+    /// With less than a frame left, storage beyond sixteen frames goes back to the allocator (the tail is moved into
+    /// an eight-frame array): a call keeps no delta-sized buffer between replies.
+    private mutating func shrinkIfLarge() {
+        guard self.buffer.capacity > self.frameSize * 16 else { return }
+        var small: [UInt8] = []
+        small.reserveCapacity(self.frameSize * 8)
+        small.append(contentsOf: self.buffer[self.readIndex...])
+        self.buffer = small
+        self.readIndex = 0
     }
 
     /// Pads a partial tail with μ-law silence so it can be sent; call when the response's audio is done.
@@ -60,7 +77,7 @@ public struct FrameChunker: Sendable {
 
     /// Drops everything held (barge-in flush).
     public mutating func reset() {
-        self.buffer.removeAll(keepingCapacity: true)
+        self.buffer.removeAll(keepingCapacity: self.buffer.capacity <= self.frameSize * 16)
         self.readIndex = 0
     }
 

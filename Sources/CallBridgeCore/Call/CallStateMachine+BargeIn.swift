@@ -97,7 +97,7 @@ extension CallStateMachine {
             let level = Level.dBFS(muLaw: frame)
             if self.confirmer != nil {
                 self.frameSequence += 1
-                // One to two seconds are kept (a ring: no allocation).
+                // Half a second to a second is kept (a ring: no allocation).
                 self.recentFrames.append(sequence: self.frameSequence, start: frameStart, frame: frame)
                 if self.confirmerActive { self.feedConfirmer(through: self.frameSequence) }
             }
@@ -207,7 +207,7 @@ extension CallStateMachine {
     }
 
     /// Opens the confirmer's active period at a pause: it is shown the audio from a little before the onset (it
-    /// needs the start of the sound), or, when its last period ended within the kept history (1–2 s), everything
+    /// needs the start of the sound), or, when its last period ended within the kept history (0.5–1 s), everything
     /// since that period, so the model's state carries on over contiguous audio.
     mutating func beginConfirmerPeriod(onset: CallInstant) {
         guard var confirmer = self.confirmer, let newest = self.recentFrames.newest?.sequence else { return }

@@ -487,14 +487,15 @@ public struct CallStateMachine: Sendable {
         }
         self.playback?.producedBytes += audio.count
         self.chunker.append(audio)
-        while let frame = self.chunker.nextFrame() {
+        var frame: [UInt8] = []
+        while self.chunker.nextFrame(into: &frame) {
             // A service streaming far ahead of real time cannot grow the queue without bound: past the cap the
             // newest audio is dropped and counted.
             guard self.queue.count < self.configuration.maxQueuedFrames else {
                 self.counters.txQueueOverflowFrames += 1
                 continue
             }
-            self.queue.append(.init(bytes: frame, itemID: itemID))
+            self.queue.append(bytes: frame, itemID: itemID)
         }
         self.refreshPlayout(now: now)
     }

@@ -2,7 +2,8 @@
 /// onset): a ring of fixed storage, so keeping a frame copies 160 bytes and allocates nothing.
 ///
 /// Kept like a list that, on reaching `limit + 1` frames, drops its oldest `trim`: between `limit - trim + 1` and
-/// `limit` frames are always there (1–2 s with the defaults), and the trimming happens in batches.
+/// `limit` frames are always there (0.5–1 s with the defaults: the confirmer looks back 60 ms before an onset the
+/// energy VAD finds within a few hundred ms), and the trimming happens in batches.
 struct FrameHistory: Sendable, Equatable {
     struct Entry: Sendable, Equatable {
         var sequence: Int
@@ -17,7 +18,7 @@ struct FrameHistory: Sendable, Equatable {
     private var head = 0
     private(set) var count = 0
 
-    init(limit: Int = 100, trim: Int = 50) {
+    init(limit: Int = 50, trim: Int = 25) {
         self.limit = limit
         self.trim = trim
         self.storage = [UInt8](repeating: 0, count: (limit + 1) * AudioFrame.byteCount)

@@ -50,6 +50,8 @@ public struct MarkLedger: Sendable, Equatable {
 
     /// Frames sent and not yet echoed.
     public var outstandingCount: Int { self.outstanding.count - self.outstandingHead }
+    /// Entries held, echoed ones not yet dropped included.
+    var storedCount: Int { self.outstanding.count }
 
     /// Frames sent, not yet echoed, and not dropped by a `clear`: what Twilio may still play (oldest first).
     /// Sequences are contiguous, so this is a slice computed without scanning.
@@ -102,8 +104,13 @@ public struct MarkLedger: Sendable, Equatable {
         return .played(entry)
     }
 
+    /// Drops echoed entries once they are at least half the list (Twilio echoes within a few frames, so the list
+    /// stays a few dozen entries long); a list emptied after a long outage gives its storage back.
     private mutating func compact() {
-        if self.outstandingHead > 64 && self.outstandingHead * 2 > self.outstanding.count {
+        if self.outstandingHead == self.outstanding.count {
+            self.outstanding.removeAll(keepingCapacity: self.outstanding.capacity <= 64)
+            self.outstandingHead = 0
+        } else if self.outstandingHead >= 16 && self.outstandingHead * 2 >= self.outstanding.count {
             self.outstanding.removeSubrange(0..<self.outstandingHead)
             self.outstandingHead = 0
         }
