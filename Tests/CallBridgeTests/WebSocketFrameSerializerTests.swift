@@ -103,12 +103,16 @@ import Testing
         #expect(ours == Self.bytes(try Self.encode(frames, with: WebSocketFrameEncoder())))
     }
 
-    @Test func aMaskedFrameThroughThePipelineIsOneBuffer() throws {
+    @Test func throughThePipelineAFrameIsOneBufferUnlessALargeUnmaskedPayloadGoesAsItIs() throws {
         var rng = SplitMix64(state: 4)
-        let frame = WebSocketFrame(fin: true, opcode: .text, maskKey: Self.key(&rng), data: Self.payload(300, headroom: true, rng: &rng))
-        let buffers = try Self.encode([frame], with: WebSocketFrameSerializer())
-        #expect(buffers.count == 1)
-        #expect(buffers.first?.readableBytes == 2 + 2 + 4 + 300)
+        let masked = WebSocketFrame(fin: true, opcode: .text, maskKey: Self.key(&rng), data: Self.payload(300, headroom: true, rng: &rng))
+        #expect(try Self.encode([masked], with: WebSocketFrameSerializer()).map(\.readableBytes) == [2 + 2 + 4 + 300])
+        let small = WebSocketFrame(fin: true, opcode: .text, data: Self.payload(WebSocketFrameSerializer.copyLimit, headroom: true, rng: &rng))
+        #expect(try Self.encode([small], with: WebSocketFrameSerializer()).map(\.readableBytes) == [2 + 2 + WebSocketFrameSerializer.copyLimit])
+        let large = WebSocketFrame(fin: true, opcode: .binary, data: Self.payload(WebSocketFrameSerializer.copyLimit + 1, headroom: true, rng: &rng))
+        let buffers = try Self.encode([large, large], with: WebSocketFrameSerializer())
+        #expect(buffers.map(\.readableBytes) == [4, WebSocketFrameSerializer.copyLimit + 1, 4, WebSocketFrameSerializer.copyLimit + 1])
+        #expect(buffers[1].withVeryUnsafeBytes { $0.baseAddress } == large.data.withVeryUnsafeBytes { $0.baseAddress })
     }
 
     @Test func aPayloadOnlyTheEncoderHoldsGetsTheHeaderInItsHeadroomAndIsMaskedInPlace() throws {
