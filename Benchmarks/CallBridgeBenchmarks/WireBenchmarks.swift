@@ -43,6 +43,31 @@ func wireBenchmarks() {
         }
     }
 
+    // WebSocket masking of an append event (about 300 bytes): every frame the bridge sends the service (a client
+    // masks) and every frame Twilio sends the bridge (unmasked on arrival). Copying is the form both take in the
+    // bridge (WebSocketFrameSerializer, the connection handler's unmasking); in place is the masking alone.
+    let append = Array(RealtimeCodec.encode(.inputAudioAppend(base64: payload), dialect: .ga).utf8)
+    Benchmark("WebSocket-mask-append", configuration: .hotPath()) { benchmark in
+        var bytes = append
+        bytes.withUnsafeMutableBytes { _ in }  // its own copy now, not at the first measured mutation
+        benchmark.startMeasurement()
+        for i in benchmark.scaledIterations {
+            bytes.withUnsafeMutableBytes { WebSocketMasking.apply($0, key: 0x37FA_213D &+ UInt32(truncatingIfNeeded: i)) }
+        }
+        blackHole(bytes)
+    }
+
+    Benchmark("WebSocket-mask-copy-append", configuration: .hotPath()) { benchmark in
+        var masked = [UInt8](repeating: 0, count: append.count)
+        benchmark.startMeasurement()
+        for i in benchmark.scaledIterations {
+            append.withUnsafeBytes { source in
+                masked.withUnsafeMutableBytes { WebSocketMasking.apply(source, into: $0, key: 0x37FA_213D &+ UInt32(truncatingIfNeeded: i)) }
+            }
+            blackHole(masked)
+        }
+    }
+
     // Into a reused array: the form for per-frame decoding (the caller's audio for the VAD).
     Benchmark("Base64-decode-frame", configuration: .hotPath()) { benchmark in
         var decoded = [UInt8]()

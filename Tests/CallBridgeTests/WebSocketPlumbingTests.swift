@@ -227,6 +227,7 @@ import Testing
         channel.embeddedEventLoop.run()
         try upgraded.futureResult.wait()
         #expect(collector.texts == [#"{"type":"session.created"}"#])
+        try Self.expectCallBridgesFrameCodec(channel)
         // The connection is a WebSocket now: pings are answered, masked.
         try Self.inbound(channel, Self.frame(0x9, [1], mask: nil))
         #expect(try Self.written(channel) == [Frame(fin: true, opcode: 0xA, masked: true, payload: [1])])
@@ -276,6 +277,14 @@ import Testing
         #expect(response.hasPrefix("HTTP/1.1 101 Switching Protocols\r\n"))
         #expect(response.lowercased().contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=\r\n"))
         #expect(collector.texts == ["hi"])
+        try Self.expectCallBridgesFrameCodec(channel)
+    }
+
+    /// After an upgrade the frames go out through `WebSocketFrameSerializer`; NIO's encoder (which the NIO upgraders
+    /// would have added) is not there.
+    static func expectCallBridgesFrameCodec(_ channel: EmbeddedChannel) throws {
+        _ = try channel.pipeline.syncOperations.handler(type: WebSocketFrameSerializer.self)
+        #expect(throws: ChannelPipelineError.notFound) { try channel.pipeline.syncOperations.handler(type: WebSocketFrameEncoder.self) }
     }
 
     @Test func theServerRefusesOtherPathsAndAnswersHealthChecks() throws {

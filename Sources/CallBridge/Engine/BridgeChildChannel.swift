@@ -48,9 +48,8 @@ struct BridgeChildChannel: HTTPChannelHandler {
             let refusal = NIOLoopBoundBox<HTTPResponseStatus?>(nil, eventLoop: channel.eventLoop)
             let decide = self.decide
             let makeCall = self.makeCall
-            let upgrader = NIOTypedWebSocketServerUpgrader<Outcome>(
-                maxFrameSize: 1 << 16,
-                enableAutomaticErrorHandling: false,
+            let upgrader = TypedWebSocketServerUpgrader<Outcome>(
+                maximumFrameSize: 1 << 16,
                 shouldUpgrade: { channel, head in
                     guard Self.path(of: head.uri) == Self.mediaPath else {
                         // No other route upgrades: a WebSocket client gets a plain 404 and the connection closes.

@@ -123,13 +123,13 @@ public enum WebSocketClientChannel {
         head.headers.add(contentsOf: headers)
         let requester = UpgradeRequestHandler(head: head, upgraded: upgraded)
         let handler = UnsafeTransfer(makeHandler)
-        let upgrader = NIOWebSocketClientUpgrader(
+        let upgrader = WebSocketClientUpgrader(
             requestKey: requestKey,
-            maxFrameSize: configuration.maximumMessageSize,
-            automaticErrorHandling: false
+            maximumFrameSize: configuration.maximumMessageSize
         ) { channel, _ in
             channel.eventLoop.makeCompletedFuture {
-                // The frame codec went in with the upgrader; the connection handler and the application follow it.
+                // The frame codec went in with the upgrader (WebSocketUpgraders.swift); the connection handler and the
+                // application follow it.
                 try channel.pipeline.syncOperations.addHandler(WebSocketConnectionHandler(role: .client, configuration: configuration))
                 try channel.pipeline.syncOperations.addHandler(try handler.value())
                 upgraded.succeed()

@@ -27,7 +27,7 @@ public struct WebSocketCloseRequest: Sendable, Equatable {
     public init(code: WebSocketErrorCode) { self.code = code }
 }
 
-/// The WebSocket protocol on a raw NIO channel, after `WebSocketFrameDecoder`/`WebSocketFrameEncoder`: one place for
+/// The WebSocket protocol on a raw NIO channel, after `WebSocketFrameDecoder`/`WebSocketFrameSerializer`: one place for
 /// what every connection needs, so that application handlers see whole messages and write plain frames.
 ///
 /// - Inbound: data frames become `WebSocketInboundMessage`s; fragmented messages are joined (continuation frames,
@@ -98,15 +98,22 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
         self.maskGenerator = SplitMix64(state: system.next())
     }
 
-    /// Adds the frame codec and this handler (after an upgrade has removed HTTP, or on a test channel).
+    /// Adds the frame codec and this handler (on a test channel; after a real handshake the upgraders of
+    /// WebSocketUpgraders.swift add the codec).
     public static func addHandlers(
         to pipeline: ChannelPipeline.SynchronousOperations,
         role: Role,
         configuration: Configuration = .init()
     ) throws {
-        try pipeline.addHandler(WebSocketFrameEncoder())
-        try pipeline.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: configuration.maximumMessageSize)))
+        try Self.addFrameCodec(to: pipeline, maximumFrameSize: configuration.maximumMessageSize)
         try pipeline.addHandler(WebSocketConnectionHandler(role: role, configuration: configuration))
+    }
+
+    /// The frame codec of every WebSocket pipeline on raw NIO: `WebSocketFrameSerializer` out, NIO's
+    /// `WebSocketFrameDecoder` in.
+    static func addFrameCodec(to pipeline: ChannelPipeline.SynchronousOperations, maximumFrameSize: Int) throws {
+        try pipeline.addHandler(WebSocketFrameSerializer())
+        try pipeline.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: maximumFrameSize)))
     }
 
     // MARK: Keep-alive
@@ -165,19 +172,18 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
         case .text, .binary:
             guard self.fragments == nil else { return self.fail(context: context, code: .protocolError) }
             if frame.fin {
-                let data = frame.unmaskedData
+                let data = frame.unmaskedData(allocator: context.channel.allocator)
                 context.fireChannelRead(Self.wrapInboundOut(frame.opcode == .text ? .text(data) : .binary(data)))
             } else {
-                self.fragments = (frame.opcode, frame.unmaskedData)
+                self.fragments = (frame.opcode, frame.unmaskedData(allocator: context.channel.allocator))
             }
         case .continuation:
             guard var fragments = self.fragments else { return self.fail(context: context, code: .protocolError) }
             self.fragments = nil  // keep the buffer uniquely referenced while appending
-            var more = frame.unmaskedData
-            guard fragments.data.readableBytes + more.readableBytes <= self.configuration.maximumMessageSize else {
+            guard fragments.data.readableBytes + frame.data.readableBytes <= self.configuration.maximumMessageSize else {
                 return self.fail(context: context, code: .messageTooLarge)
             }
-            fragments.data.writeBuffer(&more)
+            fragments.data.writeUnmaskedData(of: frame)
             if frame.fin {
                 let data = fragments.data
                 context.fireChannelRead(Self.wrapInboundOut(fragments.opcode == .text ? .text(data) : .binary(data)))
@@ -185,11 +191,11 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
                 self.fragments = fragments
             }
         case .ping:
-            let pong = WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)
+            let pong = WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData(allocator: context.channel.allocator))
             self.send(context: context, pong, promise: nil)
             context.flush()
         case .pong:
-            var data = frame.unmaskedData
+            var data = frame.unmaskedData(allocator: context.channel.allocator)
             if let expected = self.unansweredPing, data.readInteger(as: UInt64.self) == expected { self.unansweredPing = nil }
         case .connectionClose:
             self.peerClosed(context: context, frame: frame)
@@ -199,7 +205,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
     }
 
     private func peerClosed(context: ChannelHandlerContext, frame: WebSocketFrame) {
-        var data = frame.unmaskedData
+        var data = frame.unmaskedData(allocator: context.channel.allocator)
         let code = data.readInteger(as: UInt16.self)
         let reason = data.readableBytes > 0 ? data.readString(length: data.readableBytes) : nil
         context.fireUserInboundEventTriggered(WebSocketPeerClosed(code: code, reason: reason))

@@ -51,9 +51,8 @@ public enum WebSocketServerChannel {
         let fallback = PlainHTTPResponder()
         let fallbackRef = UnsafeTransfer(fallback)
         let makeHandlerRef = UnsafeTransfer(makeHandler)
-        let upgrader = NIOWebSocketServerUpgrader(
-            maxFrameSize: configuration.maximumMessageSize,
-            automaticErrorHandling: false,
+        let upgrader = WebSocketServerUpgrader(
+            maximumFrameSize: configuration.maximumMessageSize,
             shouldUpgrade: { channel, head in channel.eventLoop.makeSucceededFuture(shouldUpgrade(head)) },
             upgradePipelineHandler: { channel, head in
                 channel.eventLoop.makeCompletedFuture {
