@@ -189,6 +189,7 @@ def run_one(args, calls):
         "jitter_ms": report["jitter_ms"],
         "first_audio_ms": report["first_audio_ms"],
         "barge_in_ms": report["barge_in_ms"],
+        "generator_tick_lateness_ms": report["generator_tick_lateness_ms"],
         "barge_ins_without_clear": report["barge_ins_without_clear"],
         "errors": report["errors"],
         "failures": report["failures"],
@@ -225,7 +226,7 @@ def main():
         print("loadtest: %d calls, ramp %g s, %g s each ..." % (n, args.ramp, args.duration), file=sys.stderr, flush=True)
         rows.append(run_one(args, n))
     header = ["N", "bridge CPU %", "bridge RSS MiB", "CPU %/call", "RSS KiB/call", "gen CPU %", "agent CPU %",
-              "jitter p50/p99/max ms", "first audio p50/p99 ms", "barge-in p50/p99 ms", "errors/disc", "tx_resets"]
+              "jitter p50/p99/max ms", "gen late p99 ms", "first audio p50/p99 ms", "barge-in p50/p99 ms", "errors/disc", "tx_resets"]
     table = [header]
     for r in rows:
         j, f, b = r["jitter_ms"], r["first_audio_ms"], r["barge_in_ms"]
@@ -233,6 +234,7 @@ def main():
             str(r["calls"]), fmt(r["bridge_cpu_pct"]), fmt(r["bridge_rss_mib"]), fmt(r["per_call_cpu_pct"], 3),
             fmt(r["per_call_rss_kib"], 0), fmt(r["generator_cpu_pct"]), fmt(r["agent_cpu_pct"]),
             "%s/%s/%s" % (fmt(j["p50"], 2), fmt(j["p99"], 2), fmt(j["max"], 1)),
+            fmt(r["generator_tick_lateness_ms"]["p99"], 1),
             "%s/%s" % (fmt(f["p50"], 0), fmt(f["p99"], 0)),
             "%s/%s" % (fmt(b["p50"], 0), fmt(b["p99"], 0)),
             "%d/%d" % (r["errors"], r["disconnected"]),

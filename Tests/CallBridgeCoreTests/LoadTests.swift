@@ -211,6 +211,8 @@ import Testing
         b.callsDisconnected = 1
         b.recordFailure("disconnected: connection dropped")
         a.recordFailure("disconnected: connection dropped")
+        a.tickLateness.record(.microseconds(300))
+        b.tickLateness.record(.milliseconds(12))
         var merged = a
         merged.merge(b)
         #expect(merged.jitter.count == 100)
@@ -233,6 +235,8 @@ import Testing
         #expect((json["first_audio_ms"] as! [String: Any])["max"] as? Double == 700)
         #expect(json["errors"] as? Int == 1)
         #expect(json["elapsed_s"] as? Double == 11.5)
+        #expect((json["generator_tick_lateness_ms"] as! [String: Any])["max"] as? Double == 12)
+        #expect(text.contains("generator tick lateness (its own delays, part of the jitter above) (2): p50 0.30 ms"))
     }
 
     @Test func latenciesAreKeptToThreeSignificantDigits() {

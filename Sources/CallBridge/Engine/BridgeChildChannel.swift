@@ -140,13 +140,13 @@ final class RefusedUpgradeResponder: ChannelInboundHandler, RemovableChannelHand
     init(status: HTTPResponseStatus) { self.status = status }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard case .end = Self.unwrapInboundIn(data), !self.answered else { return }
+        guard case .end = RefusedUpgradeResponder.unwrapInboundIn(data), !self.answered else { return }
         self.answered = true
         var head = HTTPResponseHead(version: .http1_1, status: self.status)
         head.headers.add(name: "Connection", value: "close")
         head.headers.add(name: "Content-Length", value: "0")
-        context.write(Self.wrapOutboundOut(.head(head)), promise: nil)
-        context.writeAndFlush(Self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+        context.write(RefusedUpgradeResponder.wrapOutboundOut(.head(head)), promise: nil)
+        context.writeAndFlush(RefusedUpgradeResponder.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
             context.close(promise: nil)
         }
     }

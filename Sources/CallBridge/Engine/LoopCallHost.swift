@@ -225,7 +225,7 @@ final class TwilioMediaHandler: ChannelInboundHandler, RemovableChannelHandler {
     init(host: LoopCallHost) { self.host = host }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch Self.unwrapInboundIn(data) {
+        switch TwilioMediaHandler.unwrapInboundIn(data) {
         case .text(let buffer):
             let text = String(buffer: buffer)
             self.host.perform { self.host.driver.twilioText(text) }
@@ -264,7 +264,7 @@ final class RealtimeLegHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let leg = self.leg
-        switch Self.unwrapInboundIn(data) {
+        switch RealtimeLegHandler.unwrapInboundIn(data) {
         case .text(let buffer):
             let text = String(buffer: buffer)
             self.host.perform { self.host.driver.realtimeText(text, leg: leg) }

@@ -208,7 +208,7 @@ final class LoadAgentHandler: ChannelInboundHandler, TickListMember {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard case .text(let buffer) = Self.unwrapInboundIn(data) else { return }
+        guard case .text(let buffer) = LoadAgentHandler.unwrapInboundIn(data) else { return }
         self.loop.counters.eventsReceived += 1
         let now = self.loop.now
         let events = buffer.withUnsafeReadableBytes { raw in
@@ -228,7 +228,7 @@ final class LoadAgentHandler: ChannelInboundHandler, TickListMember {
         for event in events {
             var buffer = context.channel.allocator.webSocketPayload(capacity: event.utf8.count)
             buffer.writeString(event)
-            context.write(Self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: buffer)), promise: nil)
+            context.write(LoadAgentHandler.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: buffer)), promise: nil)
         }
         self.loop.counters.eventsSent += events.count
         context.flush()

@@ -316,6 +316,8 @@ final class LoadLoop: @unchecked Sendable {
     func remove(_ call: LoadCallHandler) { self.calls.remove(call) }
 
     private func tick(_ deadline: NIODeadline) {
+        let late = self.eventLoop.now - deadline
+        self.stats.tickLateness.record(.nanoseconds(max(0, late.nanoseconds)))
         // Every call's frame first, then one flush per call. Backwards: a call that hangs up leaves the list.
         var index = self.calls.count - 1
         while index >= 0 {
@@ -489,13 +491,13 @@ final class LoadCallHandler: ChannelInboundHandler, TickListMember {
         guard let context = self.context else { return }
         self.loop.stats.messagesSent += 1
         self.needsFlush = true
-        context.write(Self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: buffer)), promise: nil)
+        context.write(LoadCallHandler.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: buffer)), promise: nil)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         self.loop.stats.messagesReceived += 1
         guard case .streaming = self.phase else { return }
-        guard case .text(let buffer) = Self.unwrapInboundIn(data),
+        guard case .text(let buffer) = LoadCallHandler.unwrapInboundIn(data),
             let message = buffer.withUnsafeReadableBytes({ TwilioSimulatorCodec.summarizeOutbound($0.bindMemory(to: UInt8.self)) })
         else {
             self.loop.stats.badMessages += 1

@@ -17,7 +17,7 @@ final class TLSRecordSplitter: ChannelInboundHandler, RemovableChannelHandler {
     private var completedThisRead = false
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var incoming = Self.unwrapInboundIn(data)
+        var incoming = TLSRecordSplitter.unwrapInboundIn(data)
         if var pending = self.pending {
             self.pending = nil
             pending.writeBuffer(&incoming)
@@ -28,7 +28,7 @@ final class TLSRecordSplitter: ChannelInboundHandler, RemovableChannelHandler {
             incoming.readableBytes >= Self.headerLength + Int(length)
         {
             let record = incoming.readSlice(length: Self.headerLength + Int(length))!
-            context.fireChannelRead(Self.wrapInboundOut(record))
+            context.fireChannelRead(TLSRecordSplitter.wrapInboundOut(record))
             context.fireChannelReadComplete()
             self.completedThisRead = true
         }

@@ -176,12 +176,12 @@ final class UpgradeRequestHandler: ChannelInboundHandler, RemovableChannelHandle
     private func sendRequest(context: ChannelHandlerContext) {
         guard !self.sent else { return }
         self.sent = true
-        context.write(Self.wrapOutboundOut(.head(self.head)), promise: nil)
-        context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
+        context.write(UpgradeRequestHandler.wrapOutboundOut(.head(self.head)), promise: nil)
+        context.writeAndFlush(UpgradeRequestHandler.wrapOutboundOut(.end(nil)), promise: nil)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .head(let response) = Self.unwrapInboundIn(data) {
+        if case .head(let response) = UpgradeRequestHandler.unwrapInboundIn(data) {
             self.upgraded.fail(WebSocketConnectError.upgradeRefused(status: response.status.code))
             context.close(promise: nil)
         }

@@ -163,7 +163,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
     // MARK: Inbound
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let frame = Self.unwrapInboundIn(data)
+        let frame = WebSocketConnectionHandler.unwrapInboundIn(data)
         guard case .open = self.state else {
             if frame.opcode == .connectionClose { self.peerClosed(context: context, frame: frame) }
             return
@@ -173,7 +173,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
             guard self.fragments == nil else { return self.fail(context: context, code: .protocolError) }
             if frame.fin {
                 let data = frame.unmaskedData(allocator: context.channel.allocator)
-                context.fireChannelRead(Self.wrapInboundOut(frame.opcode == .text ? .text(data) : .binary(data)))
+                context.fireChannelRead(WebSocketConnectionHandler.wrapInboundOut(frame.opcode == .text ? .text(data) : .binary(data)))
             } else {
                 self.fragments = (frame.opcode, frame.unmaskedData(allocator: context.channel.allocator))
             }
@@ -186,7 +186,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
             fragments.data.writeUnmaskedData(of: frame)
             if frame.fin {
                 let data = fragments.data
-                context.fireChannelRead(Self.wrapInboundOut(fragments.opcode == .text ? .text(data) : .binary(data)))
+                context.fireChannelRead(WebSocketConnectionHandler.wrapInboundOut(fragments.opcode == .text ? .text(data) : .binary(data)))
             } else {
                 self.fragments = fragments
             }
@@ -250,7 +250,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
             promise?.fail(ChannelError.ioOnClosedChannel)
             return
         }
-        self.send(context: context, Self.unwrapOutboundIn(data), promise: promise)
+        self.send(context: context, WebSocketConnectionHandler.unwrapOutboundIn(data), promise: promise)
     }
 
     public func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
@@ -293,10 +293,8 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
     private func send(context: ChannelHandlerContext, _ frame: WebSocketFrame, promise: EventLoopPromise<Void>?) {
         var frame = frame
         if self.role == .client && frame.maskKey == nil {
-            let bits = self.maskGenerator.next()
-            frame.maskKey = WebSocketMaskingKey([UInt8(truncatingIfNeeded: bits), UInt8(truncatingIfNeeded: bits >> 8),
-                                                 UInt8(truncatingIfNeeded: bits >> 16), UInt8(truncatingIfNeeded: bits >> 24)])
+            frame.maskKey = .random(using: &self.maskGenerator)
         }
-        context.write(Self.wrapOutboundOut(frame), promise: promise)
+        context.write(WebSocketConnectionHandler.wrapOutboundOut(frame), promise: promise)
     }
 }

@@ -88,7 +88,7 @@ final class PlainHTTPResponder: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch Self.unwrapInboundIn(data) {
+        switch PlainHTTPResponder.unwrapInboundIn(data) {
         case .head(let head):
             self.head = head
         case .body:
@@ -103,9 +103,9 @@ final class PlainHTTPResponder: ChannelInboundHandler, RemovableChannelHandler {
             response.headers.add(name: "Content-Length", value: String(body.utf8.count))
             response.headers.add(name: "Content-Type", value: "text/plain")
             if isUpgrade { response.headers.add(name: "Connection", value: "close") }
-            context.write(Self.wrapOutboundOut(.head(response)), promise: nil)
-            context.write(Self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
-            context.writeAndFlush(Self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            context.write(PlainHTTPResponder.wrapOutboundOut(.head(response)), promise: nil)
+            context.write(PlainHTTPResponder.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+            context.writeAndFlush(PlainHTTPResponder.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
                 if isUpgrade { context.close(promise: nil) }
             }
         }

@@ -28,6 +28,7 @@ public struct LoadReport: Sendable, Equatable {
     public var jitter: Summary
     public var firstAudio: Summary
     public var bargeIn: Summary
+    public var tickLateness: Summary
 
     public init(callsRequested: Int, rampSeconds: Double, durationSeconds: Double, elapsedSeconds: Double, stats: LoadStats) {
         self.callsRequested = callsRequested
@@ -38,6 +39,7 @@ public struct LoadReport: Sendable, Equatable {
         self.jitter = Summary(stats.jitter)
         self.firstAudio = Summary(stats.firstAudio)
         self.bargeIn = Summary(stats.bargeIn)
+        self.tickLateness = Summary(stats.tickLateness)
     }
 
     /// Calls that failed to connect or that the bridge dropped: any of them fails the run.
@@ -57,6 +59,7 @@ public struct LoadReport: Sendable, Equatable {
             line("first audio (caller stops → first AI frame)", self.firstAudio),
             line("barge-in (caller onset → clear)", self.bargeIn),
             "barge-ins without a clear: \(s.bargeInsWithoutClear)",
+            line("generator tick lateness (its own delays, part of the jitter above)", self.tickLateness),
             "messages: \(s.messagesSent) sent (\(s.framesSent) media frames), \(s.messagesReceived) received "
                 + "(\(s.mediaReceived) media, \(s.marksReceived) marks, \(s.clearsReceived) clears), "
                 + "\(s.marksEchoed) marks echoed, \(s.badMessages) unreadable",
@@ -81,7 +84,7 @@ public struct LoadReport: Sendable, Equatable {
             + "\"ramp_s\":\(Self.number(self.rampSeconds)),\"duration_s\":\(Self.number(self.durationSeconds)),"
             + "\"elapsed_s\":\(Self.number(self.elapsedSeconds)),"
             + "\"jitter_ms\":\(summary(self.jitter)),\"first_audio_ms\":\(summary(self.firstAudio)),"
-            + "\"barge_in_ms\":\(summary(self.bargeIn)),\"barge_ins_without_clear\":\(s.bargeInsWithoutClear),"
+            + "\"barge_in_ms\":\(summary(self.bargeIn)),\"generator_tick_lateness_ms\":\(summary(self.tickLateness)),\"barge_ins_without_clear\":\(s.bargeInsWithoutClear),"
             + "\"frames_sent\":\(s.framesSent),\"messages_sent\":\(s.messagesSent),\"messages_received\":\(s.messagesReceived),"
             + "\"media_received\":\(s.mediaReceived),\"marks_received\":\(s.marksReceived),\"marks_echoed\":\(s.marksEchoed),"
             + "\"clears_received\":\(s.clearsReceived),\"bad_messages\":\(s.badMessages),"

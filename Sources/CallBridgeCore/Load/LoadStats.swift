@@ -48,6 +48,9 @@ public struct LoadStats: Sendable, Equatable {
     public var bargeIn = LatencyHistogram()
     /// The same jitter since the shell last reset it (the progress display's "current" p99).
     public var jitterWindow = LatencyHistogram()
+    /// How late the generator's own ticks ran (wake-up − nominal instant), one sample per tick of each loop. Arrivals
+    /// are stamped when the generator reads them: when its ticks run late, the jitter above includes its own delays.
+    public var tickLateness = LatencyHistogram()
 
     public var framesSent = 0
     public var mediaReceived = 0
@@ -76,6 +79,7 @@ public struct LoadStats: Sendable, Equatable {
         self.firstAudio.merge(other.firstAudio)
         self.bargeIn.merge(other.bargeIn)
         self.jitterWindow.merge(other.jitterWindow)
+        self.tickLateness.merge(other.tickLateness)
         self.framesSent += other.framesSent
         self.mediaReceived += other.mediaReceived
         self.marksReceived += other.marksReceived
