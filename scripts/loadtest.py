@@ -13,9 +13,11 @@ For each N it starts, as separate processes on 127.0.0.1:
 
 It samples /proc/PID/stat (utime + stime) and /proc/PID/status (VmRSS) of the three processes: first the idle bridge
 for 5 s, then every second of the steady-state window (after the ramp, when all N calls are up, until the first call
-ends). CPU is in % of one core over that window; per-call figures subtract the idle bridge. After the run it reads
-`callbridge_tx_schedule_resets_total` from the bridge's GET /metrics. Nothing is installed and nothing leaves the
-machine.
+ends). CPU is in % of one core over that window; per-call figures subtract the idle bridge. From the bridge's GET
+/metrics it reads, after the run, `callbridge_tx_schedule_resets_total`, `callbridge_tx_underruns_total` and
+`callbridge_tx_late_frames_total`, and over the steady-state window the p99 of `callbridge_tx_tick_lateness_seconds`
+(the bridge's own share of the jitter: how late its pacing ticks finished writing, as a bucket bound). Nothing is
+installed and nothing leaves the machine.
 """
 import argparse
 import json
@@ -73,6 +75,33 @@ def metric(exposition, name):
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     return None
+
+
+def histogram(exposition, name):
+    """The cumulative buckets of a histogram, {upper bound: count}."""
+    buckets = {}
+    for line in exposition.splitlines():
+        if line.startswith(name + "_bucket{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float("inf") if bound == "+Inf" else float(bound)] = float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def bucket_quantile(before, after, q):
+    """The smallest bucket bound holding fraction q of what was recorded between two scrapes (None if nothing was)."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return None
+    for bound, count in zip(bounds, counts):
+        if count >= q * counts[-1]:
+            return bound
+    return bounds[-1]
+
+
+def scrape(base):
+    with urllib.request.urlopen(base + "/metrics", timeout=5) as response:
+        return response.read().decode()
 
 
 def stop(process, sig=signal.SIGINT, timeout=30, group=False):
@@ -152,6 +181,7 @@ def run_one(args, calls):
         # Steady state: every call is up from the end of the ramp until the first call ends.
         time.sleep(args.ramp + 2)
         windows = [Window(p.pid) for p in (bridge, generator, agent)]
+        lateness_before = histogram(scrape(base), "callbridge_tx_tick_lateness_seconds")
         while time.monotonic() - started < args.duration - 1 and generator.poll() is None:
             time.sleep(1)
             for w in windows:
@@ -159,14 +189,17 @@ def run_one(args, calls):
                     w.sample()
         for w in windows:
             w.close()
+        lateness_after = histogram(scrape(base), "callbridge_tx_tick_lateness_seconds")
         load_average = os.getloadavg()[0]
         status = generator.wait()
         with open(report_file) as handle:
             report = json.load(handle)
         os.unlink(report_file)
         time.sleep(2)  # calls publish their last counters when they end
-        with urllib.request.urlopen(base + "/metrics", timeout=5) as response:
-            resets = metric(response.read().decode(), "callbridge_tx_schedule_resets_total")
+        exposition = scrape(base)
+        resets = metric(exposition, "callbridge_tx_schedule_resets_total")
+        underruns = metric(exposition, "callbridge_tx_underruns_total")
+        late_frames = metric(exposition, "callbridge_tx_late_frames_total")
     finally:
         if generator is not None:
             stop(generator)
@@ -196,6 +229,12 @@ def run_one(args, calls):
         "failed_to_connect": calls_info["failed_to_connect"],
         "disconnected": calls_info["disconnected"],
         "tx_schedule_resets": resets,
+        "tx_underruns": underruns,
+        "tx_late_frames": late_frames,
+        "tick_lateness_buckets": {("%g" % (b * 1000) if b != float("inf") else "inf"): lateness_after[b] - lateness_before.get(b, 0)
+                                  for b in sorted(lateness_after)},
+        "tick_lateness_p99_ms": (lambda v: None if v is None else v * 1000)(
+            bucket_quantile(lateness_before, lateness_after, 0.99)),
         "load_average": load_average,
         "generator_exit": status,
         "window_s": args.duration - args.ramp - 3,
@@ -226,7 +265,8 @@ def main():
         print("loadtest: %d calls, ramp %g s, %g s each ..." % (n, args.ramp, args.duration), file=sys.stderr, flush=True)
         rows.append(run_one(args, n))
     header = ["N", "bridge CPU %", "bridge RSS MiB", "CPU %/call", "RSS KiB/call", "gen CPU %", "agent CPU %",
-              "jitter p50/p99/max ms", "gen late p99 ms", "first audio p50/p99 ms", "barge-in p50/p99 ms", "errors/disc", "tx_resets"]
+              "jitter p50/p99/max ms", "gen late p99 ms", "tick late p99 ms", "first audio p50/p99 ms", "barge-in p50/p99 ms", "errors/disc",
+              "tx_resets", "underruns/late"]
     table = [header]
     for r in rows:
         j, f, b = r["jitter_ms"], r["first_audio_ms"], r["barge_in_ms"]
@@ -235,10 +275,12 @@ def main():
             fmt(r["per_call_rss_kib"], 0), fmt(r["generator_cpu_pct"]), fmt(r["agent_cpu_pct"]),
             "%s/%s/%s" % (fmt(j["p50"], 2), fmt(j["p99"], 2), fmt(j["max"], 1)),
             fmt(r["generator_tick_lateness_ms"]["p99"], 1),
+            ("≤" + fmt(r["tick_lateness_p99_ms"], 0)) if r["tick_lateness_p99_ms"] is not None else "n/a",
             "%s/%s" % (fmt(f["p50"], 0), fmt(f["p99"], 0)),
             "%s/%s" % (fmt(b["p50"], 0), fmt(b["p99"], 0)),
             "%d/%d" % (r["errors"], r["disconnected"]),
             fmt(r["tx_schedule_resets"], 0),
+            "%s/%s" % (fmt(r["tx_underruns"], 0), fmt(r["tx_late_frames"], 0)),
         ])
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for index, row in enumerate(table):

@@ -25,6 +25,9 @@ public final class BridgeMetrics: Sendable {
     let bargeInLatency: CoreMetrics.Timer
     let turnLatency: CoreMetrics.Timer
     let firstAudioLatency: CoreMetrics.Timer
+    /// From a pacing tick's deadline to the end of that tick's writes, once per event loop per tick: the latest any
+    /// frame of the tick went out, so the bridge's own share of the pacing jitter.
+    let tickLateness: CoreMetrics.Timer
     /// Upstream error codes seen so far: the label set is capped, later codes count as `other`.
     let errorCodes = Mutex<Set<String>>([])
     static let maxErrorCodes = 50
@@ -37,6 +40,7 @@ public final class BridgeMetrics: Sendable {
             "callbridge_barge_in_latency_seconds": [20, 40, 60, 80, 100, 150, 200, 300, 500, 1000].map(ms),
             "callbridge_turn_latency_seconds": [100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000].map(ms),
             "callbridge_first_audio_latency_seconds": [100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000].map(ms),
+            "callbridge_tx_tick_lateness_seconds": [1, 2, 3, 5, 10, 20, 50, 100, 200].map(ms),
         ]
         self.registry = registry
         self.factory = factory
@@ -53,6 +57,7 @@ public final class BridgeMetrics: Sendable {
         self.bargeInLatency = CoreMetrics.Timer(label: "callbridge_barge_in_latency_seconds", factory: factory)
         self.turnLatency = CoreMetrics.Timer(label: "callbridge_turn_latency_seconds", factory: factory)
         self.firstAudioLatency = CoreMetrics.Timer(label: "callbridge_first_audio_latency_seconds", factory: factory)
+        self.tickLateness = CoreMetrics.Timer(label: "callbridge_tx_tick_lateness_seconds", factory: factory)
         self.draining.record(0)
         self.activeCalls.record(0)
         // Labelled series that dashboards expect to see at zero before anything happened.

@@ -226,7 +226,10 @@ final class CallDriver {
 
     // MARK: Time
 
-    func tick() { self.handle(.tick) }
+    /// A pacing tick that runs `behind` after its scheduled instant.
+    func tick(behind: Duration) {
+        self.handle(.scheduledTick(self.environment.timeline.now - behind))
+    }
 
     func timed(_ input: Timed) {
         switch input {

@@ -4,10 +4,55 @@ import Testing
 
 @Suite struct TxPacerTests {
     /// Releases frames at `now` until the pacer says wait.
-    func drain(_ pacer: inout TxPacer, at now: CallInstant, on trigger: TxPacer.Trigger, max: Int = 100) -> [TxPacer.Release] {
+    func drain(
+        _ pacer: inout TxPacer,
+        at now: CallInstant,
+        on trigger: TxPacer.Trigger,
+        scheduled: CallInstant? = nil,
+        max: Int = 100
+    ) -> [TxPacer.Release] {
         var out: [TxPacer.Release] = []
-        while out.count < max, let release = pacer.release(now: now, on: trigger) { out.append(release) }
+        while out.count < max, let release = pacer.release(now: now, on: trigger, scheduled: scheduled) { out.append(release) }
         return out
+    }
+
+    /// The run's first tick ran 15 ms behind its schedule (the loop was busy); the ticks after it run on time. Judged
+    /// by when they ran, the first tick would fix a phase 15 ms late, and each on-time tick would then find its frame
+    /// not yet due: held a period, and sent with the next tick's (a 40 ms gap, then two at once). Judged by their
+    /// scheduled instants, every tick sends exactly one frame.
+    @Test func aTickRunningLateDoesNotShiftThePhase() {
+        var pacer = TxPacer()
+        #expect(self.drain(&pacer, at: t(1000), on: .event).count == 2)  // the ticker's grid is at 1007 + 20 k
+        #expect(self.drain(&pacer, at: t(1022), on: .tick, scheduled: t(1007)) == [.onTime])
+        #expect(pacer.tickOffset == .milliseconds(7))
+        var perTick: [Int] = []
+        for tick in 1..<50 {
+            let scheduled = t(1007 + 20 * tick)
+            // Most ticks run on time; every fifth one 2 to 16 ms behind.
+            let now = tick % 5 == 0 ? scheduled + .milliseconds(2 + tick % 15) : scheduled
+            perTick.append(self.drain(&pacer, at: now, on: .tick, scheduled: scheduled).count)
+        }
+        #expect(perTick.allSatisfy { $0 == 1 }, "\(perTick)")
+
+        // The same ticks judged by when they ran (no scheduled instant): the late first tick moved the phase.
+        var naive = TxPacer()
+        _ = self.drain(&naive, at: t(1000), on: .event)
+        _ = self.drain(&naive, at: t(1022), on: .tick)
+        let onTime = (1..<10).map { self.drain(&naive, at: t(1007 + 20 * $0), on: .tick).count }
+        #expect(onTime.contains(0))
+    }
+
+    /// A run that a late tick starts, or re-anchors, takes the ticker's phase from the tick's scheduled instant.
+    @Test func aLateTickThatStartsOrResyncsARunKeepsTheGrid() {
+        var pacer = TxPacer()
+        #expect(self.drain(&pacer, at: t(19), on: .tick, scheduled: t(7)) == [.onTime, .onTime, .onTime])
+        #expect(self.drain(&pacer, at: t(27), on: .tick, scheduled: t(27)) == [.onTime])
+        #expect(self.drain(&pacer, at: t(47), on: .tick, scheduled: t(47)) == [.onTime])
+        // Stalled: the tick scheduled at 347 runs at 359, 240 ms after the next frame's deadline (119 ms).
+        let resync = self.drain(&pacer, at: t(359), on: .tick, scheduled: t(347))
+        #expect(resync.first.map { if case .resynced = $0 { true } else { false } } == true)
+        #expect(self.drain(&pacer, at: t(367), on: .tick, scheduled: t(367)) == [.onTime])
+        #expect(self.drain(&pacer, at: t(387), on: .tick, scheduled: t(387)) == [.onTime])
     }
 
     @Test func anEventSendsTheLeadButItsLastFrameWhichGoesOnTheFirstTick() {

@@ -12,7 +12,7 @@ import Synchronization
 ///
 /// Every entry goes through `perform`, which defers an entry that arrives while the driver is busy (a close that
 /// completes at once, say) until the driver is done, so the driver never sees re-entrant calls.
-final class LoopCallHost: CallIO {
+final class LoopCallHost: CallIO, TickListMember {
     struct Shared: Sendable {
         var endpoint: AsyncValue<RealtimeEndpoint>
         /// One TLS context for every Realtime connection (building one loads the trust store).
@@ -37,6 +37,8 @@ final class LoopCallHost: CallIO {
     private var busy = false
     private var deferred: [() -> Void] = []
     private var isReleased = false
+    /// The call's place in its loop's ticker list (−1: not ticking).
+    var slot = -1
     /// Completed when the call is released (the server's task for the connection waits on it).
     let released: EventLoopPromise<Void>
 
@@ -66,6 +68,51 @@ final class LoopCallHost: CallIO {
         }
         self.busy = true
         body()
+        self.finish()
+    }
+
+    /// The per-frame entries, as `perform` without a closure unless one has to wait.
+    ///
+    /// A tick scheduled for `deadline` (its place in the pacing phase, however late the loop runs it).
+    func tick(_ deadline: NIODeadline) {
+        guard !self.isReleased else { return }
+        if self.busy {
+            self.deferred.append { self.driver.tick(behind: self.behind(deadline)) }
+            return
+        }
+        self.busy = true
+        self.driver.tick(behind: self.behind(deadline))
+        self.finish()
+    }
+
+    private func behind(_ deadline: NIODeadline) -> Duration {
+        .nanoseconds(max(0, (self.eventLoop.now - deadline).nanoseconds))
+    }
+
+    func twilioText(_ text: String) {
+        guard !self.isReleased else { return }
+        if self.busy {
+            self.deferred.append { self.driver.twilioText(text) }
+            return
+        }
+        self.busy = true
+        self.driver.twilioText(text)
+        self.finish()
+    }
+
+    func realtimeText(_ text: String, leg: Int) {
+        guard !self.isReleased else { return }
+        if self.busy {
+            self.deferred.append { self.driver.realtimeText(text, leg: leg) }
+            return
+        }
+        self.busy = true
+        self.driver.realtimeText(text, leg: leg)
+        self.finish()
+    }
+
+    /// After an entry: the entries that arrived meanwhile, then one flush per leg, then the release if the call is over.
+    private func finish() {
         while !self.deferred.isEmpty, !self.isReleased {
             self.deferred.removeFirst()()
         }
@@ -161,6 +208,8 @@ final class LoopCallHost: CallIO {
         }
     }
 
+    var metrics: BridgeMetrics { self.shared.environment.metrics }
+
     func setTicking(_ ticking: Bool) {
         if ticking { self.loop.startTicking(self) } else { self.loop.stopTicking(self) }
     }
@@ -227,8 +276,7 @@ final class TwilioMediaHandler: ChannelInboundHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch TwilioMediaHandler.unwrapInboundIn(data) {
         case .text(let buffer):
-            let text = String(buffer: buffer)
-            self.host.perform { self.host.driver.twilioText(text) }
+            self.host.twilioText(String(buffer: buffer))
         case .binary:
             self.host.perform { self.host.driver.twilioBinary() }
         }
@@ -266,8 +314,7 @@ final class RealtimeLegHandler: ChannelInboundHandler, RemovableChannelHandler {
         let leg = self.leg
         switch RealtimeLegHandler.unwrapInboundIn(data) {
         case .text(let buffer):
-            let text = String(buffer: buffer)
-            self.host.perform { self.host.driver.realtimeText(text, leg: leg) }
+            self.host.realtimeText(String(buffer: buffer), leg: leg)
         case .binary:
             self.host.perform { self.host.driver.realtimeBinary(leg: leg) }
         }
@@ -302,31 +349,40 @@ final class RealtimeLegHandler: ChannelInboundHandler, RemovableChannelHandler {
 /// The calls of one event loop and its one 20 ms ticker.
 final class LoopCalls {
     private let eventLoop: any EventLoop
-    private var ticking: [ObjectIdentifier: LoopCallHost] = [:]
+    private var ticking = TickList<LoopCallHost>()
     private var ticker: LoopTicker?
+    /// Where the ticks' lateness goes: the metrics of the bridge whose call last joined the ticker (a process runs
+    /// one bridge; tests that run several on one loop group share the loop's figure).
+    private var metrics: BridgeMetrics?
 
     init(eventLoop: any EventLoop) {
         self.eventLoop = eventLoop
     }
 
     func startTicking(_ host: LoopCallHost) {
-        self.ticking[ObjectIdentifier(host)] = host
+        self.ticking.insert(host)
+        self.metrics = host.metrics
         if self.ticker == nil {
-            let ticker = LoopTicker(eventLoop: self.eventLoop) { [unowned self] _ in self.tick() }
+            let ticker = LoopTicker(eventLoop: self.eventLoop) { [unowned self] deadline in self.tick(deadline) }
             self.ticker = ticker
             ticker.start()
         }
     }
 
     func stopTicking(_ host: LoopCallHost) {
-        self.ticking[ObjectIdentifier(host)] = nil
+        self.ticking.remove(host)
     }
 
-    private func tick() {
-        // Each call writes its frame without flushing; each flushes once, when its turn is done.
-        for host in Array(self.ticking.values) {
-            host.perform { host.driver.tick() }
+    private func tick(_ deadline: NIODeadline) {
+        // Each call writes its frame without flushing; each flushes once, when its turn is done. Backwards by index:
+        // a call that stops ticking on its tick leaves the list (a call only ever removes itself).
+        var index = self.ticking.count
+        while index > 0 {
+            index -= 1
+            guard index < self.ticking.count else { continue }
+            self.ticking[index].tick(deadline)
         }
+        self.metrics?.tickLateness.recordNanoseconds(max(0, (self.eventLoop.now - deadline).nanoseconds))
     }
 
     /// One per event loop of the group, made on first use.

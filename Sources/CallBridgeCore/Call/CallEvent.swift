@@ -82,8 +82,11 @@ public enum CallEvent: Sendable, Equatable {
     /// A binary frame or anything else the Realtime protocol never sends.
     case realtimeUnexpectedFrame
     case realtimeClosed(RealtimeClosure)
-    /// The shared pacing ticker fired.
+    /// The shared pacing ticker fired (at its scheduled instant: `now`).
     case tick
+    /// The shared pacing ticker's tick scheduled for `scheduled`, run at `now` (a busy loop runs a tick a little
+    /// late): frames are assigned to ticks by `scheduled`, so a late tick does not shift the pacing phase.
+    case scheduledTick(CallInstant)
     /// A timer requested with `scheduleTimer` is due.
     case timerFired(TimerID)
     case shutdownRequested

@@ -226,7 +226,7 @@ public struct CallStateMachine: Sendable {
             case .connectFailed: self.upstreamLost(.realtimeConnectFailed, now: now, into: &actions)
             case .closed: self.upstreamLost(.realtimeClosed, now: now, into: &actions)
             }
-        case .tick:
+        case .tick, .scheduledTick:
             break
         case .timerFired(let id):
             self.timerFired(id, now: now, into: &actions)
@@ -241,8 +241,11 @@ public struct CallStateMachine: Sendable {
             // Only a run's lead (but its last frame) may leave on any event; every other frame leaves on the shared
             // ticker's ticks (see TxPacer). Every event still runs the pump, which starts runs, detects underruns and
             // ends drained runs.
-            let trigger: TxPacer.Trigger = if case .tick = event { .tick } else { .event }
-            self.pump(now: now, trigger: trigger, into: &actions)
+            switch event {
+            case .tick: self.pump(now: now, trigger: .tick, into: &actions)
+            case .scheduledTick(let scheduled): self.pump(now: now, trigger: .tick, scheduled: scheduled, into: &actions)
+            default: self.pump(now: now, trigger: .event, into: &actions)
+            }
             self.checkDrain(now: now, into: &actions)
         }
     }
@@ -540,12 +543,18 @@ public struct CallStateMachine: Sendable {
 
     /// Sends every frame the pacer allows at `now` for `trigger`, each followed by its mark: a run's lead but its last
     /// frame on any event, the others only on a tick. Nothing goes out while a tentative barge-in holds the queue.
-    mutating func pump(now: CallInstant, trigger: TxPacer.Trigger, into actions: inout [CallAction]) {
+    mutating func pump(
+        now: CallInstant,
+        trigger: TxPacer.Trigger,
+        scheduled: CallInstant? = nil,
+        into actions: inout [CallAction]
+    ) {
         guard !self.isPaused else { return }
         var sent = false
         while !self.queue.isEmpty {
             let scheduled = self.pacer.nextDeadline ?? now
-            guard let release = self.pacer.release(now: now, on: trigger), let frame = self.queue.popFirst() else { break }
+            guard let release = self.pacer.release(now: now, on: trigger, scheduled: scheduled),
+                let frame = self.queue.popFirst() else { break }
             let deadline: CallInstant = if case .resynced = release { now } else { scheduled }
             switch release {
             case .onTime: break

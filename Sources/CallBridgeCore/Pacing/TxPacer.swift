@@ -14,6 +14,12 @@
 /// tick. A tick sends more than one frame only to catch up with frames whose ticks were missed. (With `lead` 0 the
 /// first frame goes at once and the second on the first tick, up to a period before its deadline.)
 ///
+/// A tick is known by its *scheduled* instant, its deadline on the shared ticker: a loop busy with other work runs it a
+/// little later, and the frames it sends are then a little late, but which frames belong to which tick is decided by
+/// the scheduled instant alone. A run whose first tick ran late therefore keeps the ticker's true phase, and a later
+/// tick that runs on time does not find its frame "not yet due" (which would hold it back a whole period and send it
+/// with the next one).
+///
 /// A frame released after its deadline is *late*; more than `lateThreshold` late, the schedule is re-anchored on
 /// `now` instead of bursting to catch up (a *schedule reset*); on a tick, that tick also sends the lead again.
 public struct TxPacer: Sendable, Equatable {
@@ -89,13 +95,18 @@ public struct TxPacer: Sendable, Equatable {
 
     /// Asks to release one frame at `now`. Returns nil when the next frame may not leave now. A pacer that is not
     /// running starts a run anchored on `now`, whatever the trigger.
-    public mutating func release(now: CallInstant, on trigger: Trigger) -> Release? {
+    ///
+    /// `scheduled` is a tick's scheduled instant (no later than `now`; nil: `now`). Events ignore it.
+    public mutating func release(now: CallInstant, on trigger: Trigger, scheduled: CallInstant? = nil) -> Release? {
         let period = self.configuration.framePeriod
+        // The tick's place in the ticker's phase, and how far behind it this tick runs.
+        let tickAt = min(scheduled ?? now, now)
+        let behind = now - tickAt
         guard let deadline = self.nextDeadline else {
             self.nextDeadline = now + period
             self.releasedInRun = 1
-            // A run started by a tick sends its whole lead on that tick, and the next frame one period later.
-            self.tickOffset = trigger == .tick ? .zero : nil
+            // A run started by a tick sends its whole lead on that tick, and the next frame on the next tick.
+            self.tickOffset = trigger == .tick ? .zero - behind : nil
             return .onTime
         }
         let nominal = deadline - self.leadTime
@@ -104,17 +115,17 @@ public struct TxPacer: Sendable, Equatable {
             // Between ticks only the lead may leave, but its last frame.
             guard self.releasedInRun < self.framesSentOnEvents, now >= nominal else { return nil }
         case .tick:
-            let offset = self.tickOffset ?? self.firstTickOffset(now: now, nominal: nominal)
+            let offset = self.tickOffset ?? self.firstTickOffset(now: tickAt, nominal: nominal)
             self.tickOffset = offset
-            guard now >= nominal + offset - self.halfPeriod else { return nil }
+            guard tickAt >= nominal + offset - self.halfPeriod else { return nil }
         }
         self.releasedInRun += 1
         let lateness = now - deadline
         if lateness > self.configuration.lateThreshold {
             self.nextDeadline = now + period
-            // Re-anchored on now: a tick sends the lead again with this frame (before the run's first tick, the
-            // first tick will take the phase).
-            if trigger == .tick { self.tickOffset = .zero }
+            // Re-anchored on now: a tick sends the lead again with this frame, and the next frame on the next tick
+            // (before the run's first tick, the first tick will take the phase).
+            if trigger == .tick { self.tickOffset = .zero - behind }
             return .resynced(lateness)
         }
         self.nextDeadline = deadline + period
