@@ -114,6 +114,17 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Frames sent ahead of their 20 ms deadline. (env: CALLBRIDGE_TX_LEAD_FRAMES, default: 2)")
     var txLeadFrames: Int?
 
+    @Option(help: "Caller audio per input_audio_buffer.append, ms, in whole 20 ms frames (20…200): 20 forwards each Twilio message at once; 40 halves the Realtime leg's messages for up to 20 ms more before the service hears the caller. (env: CALLBRIDGE_INPUT_APPEND_MS, default: 40)")
+    var inputAppendMs: Int?
+
+    func inputAppendDuration() throws -> Duration {
+        let ms = try resolve(self.inputAppendMs, "CALLBRIDGE_INPUT_APPEND_MS", { Int($0) }, default: 40)
+        guard ms >= 20, ms <= 200, ms % 20 == 0 else {
+            throw ValidationError("CALLBRIDGE_INPUT_APPEND_MS (--input-append-ms) must be 20, 40, … 200, not \(ms)")
+        }
+        return .milliseconds(ms)
+    }
+
     @Option(help: "Barge-in confirmer: silero (neural VAD, run only when the energy stage pauses the AI) or energy. (env: CALLBRIDGE_VAD, default: silero)")
     var vad: ConfirmerMode?
 
@@ -214,6 +225,7 @@ struct Run: AsyncParsableCommand {
             agent: try resolve(self.agent, "CALLBRIDGE_AGENT", { AgentMode(rawValue: $0) }, default: .auto),
             call: CallConfiguration(
                 pacer: pacer,
+                inputAppendDuration: try self.inputAppendDuration(),
                 session: session,
                 bargeIn: bargeIn,
                 watchdog: try self.watchdog.configuration(),

@@ -12,7 +12,7 @@ import Synchronization
 ///
 /// Every entry goes through `perform`, which defers an entry that arrives while the driver is busy (a close that
 /// completes at once, say) until the driver is done, so the driver never sees re-entrant calls.
-final class LoopCallHost: CallIO, TickListMember {
+final class LoopCallHost: CallIO, PhasedTickListMember {
     struct Shared: Sendable {
         var endpoint: AsyncValue<RealtimeEndpoint>
         /// One TLS context for every Realtime connection (building one loads the trust store).
@@ -37,8 +37,9 @@ final class LoopCallHost: CallIO, TickListMember {
     private var busy = false
     private var deferred: [() -> Void] = []
     private var isReleased = false
-    /// The call's place in its loop's ticker list (−1: not ticking).
+    /// The call's place in its loop's ticker list (−1: not ticking), and its phase there (kept for the whole call).
     var slot = -1
+    var phase = -1
     /// Completed when the call is released (the server's task for the connection waits on it).
     let released: EventLoopPromise<Void>
 
@@ -346,10 +347,12 @@ final class RealtimeLegHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 }
 
-/// The calls of one event loop and its one 20 ms ticker.
+/// The calls of one event loop and its one ticker: every 5 ms, a quarter of the calls in turn, so each call gets a
+/// tick every 20 ms on its own phase.
 final class LoopCalls {
+    static let phases = 4
     private let eventLoop: any EventLoop
-    private var ticking = TickList<LoopCallHost>()
+    private var ticking = PhasedTickList<LoopCallHost>(phases: LoopCalls.phases)
     private var ticker: LoopTicker?
     /// Where the ticks' lateness goes: the metrics of the bridge whose call last joined the ticker (a process runs
     /// one bridge; tests that run several on one loop group share the loop's figure).
@@ -363,7 +366,9 @@ final class LoopCalls {
         self.ticking.insert(host)
         self.metrics = host.metrics
         if self.ticker == nil {
-            let ticker = LoopTicker(eventLoop: self.eventLoop) { [unowned self] deadline in self.tick(deadline) }
+            let ticker = LoopTicker(eventLoop: self.eventLoop, period: .milliseconds(20 / Int64(Self.phases))) {
+                [unowned self] deadline in self.tick(deadline)
+            }
             self.ticker = ticker
             ticker.start()
         }
@@ -376,11 +381,12 @@ final class LoopCalls {
     private func tick(_ deadline: NIODeadline) {
         // Each call writes its frame without flushing; each flushes once, when its turn is done. Backwards by index:
         // a call that stops ticking on its tick leaves the list (a call only ever removes itself).
-        var index = self.ticking.count
+        let group = self.ticking.nextGroup()
+        var index = self.ticking.count(of: group)
         while index > 0 {
             index -= 1
-            guard index < self.ticking.count else { continue }
-            self.ticking[index].tick(deadline)
+            guard index < self.ticking.count(of: group) else { continue }
+            self.ticking[group, index].tick(deadline)
         }
         self.metrics?.tickLateness.recordNanoseconds(max(0, (self.eventLoop.now - deadline).nanoseconds))
     }

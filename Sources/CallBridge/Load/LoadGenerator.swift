@@ -294,8 +294,9 @@ final class LoadLoop: @unchecked Sendable {
     let callFrames: Int
     var stats = LoadStats()
     private let callEnded: @Sendable () -> Void
-    /// Calls that are streaming; a call's index is in its `slot`.
-    private var calls = TickList<LoadCallHandler>()
+    /// Calls that are streaming, in four phases 5 ms apart (as the bridge ticks its calls, and as independent phone
+    /// calls would arrive: not all in the same instant); a call's place is in its `phase` and `slot`.
+    private var calls = PhasedTickList<LoadCallHandler>(phases: 4)
     private var ticker: LoopTicker?
 
     init(eventLoop: any EventLoop, script: LoadScript, callFrames: Int, callEnded: @escaping @Sendable () -> Void) {
@@ -306,7 +307,8 @@ final class LoadLoop: @unchecked Sendable {
     }
 
     func start() {
-        let ticker = LoopTicker(eventLoop: self.eventLoop) { [unowned self] deadline in self.tick(deadline) }
+        let period = TimeAmount.milliseconds(20 / Int64(self.calls.phases))
+        let ticker = LoopTicker(eventLoop: self.eventLoop, period: period) { [unowned self] deadline in self.tick(deadline) }
         self.ticker = ticker
         ticker.start()
     }
@@ -318,13 +320,15 @@ final class LoadLoop: @unchecked Sendable {
     private func tick(_ deadline: NIODeadline) {
         let late = self.eventLoop.now - deadline
         self.stats.tickLateness.record(.nanoseconds(max(0, late.nanoseconds)))
-        // Every call's frame first, then one flush per call. Backwards: a call that hangs up leaves the list.
-        var index = self.calls.count - 1
+        // This phase's calls: every call's frame first, then one flush per call. Backwards: a call that hangs up
+        // leaves the list.
+        let group = self.calls.nextGroup()
+        var index = self.calls.count(of: group) - 1
         while index >= 0 {
-            if index < self.calls.count { self.calls[index].tick(deadline: deadline) }
+            if index < self.calls.count(of: group) { self.calls[group, index].tick(deadline: deadline) }
             index -= 1
         }
-        for call in self.calls.members { call.flush() }
+        for call in self.calls.groups[group].members { call.flush() }
     }
 
     func connectFailed(_ error: any Error) {
@@ -365,7 +369,7 @@ final class LoadLoop: @unchecked Sendable {
 
 /// One simulated Twilio call: `connected` and `start` once the upgrade is done, then a caller frame every tick, mark
 /// echoes as playout reaches them, and `stop` plus the close handshake after the call's duration.
-final class LoadCallHandler: ChannelInboundHandler, TickListMember {
+final class LoadCallHandler: ChannelInboundHandler, PhasedTickListMember {
     typealias InboundIn = WebSocketInboundMessage
     typealias OutboundOut = WebSocketFrame
 
@@ -382,7 +386,8 @@ final class LoadCallHandler: ChannelInboundHandler, TickListMember {
     let quotedStreamSid: [UInt8]
     var call = LoadCall()
     var slot = -1
-    private var phase = Phase.streaming
+    var phase = -1
+    private var state = Phase.streaming
     private var context: ChannelHandlerContext?
     /// The call's time origin: caller frame k leaves at origin + 20 ms × (k + 1).
     private var origin: NIODeadline?
@@ -411,7 +416,7 @@ final class LoadCallHandler: ChannelInboundHandler, TickListMember {
     }
 
     func tick(deadline: NIODeadline) {
-        guard case .streaming = self.phase, let context = self.context else { return }
+        guard case .streaming = self.state, let context = self.context else { return }
         if self.origin == nil { self.origin = deadline - .milliseconds(20) }
         if self.call.framesSent >= self.loop.callFrames {
             self.hangUp(context: context, at: deadline)
@@ -436,7 +441,7 @@ final class LoadCallHandler: ChannelInboundHandler, TickListMember {
     }
 
     private func hangUp(context: ChannelHandlerContext, at deadline: NIODeadline) {
-        self.phase = .hangingUp
+        self.state = .hangingUp
         self.call.finish(at: self.elapsed(deadline), stats: &self.loop.stats)
         self.loop.remove(self)
         self.write(
@@ -496,7 +501,7 @@ final class LoadCallHandler: ChannelInboundHandler, TickListMember {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         self.loop.stats.messagesReceived += 1
-        guard case .streaming = self.phase else { return }
+        guard case .streaming = self.state else { return }
         guard case .text(let buffer) = LoadCallHandler.unwrapInboundIn(data),
             let message = buffer.withUnsafeReadableBytes({ TwilioSimulatorCodec.summarizeOutbound($0.bindMemory(to: UInt8.self)) })
         else {
@@ -515,14 +520,14 @@ final class LoadCallHandler: ChannelInboundHandler, TickListMember {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        switch self.phase {
+        switch self.state {
         case .streaming:
-            self.phase = .ended
+            self.state = .ended
             self.call.finish(at: self.elapsed(context.eventLoop.now), stats: &self.loop.stats)
             let reason = self.peerCloseCode.map { "bridge closed the stream (\($0))" } ?? "connection dropped"
             self.loop.ended(self, disconnected: reason)
         case .hangingUp:
-            self.phase = .ended
+            self.state = .ended
             self.loop.ended(self, disconnected: nil)
         case .ended:
             break

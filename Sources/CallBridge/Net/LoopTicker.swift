@@ -87,6 +87,53 @@ struct TickList<Member: TickListMember> {
     }
 }
 
+/// A `TickListMember` that also keeps its phase in a `PhasedTickList` (−1: none yet).
+protocol PhasedTickListMember: TickListMember {
+    var phase: Int { get set }
+}
+
+/// The members of one event loop ticked in groups, one group per tick of a ticker `phases` times faster than the
+/// frame period: every member still gets one tick per period, always in the same group (its phase, kept for good once
+/// given), and a tick serves a `phases`-th of the loop. The work of a period is spread over it instead of landing in
+/// one burst; a loop's tick is short, so each member's write time varies little from period to period, and the
+/// connections' reads and writes interleave with the ticks instead of queueing behind one long one.
+struct PhasedTickList<Member: PhasedTickListMember> {
+    private(set) var groups: [TickList<Member>]
+    private var turn = 0
+
+    init(phases: Int) {
+        self.groups = Array(repeating: TickList<Member>(), count: max(1, phases))
+    }
+
+    var phases: Int { self.groups.count }
+    var count: Int { self.groups.reduce(0) { $0 + $1.count } }
+
+    /// Adds `member` to its group; a member without one joins the smallest.
+    mutating func insert(_ member: Member) {
+        if member.phase < 0 || member.phase >= self.groups.count {
+            var smallest = 0
+            for group in self.groups.indices where self.groups[group].count < self.groups[smallest].count { smallest = group }
+            member.phase = smallest
+        }
+        self.groups[member.phase].insert(member)
+    }
+
+    mutating func remove(_ member: Member) {
+        guard member.phase >= 0 && member.phase < self.groups.count else { return }
+        self.groups[member.phase].remove(member)
+    }
+
+    /// The group whose tick this is (the groups take turns).
+    mutating func nextGroup() -> Int {
+        defer { self.turn = (self.turn + 1) % self.groups.count }
+        return self.turn
+    }
+
+    func count(of group: Int) -> Int { self.groups[group].count }
+
+    subscript(group: Int, index: Int) -> Member { self.groups[group][index] }
+}
+
 extension ByteBufferAllocator {
     /// A buffer for a WebSocket frame's payload with room in front for the frame header, so that the frame encoder
     /// writes the header in place instead of a second buffer.

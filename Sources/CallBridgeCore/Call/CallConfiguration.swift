@@ -5,6 +5,11 @@ public struct CallConfiguration: Sendable, Equatable {
     /// Caller audio held while the Realtime leg connects and applies `session.update`, in Twilio messages
     /// (20 ms each); the oldest is dropped beyond it.
     public var maxHeldInboundMessages: Int
+    /// How much caller audio one `input_audio_buffer.append` carries, in whole 20 ms frames. 20 ms forwards every
+    /// Twilio message as it comes; 40 ms halves the messages on the Realtime leg (and the TLS records, writes and the
+    /// service's reads) for up to 20 ms more before the service hears the caller. The audio is held only while less
+    /// than this is pending, never behind another event to the service. `callbridge run` uses 40 ms.
+    public var inputAppendDuration: Duration
     /// Frames of the AI's audio waiting for the pacer (3000: 60 s, 480 KB); more is dropped and counted.
     public var maxQueuedFrames: Int
     /// What `session.update` asks of the service (by default `interrupt_response` is off when local barge-in is on).
@@ -27,6 +32,7 @@ public struct CallConfiguration: Sendable, Equatable {
     public init(
         pacer: TxPacer.Configuration = .init(),
         maxHeldInboundMessages: Int = 150,
+        inputAppendDuration: Duration = AudioFrame.duration,
         maxQueuedFrames: Int = 3000,
         session: RealtimeSessionSettings? = nil,
         sessionReadyTimeout: Duration = .seconds(10),
@@ -41,12 +47,21 @@ public struct CallConfiguration: Sendable, Equatable {
         self.fallbackPrompt = fallbackPrompt
         self.pacer = pacer
         self.maxHeldInboundMessages = maxHeldInboundMessages
+        self.inputAppendDuration = inputAppendDuration
         self.maxQueuedFrames = maxQueuedFrames
         // With local barge-in the bridge decides interruptions and cancels itself; the service must not.
         self.session = session ?? RealtimeSessionSettings(turnDetection: .init(interruptResponse: !bargeIn.localEnabled))
         self.sessionReadyTimeout = sessionReadyTimeout
         self.bargeIn = bargeIn
         self.watchdog = watchdog
+    }
+}
+
+extension CallConfiguration {
+    /// `inputAppendDuration` in bytes of 8 kHz μ-law: whole frames, at least one.
+    var inputAppendBytes: Int {
+        let frames = Int(TxPacer.nanoseconds(self.inputAppendDuration) / TxPacer.nanoseconds(AudioFrame.duration))
+        return max(1, frames) * AudioFrame.byteCount
     }
 }
 

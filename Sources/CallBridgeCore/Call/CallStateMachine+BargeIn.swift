@@ -71,7 +71,7 @@ extension CallStateMachine {
     mutating func callerAudio(_ payload: String, now: CallInstant, into actions: inout [CallAction]) {
         let settings = self.configuration.bargeIn
         guard settings.localEnabled else {
-            self.forward(payload, into: &actions)
+            self.forward(payload, now: now, into: &actions)
             return
         }
         // Decoded into, and framed through, arrays kept from message to message (taken out of `self` meanwhile, so
@@ -133,19 +133,20 @@ extension CallStateMachine {
         let duration = Duration.milliseconds(AudioFrame.milliseconds(ofBytes: bytes.count))
         if substitute {
             self.remember(PreRollEntry(payload: payload, duration: duration, forwardedReal: false))
-            self.forward(self.silence(byteCount: bytes.count), into: &actions)
+            let silence = self.silence(byteCount: bytes.count)
+            self.forward(silence.base64, decoded: silence.bytes, now: now, into: &actions)
             self.counters.echoSilencedMessages += 1
             return
         }
         if speechStarted {
             // The onset sits in audio already replaced by silence: send it for real now, so no syllable is lost.
             for index in self.preRoll.indices where !self.preRoll[index].forwardedReal {
-                self.forward(self.preRoll[index].payload, into: &actions)
+                self.forward(self.preRoll[index].payload, now: now, into: &actions)
                 self.preRoll[index].forwardedReal = true
             }
         }
         self.remember(PreRollEntry(payload: payload, duration: duration, forwardedReal: true))
-        self.forward(payload, into: &actions)
+        self.forward(payload, decoded: bytes, now: now, into: &actions)
     }
 
     mutating func remember(_ entry: PreRollEntry) {
@@ -157,12 +158,13 @@ extension CallStateMachine {
         }
     }
 
-    /// Base64 μ-law silence of `byteCount` bytes (cached: nearly every message is 160 bytes).
-    mutating func silence(byteCount: Int) -> String {
-        if let cached = self.silenceCache, cached.count == byteCount { return cached.base64 }
-        let base64 = Base64.encode(repeatElement(MuLaw.silence, count: byteCount))
-        self.silenceCache = (byteCount, base64)
-        return base64
+    /// `byteCount` bytes of μ-law silence, and as base64 (cached: nearly every message is 160 bytes).
+    mutating func silence(byteCount: Int) -> (bytes: [UInt8], base64: String) {
+        if let cached = self.silenceCache, cached.bytes.count == byteCount { return cached }
+        let bytes = [UInt8](repeating: MuLaw.silence, count: byteCount)
+        let silence = (bytes: bytes, base64: Base64.encode(bytes))
+        self.silenceCache = silence
+        return silence
     }
 
     // MARK: Gates and stages
@@ -338,7 +340,7 @@ extension CallStateMachine {
             if mayCancel && !active.audioDone {
                 let eventID = self.makeEventID("cancel")
                 let timer = self.makeTimer(.cancelTimeout)
-                actions.append(.sendRealtime(.responseCancel(responseID: active.id, eventID: eventID)))
+                self.sendRealtime(.responseCancel(responseID: active.id, eventID: eventID), into: &actions)
                 actions.append(.scheduleTimer(timer, at: now + self.configuration.bargeIn.cancelTimeout))
                 self.response = .cancelling(responseID: active.id, eventID: eventID, timer: timer)
                 self.counters.cancelsSent += 1
@@ -350,14 +352,10 @@ extension CallStateMachine {
         }
         if let item = heardItem {
             let played = min(self.marks.playedBytes(of: item.itemID), item.producedBytes)
-            actions.append(
-                .sendRealtime(
-                    .itemTruncate(
-                        itemID: item.itemID,
-                        audioEndMs: AudioFrame.milliseconds(ofBytes: played),
-                        eventID: self.makeEventID("truncate")
-                    )
-                )
+            let eventID = self.makeEventID("truncate")
+            self.sendRealtime(
+                .itemTruncate(itemID: item.itemID, audioEndMs: AudioFrame.milliseconds(ofBytes: played), eventID: eventID),
+                into: &actions
             )
             self.counters.truncatesSent += 1
             self.counters.truncationAudioEndMs.append(AudioFrame.milliseconds(ofBytes: played))
@@ -393,7 +391,8 @@ extension CallStateMachine {
         }
         self.falseTriggerTimer = nil
         guard self.upstream == .ready, self.response == .idle || self.isInterruptedOnly else { return }
-        actions.append(.sendRealtime(.responseCreate(eventID: self.makeEventID("resume"))))
+        let eventID = self.makeEventID("resume")
+        self.sendRealtime(.responseCreate(eventID: eventID), into: &actions)
         self.counters.bargeInFalseTriggers += 1
     }
 

@@ -71,6 +71,10 @@ public struct CallStateMachine: Sendable {
     var marks = MarkLedger()
     var playback: PlaybackItem?
     var heldInbound: [String] = []
+    /// Caller audio for the next `input_audio_buffer.append` (with `inputAppendDuration` above one frame), and since
+    /// when it has waited.
+    var pendingAppend: [UInt8] = []
+    var pendingAppendSince: CallInstant?
     /// Responses that must never play again (interrupted, or finished), newest last.
     var deadResponseIDs: [String] = []
     var loggedBadKinds: Set<String> = []
@@ -112,7 +116,7 @@ public struct CallStateMachine: Sendable {
     var playoutUntil: CallInstant?
     var preRoll: [PreRollEntry] = []
     var preRollDuration: Duration = .zero
-    var silenceCache: (count: Int, base64: String)?
+    var silenceCache: (bytes: [UInt8], base64: String)?
     /// The optional second stage, and the recent caller frames it is shown (about a second).
     var confirmer: (any SpeechConfirmer)?
     /// Armed by a committed local barge-in; disarmed when the service hears the caller or a response starts.
@@ -208,7 +212,7 @@ public struct CallStateMachine: Sendable {
                 actions.append(.scheduleTimer(timer, at: now + self.configuration.sessionReadyTimeout))
             }
             self.upstream = .configuring
-            actions.append(.sendRealtime(.sessionUpdate(self.configuration.session, eventID: Self.sessionUpdateEventID)))
+            self.sendRealtime(.sessionUpdate(self.configuration.session, eventID: Self.sessionUpdateEventID), into: &actions)
         case .realtimeReceived(let serverEvent):
             self.realtimeReceived(serverEvent, now: now, into: &actions)
         case .realtimeMalformed(let error):
@@ -241,6 +245,10 @@ public struct CallStateMachine: Sendable {
             // Only a run's lead (but its last frame) may leave on any event; every other frame leaves on the shared
             // ticker's ticks (see TxPacer). Every event still runs the pump, which starts runs, detects underruns and
             // ends drained runs.
+            // Gathered caller audio waits no longer than one append's worth (the caller's media stalled).
+            if let since = self.pendingAppendSince, now - since >= self.configuration.inputAppendDuration {
+                self.flushAppend(into: &actions)
+            }
             switch event {
             case .tick: self.pump(now: now, trigger: .tick, into: &actions)
             case .scheduledTick(let scheduled): self.pump(now: now, trigger: .tick, scheduled: scheduled, into: &actions)
@@ -332,19 +340,60 @@ public struct CallStateMachine: Sendable {
     }
 
     /// Sends caller audio to the service once the session is configured; before that it is held, bounded.
-    mutating func forward(_ payload: String, into actions: inout [CallAction]) {
+    /// `decoded` is the payload's audio when the caller already has it. With `inputAppendDuration` above one frame,
+    /// the audio is gathered until that much is pending (`flushAppend`).
+    mutating func forward(_ payload: String, decoded: [UInt8]? = nil, now: CallInstant, into actions: inout [CallAction]) {
         switch self.upstream {
         case .ready:
-            actions.append(.sendRealtime(.inputAudioAppend(base64: payload)))
-        case .connecting, .configuring, .reconnecting:
-            if self.heldInbound.count >= self.configuration.maxHeldInboundMessages {
-                self.heldInbound.removeFirst()
-                self.counters.rxDroppedBeforeReady += 1
+            let batch = self.configuration.inputAppendBytes
+            guard batch > AudioFrame.byteCount || !self.pendingAppend.isEmpty else {
+                actions.append(.sendRealtime(.inputAudioAppend(base64: payload)))
+                return
             }
-            self.heldInbound.append(payload)
+            if self.pendingAppend.isEmpty { self.pendingAppendSince = now }
+            if let decoded {
+                self.pendingAppend.append(contentsOf: decoded)
+            } else if let bytes = Base64.decode(payload) {
+                self.pendingAppend.append(contentsOf: bytes)
+            } else {
+                self.badMessage(kind: "twilio.invalid_base64", into: &actions)
+            }
+            if self.pendingAppend.count >= batch { self.flushAppend(into: &actions) }
+        case .connecting, .configuring, .reconnecting:
+            // Audio gathered for an append that never went out goes first.
+            if !self.pendingAppend.isEmpty {
+                let pending = Base64.encode(self.pendingAppend)
+                self.pendingAppend.removeAll(keepingCapacity: true)
+                self.pendingAppendSince = nil
+                self.hold(pending)
+            }
+            self.hold(payload)
         case .closed:
-            break
+            self.pendingAppend.removeAll()
+            self.pendingAppendSince = nil
         }
+    }
+
+    mutating func hold(_ payload: String) {
+        if self.heldInbound.count >= self.configuration.maxHeldInboundMessages {
+            self.heldInbound.removeFirst()
+            self.counters.rxDroppedBeforeReady += 1
+        }
+        self.heldInbound.append(payload)
+    }
+
+    /// Sends the gathered caller audio, if any, as one append.
+    mutating func flushAppend(into actions: inout [CallAction]) {
+        guard !self.pendingAppend.isEmpty else { return }
+        actions.append(.sendRealtime(.inputAudioAppend(base64: Base64.encode(self.pendingAppend))))
+        self.pendingAppend.removeAll(keepingCapacity: true)
+        self.pendingAppendSince = nil
+    }
+
+    /// Every other event to the service goes through here: gathered caller audio never waits behind one.
+    mutating func sendRealtime(_ event: RealtimeClientEvent, into actions: inout [CallAction]) {
+        self.flushAppend(into: &actions)
+        actions.append(.sendRealtime(event))
     }
 
     // MARK: Realtime leg
@@ -367,7 +416,8 @@ public struct CallStateMachine: Sendable {
                 // A new session knows nothing: give it the conversation so far before the held audio.
                 self.replayPending = false
                 for turn in self.conversation.turns {
-                    actions.append(.sendRealtime(.conversationItemCreate(role: turn.role, text: turn.text, eventID: self.makeEventID("replay"))))
+                    let eventID = self.makeEventID("replay")
+                    self.sendRealtime(.conversationItemCreate(role: turn.role, text: turn.text, eventID: eventID), into: &actions)
                     self.counters.replayedItems += 1
                 }
             }

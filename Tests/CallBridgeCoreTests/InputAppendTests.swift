@@ -1,0 +1,106 @@
+import Testing
+
+@testable import CallBridgeCore
+
+/// Caller audio gathered into `input_audio_buffer.append`s of `inputAppendDuration` (40 ms here: two Twilio frames).
+@Suite struct InputAppendTests {
+    static let start = TwilioStart(streamSid: "MZ1", callSid: "CA1", customParameters: [:])
+
+    /// A configured call at t = 10 ms, with local barge-in (the default) or the service's.
+    func readyCall(local: Bool, appendMs: Int = 40) -> CallStateMachine {
+        let configuration = CallConfiguration(
+            inputAppendDuration: .milliseconds(appendMs),
+            bargeIn: local ? .init() : .serverOnly,
+            watchdog: nil,
+            sessionRecycleAfter: nil
+        )
+        var sm = CallStateMachine(configuration: configuration, now: t(0))
+        _ = sm.handle(.twilioReceived(.connected), now: t(0))
+        _ = sm.handle(.twilioReceived(.start(Self.start)), now: t(1))
+        _ = sm.handle(.realtimeConnected, now: t(5))
+        _ = sm.handle(.realtimeReceived(.sessionUpdated), now: t(10))
+        return sm
+    }
+
+    static func appends(_ actions: [CallAction]) -> [[UInt8]] {
+        actions.compactMap { action in
+            if case .sendRealtime(.inputAudioAppend(let base64)) = action { return Base64.decode(base64) }
+            return nil
+        }
+    }
+
+    @Test(arguments: [true, false])
+    func twoFramesMakeOneAppendWithTheirBytesInOrder(local: Bool) {
+        var sm = self.readyCall(local: local)
+        let frames = (0..<6).map { ramp(160, from: $0 * 7) }
+        var sent: [[UInt8]] = []
+        for (index, frame) in frames.enumerated() {
+            let actions = sm.handle(.twilioReceived(.media(payload: Base64.encode(frame))), now: t(20 + 20 * index))
+            let appends = Self.appends(actions)
+            // Nothing goes out on the first frame of each pair; both go out together on the second.
+            #expect(appends.count == index % 2, "frame \(index): \(actions)")
+            sent += appends
+        }
+        #expect(sent == [frames[0] + frames[1], frames[2] + frames[3], frames[4] + frames[5]])
+    }
+
+    @Test func twentyMillisecondsForwardsEachMessageAsItCame() {
+        var sm = self.readyCall(local: false, appendMs: 20)
+        #expect(sm.handle(.twilioReceived(.media(payload: "AAAA")), now: t(20)) == [.sendRealtime(.inputAudioAppend(base64: "AAAA"))])
+    }
+
+    /// A gathered frame never waits behind another event to the service: a cancel finds it sent first.
+    @Test func gatheredAudioGoesBeforeAnyOtherEventToTheService() {
+        var sm = self.readyCall(local: false)
+        _ = sm.handle(.realtimeReceived(.responseCreated(responseID: "r1")), now: t(12))
+        _ = sm.handle(.realtimeReceived(.outputItemAdded(responseID: "r1", itemID: "i1")), now: t(12))
+        _ = sm.handle(.realtimeReceived(.audioDelta(responseID: "r1", itemID: "i1", audio: ramp(1600))), now: t(12))
+        let frame = ramp(160, from: 3)
+        #expect(Self.appends(sm.handle(.twilioReceived(.media(payload: Base64.encode(frame))), now: t(20))).isEmpty)
+        // The service hears the caller: the bridge truncates what played (server barge-in), after the held frame.
+        let actions = sm.handle(.realtimeReceived(.speechStarted(audioStartMs: 0, itemID: "u1")), now: t(25))
+        let realtime = actions.compactMap { action -> RealtimeClientEvent? in
+            if case .sendRealtime(let event) = action { return event }
+            return nil
+        }
+        #expect(realtime.count >= 2, "\(actions)")
+        #expect(realtime.first.map { if case .inputAudioAppend = $0 { true } else { false } } == true)
+        #expect(Self.appends(actions) == [frame])
+    }
+
+    /// Caller media stopped after one frame: the next event an append's length later sends it alone.
+    @Test func aLoneFrameGoesOutAfterOneAppendsLength() {
+        var sm = self.readyCall(local: false)
+        let frame = ramp(160)
+        #expect(Self.appends(sm.handle(.twilioReceived(.media(payload: Base64.encode(frame))), now: t(20))).isEmpty)
+        #expect(Self.appends(sm.handle(.timerFired(TimerID(.watchdog, generation: 99)), now: t(59))).isEmpty)
+        #expect(Self.appends(sm.handle(.timerFired(TimerID(.watchdog, generation: 99)), now: t(60))) == [frame])
+    }
+
+    /// The leg drops with a frame gathered: it is held with the audio that follows, and replayed first.
+    @Test func aGatheredFrameIsHeldWhenTheLegDrops() {
+        var sm = self.readyCall(local: false)
+        let first = ramp(160, from: 1)
+        let second = ramp(160, from: 2)
+        _ = sm.handle(.twilioReceived(.media(payload: Base64.encode(first))), now: t(20))
+        _ = sm.handle(.realtimeClosed(.closed("gone")), now: t(30))
+        _ = sm.handle(.twilioReceived(.media(payload: Base64.encode(second))), now: t(40))
+        #expect(sm.heldInbound.map { Base64.decode($0) } == [first, second])
+        #expect(sm.pendingAppend.isEmpty)
+    }
+
+    /// Silence sent in place of echo is gathered like the caller's audio.
+    @Test func echoSilenceIsGatheredToo() {
+        var sm = self.readyCall(local: true)
+        _ = sm.handle(.realtimeReceived(.responseCreated(responseID: "r1")), now: t(12))
+        _ = sm.handle(.realtimeReceived(.outputItemAdded(responseID: "r1", itemID: "i1")), now: t(12))
+        _ = sm.handle(.realtimeReceived(.audioDelta(responseID: "r1", itemID: "i1", audio: tone(-20, frames: 50))), now: t(12))
+        var sent: [[UInt8]] = []
+        for index in 0..<4 {
+            // The AI is speaking; quiet caller frames are replaced by silence.
+            sent += Self.appends(sm.handle(.twilioReceived(.media(payload: callerPayload(-70))), now: t(20 + 20 * index)))
+        }
+        #expect(sent == Array(repeating: Array(repeating: MuLaw.silence, count: 320), count: 2))
+        #expect(sm.counters.echoSilencedMessages == 4)
+    }
+}
