@@ -366,7 +366,7 @@ final class LoopCalls {
         self.ticking.insert(host)
         self.metrics = host.metrics
         if self.ticker == nil {
-            let ticker = LoopTicker(eventLoop: self.eventLoop, period: .milliseconds(20 / Int64(Self.phases))) {
+            let ticker = LoopTicker(eventLoop: self.eventLoop, period: .microseconds(20_000 / Int64(Self.phases))) {
                 [unowned self] deadline in self.tick(deadline)
             }
             self.ticker = ticker

@@ -307,7 +307,7 @@ final class LoadLoop: @unchecked Sendable {
     }
 
     func start() {
-        let period = TimeAmount.milliseconds(20 / Int64(self.calls.phases))
+        let period = TimeAmount.microseconds(20_000 / Int64(self.calls.phases))
         let ticker = LoopTicker(eventLoop: self.eventLoop, period: period) { [unowned self] deadline in self.tick(deadline) }
         self.ticker = ticker
         ticker.start()
