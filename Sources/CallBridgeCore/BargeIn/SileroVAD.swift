@@ -203,6 +203,11 @@ public struct SileroVAD: Sendable {
     /// without collecting them in an array (the per-frame form).
     public mutating func process<C: Collection>(_ samples: C, window report: (Float) -> Void) where C.Element == Float {
         self.pending.append(contentsOf: samples)
+        self.completeWindows(report)
+    }
+
+    /// Runs every whole window in `pending`, in order, and keeps the rest.
+    private mutating func completeWindows(_ report: (Float) -> Void) {
         var start = 0
         while self.pending.count - start >= Self.windowSamples {
             report(self.window(at: start))
@@ -217,8 +222,21 @@ public struct SileroVAD: Sendable {
     }
 
     /// Feeds 8 kHz μ-law, handing `window` each completed window's probability (allocates nothing).
+    ///
+    /// Contiguous bytes (an array, a slice) are decoded straight into the pending samples by non-generic code: the
+    /// generic path, called from another module unspecialized, allocated once per sample.
     public mutating func process<C: Collection>(muLaw bytes: C, window report: (Float) -> Void) where C.Element == UInt8 {
-        self.process(bytes.lazy.map { Float(MuLaw.decode($0)) / 32768 }, window: report)
+        let done: Void? = bytes.withContiguousStorageIfAvailable { self.process(muLawBytes: $0, window: report) }
+        if done == nil {
+            let copied = Array(bytes)
+            copied.withUnsafeBufferPointer { self.process(muLawBytes: $0, window: report) }
+        }
+    }
+
+    /// `process(muLaw:window:)` on contiguous bytes.
+    public mutating func process(muLawBytes bytes: UnsafeBufferPointer<UInt8>, window report: (Float) -> Void) {
+        for byte in bytes { self.pending.append(Float(MuLaw.decode(byte)) / 32768) }
+        self.completeWindows(report)
     }
 
     /// One 32 ms window (the 256 samples at `start` in `pending`) through the network.
