@@ -126,6 +126,77 @@ import Testing
         #expect(try Self.written(channel) == [Frame(fin: true, opcode: 0xA, masked: false, payload: Array("are you there".utf8))])
     }
 
+    /// What a receiver is handed instead of the pipeline's messages.
+    final class Receiver: WebSocketMessageReceiver {
+        var received: [String] = []
+        func webSocketText(_ text: String) { self.received.append(text) }
+        func webSocketBinary(_ data: ByteBuffer) { self.received.append("binary:\(data.readableBytes)") }
+    }
+
+    @Test func aReceiverGetsWholeUnmaskedMessagesAndThePipelineNone() throws {
+        let (channel, collector) = try Self.connection(role: .server)
+        let receiver = Receiver()
+        try channel.pipeline.syncOperations.handler(type: WebSocketConnectionHandler.self).receiver = receiver
+        // Two messages in one read, one of them fragmented, and a masked text split across reads.
+        try Self.inbound(channel, Self.frame(0x1, Array("one".utf8)) + Self.frame(0x1, Array("tw".utf8), fin: false) + Self.frame(0x0, Array("o".utf8)))
+        let third = Self.frame(0x1, Array(String(repeating: "é", count: 100).utf8)) + Self.frame(0x2, [9, 9])
+        try Self.inbound(channel, Array(third.prefix(7)))
+        try Self.inbound(channel, Array(third.dropFirst(7)))
+        #expect(receiver.received == ["one", "two", String(repeating: "é", count: 100), "binary:2"])
+        #expect(collector.messages.isEmpty)
+        // Control frames are still handled here; the peer's close still goes down the pipeline.
+        try Self.inbound(channel, Self.frame(0x8, [0x03, 0xE8]))
+        #expect(collector.peerClosed == [WebSocketPeerClosed(code: 1000)])
+        #expect(try Self.written(channel) == [Frame(fin: true, opcode: 0x8, masked: false, payload: [0x03, 0xE8])])
+    }
+
+    @Test func sendTextWritesOneFrameStraightToTheTransportMaskedAsAClient() throws {
+        for role in [WebSocketConnectionHandler.Role.client, .server] {
+            let (channel, _) = try Self.connection(role: role)
+            let connection = try channel.pipeline.syncOperations.handler(type: WebSocketConnectionHandler.self)
+            for text in ["hello", String(repeating: "x", count: 300)] {
+                var payload = channel.allocator.webSocketPayload(capacity: text.utf8.count)
+                payload.writeString(text)
+                connection.send(text: payload)
+            }
+            connection.flush()
+            #expect(
+                try Self.written(channel) == [
+                    Frame(fin: true, opcode: 0x1, masked: role == .client, payload: Array("hello".utf8)),
+                    Frame(fin: true, opcode: 0x1, masked: role == .client, payload: Array(String(repeating: "x", count: 300).utf8)),
+                ]
+            )
+            // Once closing, nothing more goes out.
+            _ = channel.close()
+            _ = try Self.written(channel)
+            connection.send(text: ByteBuffer(string: "late"))
+            connection.flush()
+            #expect(try Self.written(channel).isEmpty)
+        }
+    }
+
+    @Test(arguments: [
+        // Reserved bits (no extension is ever negotiated).
+        ([0xC1, 0x80, 1, 2, 3, 4], 1002),
+        // A fragmented ping.
+        ([0x09, 0x80, 1, 2, 3, 4], 1002),
+        // A ping of 126 bytes (control frames are at most 125).
+        ([0x89, 0xFE, 0x00, 0x7E], 1002),
+        // A 64-bit length over the limit, refused before any of the payload arrives.
+        ([0x82, 0xFF, 0, 0, 0, 1, 0, 0, 0, 0], 1009),
+        // An unknown opcode.
+        ([0x83, 0x80, 1, 2, 3, 4], 1002),
+    ] as [([UInt8], UInt16)])
+    func aFramingErrorClosesWithItsCodeAndNothingMoreIsRead(wire: [UInt8], code: UInt16) throws {
+        let (channel, collector) = try Self.connection(role: .server, configuration: .init(maximumMessageSize: 1 << 16))
+        try Self.inbound(channel, wire)
+        #expect(try Self.written(channel) == [Frame(fin: true, opcode: 0x8, masked: false, payload: [UInt8(code >> 8), UInt8(code & 0xFF)])])
+        try Self.inbound(channel, Self.frame(0x1, Array("after".utf8)))
+        #expect(collector.messages.isEmpty)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(3))
+        #expect(!channel.isActive)
+    }
+
     @Test func aClientMasksEverythingItSends() throws {
         let (channel, _) = try Self.connection(role: .client)
         try Self.inbound(channel, Self.frame(0x9, [7, 7], mask: nil))
@@ -280,11 +351,14 @@ import Testing
         try Self.expectCallBridgesFrameCodec(channel)
     }
 
-    /// After an upgrade the frames go out through `WebSocketFrameSerializer`; NIO's encoder (which the NIO upgraders
-    /// would have added) is not there.
+    /// After an upgrade the connection handler does the framing; NIO's encoder and decoder (which the NIO upgraders
+    /// would have added) are not there.
     static func expectCallBridgesFrameCodec(_ channel: EmbeddedChannel) throws {
-        _ = try channel.pipeline.syncOperations.handler(type: WebSocketFrameSerializer.self)
+        _ = try channel.pipeline.syncOperations.handler(type: WebSocketConnectionHandler.self)
         #expect(throws: ChannelPipelineError.notFound) { try channel.pipeline.syncOperations.handler(type: WebSocketFrameEncoder.self) }
+        #expect(throws: ChannelPipelineError.notFound) {
+            try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)
+        }
     }
 
     @Test func theServerRefusesOtherPathsAndAnswersHealthChecks() throws {

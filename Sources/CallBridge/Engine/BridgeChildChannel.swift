@@ -67,10 +67,13 @@ struct BridgeChildChannel: HTTPChannelHandler {
                 upgradePipelineHandler: { channel, _ in
                     channel.eventLoop.makeCompletedFuture {
                         let host = makeCall(channel, logger)
-                        try channel.pipeline.syncOperations.addHandler(
-                            WebSocketConnectionHandler(role: .server, configuration: .init(maximumMessageSize: 1 << 16, closeTimeout: .seconds(3), pingInterval: .seconds(20)))
+                        try WebSocketConnectionHandler.addHandlers(
+                            to: channel.pipeline.syncOperations,
+                            role: .server,
+                            configuration: .init(maximumMessageSize: 1 << 16, closeTimeout: .seconds(3), pingInterval: .seconds(20)),
+                            application: TwilioMediaHandler(host: host)
                         )
-                        try channel.pipeline.syncOperations.addHandler(TwilioMediaHandler(host: host))
+                        host.twilioConnection = try channel.pipeline.syncOperations.handler(type: WebSocketConnectionHandler.self)
                         host.start()
                         return Outcome.media(channel, NIOLoopBound(host, eventLoop: channel.eventLoop))
                     }

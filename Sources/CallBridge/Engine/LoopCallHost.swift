@@ -23,13 +23,16 @@ final class LoopCallHost: CallIO, PhasedTickListMember {
 
     let eventLoop: any EventLoop
     private let twilio: any Channel
+    /// The Twilio connection's WebSocket handler: frames go out through it directly (set once it is in the pipeline).
+    var twilioConnection: WebSocketConnectionHandler?
     private let shared: Shared
     private let loop: LoopCalls
     let logger: Logger
     private let number: Int
     private(set) var driver: CallDriver!
-    /// The current Realtime leg: its number, its channel once up, and whether the call is done with it.
-    private var realtime: (leg: Int, channel: (any Channel)?, over: Bool)?
+    /// The current Realtime leg: its number, its channel and WebSocket handler once up, and whether the call is done
+    /// with it.
+    private var realtime: (leg: Int, channel: (any Channel)?, connection: WebSocketConnectionHandler?, over: Bool)?
     private var timers: [Int: Scheduled<Void>] = [:]
     private var nextTimer = 0
     private var twilioDirty = false
@@ -125,18 +128,23 @@ final class LoopCallHost: CallIO, PhasedTickListMember {
     func flush() {
         if self.twilioDirty {
             self.twilioDirty = false
-            self.twilio.flush()
+            if let connection = self.twilioConnection { connection.flush() } else { self.twilio.flush() }
         }
         if self.realtimeDirty {
             self.realtimeDirty = false
-            self.realtime?.channel?.flush()
+            if let connection = self.realtime?.connection { connection.flush() } else { self.realtime?.channel?.flush() }
         }
     }
 
     // MARK: CallIO
 
     func sendTwilio(_ text: String) {
-        self.twilio.write(Self.frame(text, allocator: self.twilio.allocator), promise: nil)
+        let payload = Self.payload(text, allocator: self.twilio.allocator)
+        if let connection = self.twilioConnection {
+            connection.send(text: payload)
+        } else {
+            self.twilio.write(WebSocketFrame(fin: true, opcode: .text, data: payload), promise: nil)
+        }
         self.twilioDirty = true
     }
 
@@ -145,7 +153,7 @@ final class LoopCallHost: CallIO, PhasedTickListMember {
     }
 
     func openRealtime(leg: Int) {
-        self.realtime = (leg, nil, false)
+        self.realtime = (leg, nil, nil, false)
         guard let endpoint = self.shared.endpoint.current else {
             // The embedded agent is not listening yet: a moment's wait, as for a network failure.
             self.eventLoop.assumeIsolated().execute {
@@ -187,7 +195,12 @@ final class LoopCallHost: CallIO, PhasedTickListMember {
 
     func sendRealtime(_ text: String) {
         guard let channel = self.realtime?.channel else { return }
-        channel.write(Self.frame(text, allocator: channel.allocator), promise: nil)
+        let payload = Self.payload(text, allocator: channel.allocator)
+        if let connection = self.realtime?.connection {
+            connection.send(text: payload)
+        } else {
+            channel.write(WebSocketFrame(fin: true, opcode: .text, data: payload), promise: nil)
+        }
         self.realtimeDirty = true
     }
 
@@ -218,13 +231,14 @@ final class LoopCallHost: CallIO, PhasedTickListMember {
     // MARK: From the legs
 
     /// The Realtime leg's handler is in its pipeline: the leg is up.
-    func realtimeUp(leg: Int, channel: any Channel) {
+    func realtimeUp(leg: Int, channel: any Channel, connection: WebSocketConnectionHandler?) {
         self.perform {
             guard let current = self.realtime, current.leg == leg else {
                 channel.close(mode: .all, promise: nil)
                 return
             }
             self.realtime?.channel = channel
+            self.realtime?.connection = connection
             if current.over {
                 channel.close(mode: .all, promise: nil)
                 return
@@ -235,7 +249,10 @@ final class LoopCallHost: CallIO, PhasedTickListMember {
 
     func realtimeGone(leg: Int, detail: String) {
         self.perform {
-            if self.realtime?.leg == leg { self.realtime?.channel = nil }
+            if self.realtime?.leg == leg {
+                self.realtime?.channel = nil
+                self.realtime?.connection = nil
+            }
             self.driver.realtimeClosed(leg: leg, .closed(detail))
         }
     }
@@ -259,20 +276,29 @@ final class LoopCallHost: CallIO, PhasedTickListMember {
 
     // MARK: Helpers
 
-    static func frame(_ text: String, allocator: ByteBufferAllocator) -> WebSocketFrame {
+    /// A text message's payload, with room for its frame header before it.
+    static func payload(_ text: String, allocator: ByteBufferAllocator) -> ByteBuffer {
         var buffer = allocator.webSocketPayload(capacity: text.utf8.count)
         buffer.writeString(text)
-        return WebSocketFrame(fin: true, opcode: .text, data: buffer)
+        return buffer
     }
 }
 
-/// The Twilio leg's messages, into the call's driver.
-final class TwilioMediaHandler: ChannelInboundHandler, RemovableChannelHandler {
+/// The Twilio leg's messages, into the call's driver (straight from the connection handler, as its receiver).
+final class TwilioMediaHandler: ChannelInboundHandler, RemovableChannelHandler, WebSocketMessageReceiver {
     typealias InboundIn = WebSocketInboundMessage
 
     private let host: LoopCallHost
 
     init(host: LoopCallHost) { self.host = host }
+
+    func webSocketText(_ text: String) {
+        self.host.twilioText(text)
+    }
+
+    func webSocketBinary(_ data: ByteBuffer) {
+        self.host.perform { self.host.driver.twilioBinary() }
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch TwilioMediaHandler.unwrapInboundIn(data) {
@@ -293,8 +319,8 @@ final class TwilioMediaHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 }
 
-/// One Realtime leg's messages, into the call's driver.
-final class RealtimeLegHandler: ChannelInboundHandler, RemovableChannelHandler {
+/// One Realtime leg's messages, into the call's driver (straight from the connection handler, as its receiver).
+final class RealtimeLegHandler: ChannelInboundHandler, RemovableChannelHandler, WebSocketMessageReceiver {
     typealias InboundIn = WebSocketInboundMessage
 
     private let host: LoopCallHost
@@ -308,7 +334,18 @@ final class RealtimeLegHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        if context.channel.isActive { self.host.realtimeUp(leg: self.leg, channel: context.channel) }
+        guard context.channel.isActive else { return }
+        let connection = try? context.pipeline.syncOperations.handler(type: WebSocketConnectionHandler.self)
+        self.host.realtimeUp(leg: self.leg, channel: context.channel, connection: connection)
+    }
+
+    func webSocketText(_ text: String) {
+        self.host.realtimeText(text, leg: self.leg)
+    }
+
+    func webSocketBinary(_ data: ByteBuffer) {
+        let leg = self.leg
+        self.host.perform { self.host.driver.realtimeBinary(leg: leg) }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -188,6 +188,8 @@ final class LoadAgentHandler: ChannelInboundHandler, TickListMember {
     private var agent: EchoAgent
     private let loop: AgentLoop
     private var context: ChannelHandlerContext?
+    /// The connection's WebSocket handler, which frames and writes each event directly (no `WebSocketFrame`).
+    private var connection: WebSocketConnectionHandler?
     var slot = -1
 
     init(agent: EchoAgent, loop: AgentLoop) {
@@ -197,6 +199,7 @@ final class LoadAgentHandler: ChannelInboundHandler, TickListMember {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        self.connection = try? context.pipeline.syncOperations.handler(type: WebSocketConnectionHandler.self)
         self.loop.counters.sessionsOpened += 1
         self.send(self.agent.connected())
     }
@@ -205,6 +208,7 @@ final class LoadAgentHandler: ChannelInboundHandler, TickListMember {
         self.loop.setStreaming(self, false)
         self.loop.counters.sessionsClosed += 1
         self.context = nil
+        self.connection = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -228,7 +232,11 @@ final class LoadAgentHandler: ChannelInboundHandler, TickListMember {
         for event in events {
             var buffer = context.channel.allocator.webSocketPayload(capacity: event.utf8.count)
             buffer.writeString(event)
-            context.write(LoadAgentHandler.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: buffer)), promise: nil)
+            if let connection = self.connection {
+                connection.send(text: buffer)
+            } else {
+                context.write(LoadAgentHandler.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: buffer)), promise: nil)
+            }
         }
         self.loop.counters.eventsSent += events.count
         context.flush()

@@ -389,6 +389,8 @@ final class LoadCallHandler: ChannelInboundHandler, PhasedTickListMember {
     var phase = -1
     private var state = Phase.streaming
     private var context: ChannelHandlerContext?
+    /// The connection's WebSocket handler, which frames and writes each message directly (no `WebSocketFrame`).
+    private var connection: WebSocketConnectionHandler?
     /// The call's time origin: caller frame k leaves at origin + 20 ms × (k + 1).
     private var origin: NIODeadline?
     private var needsFlush = false
@@ -402,6 +404,7 @@ final class LoadCallHandler: ChannelInboundHandler, PhasedTickListMember {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        self.connection = try? context.pipeline.syncOperations.handler(type: WebSocketConnectionHandler.self)
         self.loop.stats.callsConnected += 1
         self.write(TwilioSimulatorCodec.connected())
         self.write(TwilioSimulatorCodec.start(self.start, sequence: self.call.nextSequence()))
@@ -496,7 +499,11 @@ final class LoadCallHandler: ChannelInboundHandler, PhasedTickListMember {
         guard let context = self.context else { return }
         self.loop.stats.messagesSent += 1
         self.needsFlush = true
-        context.write(LoadCallHandler.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: buffer)), promise: nil)
+        if let connection = self.connection {
+            connection.send(text: buffer)
+        } else {
+            context.write(LoadCallHandler.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: buffer)), promise: nil)
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -533,6 +540,7 @@ final class LoadCallHandler: ChannelInboundHandler, PhasedTickListMember {
             break
         }
         self.context = nil
+        self.connection = nil
         context.fireChannelInactive()
     }
 }

@@ -128,10 +128,12 @@ public enum WebSocketClientChannel {
             maximumFrameSize: configuration.maximumMessageSize
         ) { channel, _ in
             channel.eventLoop.makeCompletedFuture {
-                // The frame codec went in with the upgrader (WebSocketUpgraders.swift); the connection handler and the
-                // application follow it.
-                try channel.pipeline.syncOperations.addHandler(WebSocketConnectionHandler(role: .client, configuration: configuration))
-                try channel.pipeline.syncOperations.addHandler(try handler.value())
+                try WebSocketConnectionHandler.addHandlers(
+                    to: channel.pipeline.syncOperations,
+                    role: .client,
+                    configuration: configuration,
+                    application: try handler.value()
+                )
                 upgraded.succeed()
             }
         }

@@ -27,26 +27,42 @@ public struct WebSocketCloseRequest: Sendable, Equatable {
     public init(code: WebSocketErrorCode) { self.code = code }
 }
 
-/// The WebSocket protocol on a raw NIO channel, after `WebSocketFrameDecoder`/`WebSocketFrameSerializer`: one place for
-/// what every connection needs, so that application handlers see whole messages and write plain frames.
+/// Takes a connection's data messages straight from its `WebSocketConnectionHandler`, on the channel's event loop,
+/// instead of as `WebSocketInboundMessage`s down the pipeline: a text message comes as a `String` made from the frame
+/// in one pass (unmasked on the way), with no pipeline hop and no boxed message. Every other event (the peer's close,
+/// inactive, errors) still goes down the pipeline.
+public protocol WebSocketMessageReceiver: AnyObject {
+    func webSocketText(_ text: String)
+    func webSocketBinary(_ data: ByteBuffer)
+}
+
+/// The WebSocket protocol on a raw NIO channel, right after the transport (or TLS): the framing and everything
+/// every connection needs, in one handler, so that application handlers see whole messages and write plain frames.
 ///
-/// - Inbound: data frames become `WebSocketInboundMessage`s; fragmented messages are joined (continuation frames,
-///   with control frames allowed in between), up to `maximumMessageSize` (larger: closed with 1009). Masked frames
-///   are unmasked. A ping is answered with a pong carrying the same payload; pongs are dropped.
-/// - Outbound: the application writes `WebSocketFrame`s; as a client (RFC 6455 §5.3) each gets a fresh masking key.
+/// - Framing: bytes in are parsed into frames here (`WebSocketFrameParser`); frames out are serialized here
+///   (`WebSocketFrameSerializer`'s encoding). One handler instead of NIO's decoder, its `ByteToMessageHandler` and a
+///   serializer: a message costs one pipeline hop each way, not three or four, and no `WebSocketFrame` (whose storage
+///   is a heap box) on the paths of `send(text:)` and a `receiver`.
+/// - Inbound: data frames become `WebSocketInboundMessage`s (or go to the `receiver`); fragmented messages are
+///   joined (continuation frames, with control frames allowed in between), up to `maximumMessageSize` (larger: closed
+///   with 1009). Masked frames are unmasked. A ping is answered with a pong carrying the same payload; pongs are
+///   dropped.
+/// - Outbound: the application writes `WebSocketFrame`s, or calls `send(text:)` from the event loop; as a client
+///   (RFC 6455 §5.3) each frame gets a fresh masking key.
 /// - Close handshake: `close()` sends a close frame (1000) and closes the connection when the peer's close frame
 ///   comes back, or after `closeTimeout`. A close frame from the peer is answered with one (its code echoed) and the
 ///   connection is closed; the application sees `WebSocketPeerClosed` first. Protocol errors (a continuation with
-///   nothing to continue, a new message inside a fragmented one, an unknown opcode, a frame the decoder refuses)
-///   close with 1002 or 1009.
+///   nothing to continue, a new message inside a fragmented one, an unknown opcode, reserved bits, a fragmented or
+///   long control frame) close with 1002; a frame over the size limit with 1009. After a framing error nothing more
+///   is read from the connection.
 /// - Keep-alive: with a `pingInterval`, a ping goes out every interval; a peer that has not answered the previous
 ///   ping by the next one is taken for dead and the close handshake starts with 1001 (going away), bounded by the
 ///   close timeout. A silent TCP peer (a NAT that forgot the flow, a crashed host) is noticed within two intervals.
 public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
-    public typealias InboundIn = WebSocketFrame
+    public typealias InboundIn = ByteBuffer
     public typealias InboundOut = WebSocketInboundMessage
     public typealias OutboundIn = WebSocketFrame
-    public typealias OutboundOut = WebSocketFrame
+    public typealias OutboundOut = ByteBuffer
 
     public enum Role: Sendable {
         /// Masks what it sends (a client must).
@@ -55,7 +71,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
     }
 
     public struct Configuration: Sendable {
-        /// Largest message after joining fragments, and largest single frame (the decoder's limit).
+        /// Largest message after joining fragments, and largest single frame.
         public var maximumMessageSize: Int
         /// How long to wait for the peer's close frame after sending ours.
         public var closeTimeout: TimeAmount
@@ -84,12 +100,23 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
     private var state = State.open
     /// A fragmented message being joined: its opcode and the data so far.
     private var fragments: (opcode: WebSocketOpcode, data: ByteBuffer)?
+    /// The start of a frame that has not all arrived yet.
+    private var partial: ByteBuffer?
+    /// After a framing error the byte stream cannot be followed: nothing more is parsed.
+    private var unreadable = false
     /// Masking keys for client frames: a small generator seeded once from the system's (a key per frame).
     private var maskGenerator: SplitMix64
     /// The keep-alive timer, and the payload of the ping still unanswered (nil when answered or none sent).
     private var pinger: RepeatedTask?
     private var unansweredPing: UInt64?
     private var pingsSent: UInt64 = 0
+    /// This handler's place in the pipeline, for `send(text:)` and `flush()` (nil once removed).
+    private var context: ChannelHandlerContext?
+    /// Reused for the headers of large unmasked payloads sent as they are.
+    private var headerBuffer: ByteBuffer?
+    /// Takes the data messages instead of the next handler (set on the event loop; let go when the handler leaves
+    /// the pipeline or the channel closes).
+    public var receiver: (any WebSocketMessageReceiver)?
 
     public init(role: Role, configuration: Configuration = .init()) {
         self.role = role
@@ -98,27 +125,34 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
         self.maskGenerator = SplitMix64(state: system.next())
     }
 
-    /// Adds the frame codec and this handler (on a test channel; after a real handshake the upgraders of
-    /// WebSocketUpgraders.swift add the codec).
+    /// Adds this handler (framing included) to a pipeline whose transport carries WebSocket bytes: a test channel,
+    /// or a connection after its upgrade.
     public static func addHandlers(
         to pipeline: ChannelPipeline.SynchronousOperations,
         role: Role,
         configuration: Configuration = .init()
     ) throws {
-        try Self.addFrameCodec(to: pipeline, maximumFrameSize: configuration.maximumMessageSize)
         try pipeline.addHandler(WebSocketConnectionHandler(role: role, configuration: configuration))
     }
 
-    /// The frame codec of every WebSocket pipeline on raw NIO: `WebSocketFrameSerializer` out, NIO's
-    /// `WebSocketFrameDecoder` in.
-    static func addFrameCodec(to pipeline: ChannelPipeline.SynchronousOperations, maximumFrameSize: Int) throws {
-        try pipeline.addHandler(WebSocketFrameSerializer())
-        try pipeline.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: maximumFrameSize)))
+    /// Adds a connection handler and the application's handler after it; an application handler that is a
+    /// `WebSocketMessageReceiver` is given the data messages directly.
+    static func addHandlers(
+        to pipeline: ChannelPipeline.SynchronousOperations,
+        role: Role,
+        configuration: Configuration,
+        application: any ChannelHandler
+    ) throws {
+        let connection = WebSocketConnectionHandler(role: role, configuration: configuration)
+        try pipeline.addHandler(connection)
+        try pipeline.addHandler(application)
+        if let receiver = application as? any WebSocketMessageReceiver { connection.receiver = receiver }
     }
 
     // MARK: Keep-alive
 
     public func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
         if context.channel.isActive { self.startPinging(context: context) }
     }
 
@@ -129,6 +163,10 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
 
     public func handlerRemoved(context: ChannelHandlerContext) {
         self.stopPinging()
+        self.context = nil
+        self.receiver = nil
+        self.partial = nil
+        self.headerBuffer = nil
     }
 
     private func startPinging(context: ChannelHandlerContext) {
@@ -156,14 +194,44 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
         self.unansweredPing = self.pingsSent
         var payload = context.channel.allocator.buffer(capacity: 8)
         payload.writeInteger(self.pingsSent)
-        self.send(context: context, WebSocketFrame(fin: true, opcode: .ping, data: payload), promise: nil)
+        self.send(context: context, firstByte: 0x80 | 0x9, payload: payload, promise: nil)
         context.flush()
     }
 
     // MARK: Inbound
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let frame = WebSocketConnectionHandler.unwrapInboundIn(data)
+        guard !self.unreadable else { return }
+        var bytes = WebSocketConnectionHandler.unwrapInboundIn(data)
+        if var partial = self.partial {
+            self.partial = nil
+            partial.writeBuffer(&bytes)
+            bytes = partial
+        }
+        while !self.unreadable {
+            switch WebSocketFrameParser.next(&bytes, maximumFrameSize: self.configuration.maximumMessageSize) {
+            case .frame(let frame):
+                self.received(frame, context: context)
+            case .needMore:
+                if bytes.readableBytes > 0 {
+                    // A copy of just the rest: holding the read buffer itself would keep its whole capacity, and
+                    // keep the channel from reusing it for the next read.
+                    var rest = context.channel.allocator.buffer(capacity: bytes.readableBytes)
+                    rest.writeBuffer(&bytes)
+                    self.partial = rest
+                }
+                return
+            case .tooLarge:
+                self.unreadable = true
+                self.fail(context: context, code: .messageTooLarge)
+            case .malformed:
+                self.unreadable = true
+                self.fail(context: context, code: .protocolError)
+            }
+        }
+    }
+
+    private func received(_ frame: WebSocketWireFrame, context: ChannelHandlerContext) {
         guard case .open = self.state else {
             if frame.opcode == .connectionClose { self.peerClosed(context: context, frame: frame) }
             return
@@ -172,30 +240,28 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
         case .text, .binary:
             guard self.fragments == nil else { return self.fail(context: context, code: .protocolError) }
             if frame.fin {
-                let data = frame.unmaskedData(allocator: context.channel.allocator)
-                context.fireChannelRead(WebSocketConnectionHandler.wrapInboundOut(frame.opcode == .text ? .text(data) : .binary(data)))
+                self.deliver(frame, context: context)
             } else {
-                self.fragments = (frame.opcode, frame.unmaskedData(allocator: context.channel.allocator))
+                self.fragments = (frame.opcode, frame.unmaskedPayload(allocator: context.channel.allocator))
             }
         case .continuation:
             guard var fragments = self.fragments else { return self.fail(context: context, code: .protocolError) }
             self.fragments = nil  // keep the buffer uniquely referenced while appending
-            guard fragments.data.readableBytes + frame.data.readableBytes <= self.configuration.maximumMessageSize else {
+            guard fragments.data.readableBytes + frame.payload.readableBytes <= self.configuration.maximumMessageSize else {
                 return self.fail(context: context, code: .messageTooLarge)
             }
-            fragments.data.writeUnmaskedData(of: frame)
+            frame.appendUnmaskedPayload(to: &fragments.data)
             if frame.fin {
-                let data = fragments.data
-                context.fireChannelRead(WebSocketConnectionHandler.wrapInboundOut(fragments.opcode == .text ? .text(data) : .binary(data)))
+                let joined = WebSocketWireFrame(firstByte: 0x80 | (fragments.opcode == .text ? 0x1 : 0x2), maskKey: nil, payload: fragments.data)
+                self.deliver(joined, context: context)
             } else {
                 self.fragments = fragments
             }
         case .ping:
-            let pong = WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData(allocator: context.channel.allocator))
-            self.send(context: context, pong, promise: nil)
+            self.send(context: context, firstByte: 0x80 | 0xA, payload: frame.unmaskedPayload(allocator: context.channel.allocator), promise: nil)
             context.flush()
         case .pong:
-            var data = frame.unmaskedData(allocator: context.channel.allocator)
+            var data = frame.unmaskedPayload(allocator: context.channel.allocator)
             if let expected = self.unansweredPing, data.readInteger(as: UInt64.self) == expected { self.unansweredPing = nil }
         case .connectionClose:
             self.peerClosed(context: context, frame: frame)
@@ -204,8 +270,23 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
         }
     }
 
-    private func peerClosed(context: ChannelHandlerContext, frame: WebSocketFrame) {
-        var data = frame.unmaskedData(allocator: context.channel.allocator)
+    /// A whole data message: to the receiver, or down the pipeline.
+    private func deliver(_ frame: WebSocketWireFrame, context: ChannelHandlerContext) {
+        let isText = frame.opcode == .text
+        if let receiver = self.receiver {
+            if isText {
+                receiver.webSocketText(frame.text())
+            } else {
+                receiver.webSocketBinary(frame.unmaskedPayload(allocator: context.channel.allocator))
+            }
+            return
+        }
+        let data = frame.unmaskedPayload(allocator: context.channel.allocator)
+        context.fireChannelRead(WebSocketConnectionHandler.wrapInboundOut(isText ? .text(data) : .binary(data)))
+    }
+
+    private func peerClosed(context: ChannelHandlerContext, frame: WebSocketWireFrame) {
+        var data = frame.unmaskedPayload(allocator: context.channel.allocator)
         let code = data.readInteger(as: UInt16.self)
         let reason = data.readableBytes > 0 ? data.readString(length: data.readableBytes) : nil
         context.fireUserInboundEventTriggered(WebSocketPeerClosed(code: code, reason: reason))
@@ -215,7 +296,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
             var reply = context.channel.allocator.buffer(capacity: 2)
             if let code { reply.writeInteger(code) }
             self.state = .closed
-            self.send(context: context, WebSocketFrame(fin: true, opcode: .connectionClose, data: reply), promise: nil)
+            self.send(context: context, firstByte: 0x80 | 0x8, payload: reply, promise: nil)
             context.flush()
             context.close(promise: nil)
         case .closeSent(let timeout):
@@ -240,7 +321,9 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
         if case .closeSent(let timeout) = self.state { timeout?.cancel() }
         self.state = .closed
         self.fragments = nil
+        self.partial = nil
         context.fireChannelInactive()
+        self.receiver = nil
     }
 
     // MARK: Outbound
@@ -250,7 +333,30 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
             promise?.fail(ChannelError.ioOnClosedChannel)
             return
         }
-        self.send(context: context, WebSocketConnectionHandler.unwrapOutboundIn(data), promise: promise)
+        let frame = WebSocketConnectionHandler.unwrapOutboundIn(data)
+        let key = frame.maskKey?.wireOrder ?? (self.role == .client ? self.nextMaskKey() : nil)
+        let (first, second) = WebSocketFrameSerializer.serialize(
+            firstByte: WebSocketFrameSerializer.firstByte(of: frame),
+            key: key,
+            extensionData: frame.extensionData,
+            payload: frame.data,
+            allocator: context.channel.allocator,
+            headerBuffer: &self.headerBuffer
+        )
+        self.write(context: context, first, second, promise: promise)
+    }
+
+    /// Sends a text message (one frame) from the event loop without a trip through the pipeline or a
+    /// `WebSocketFrame`: the payload's bytes, best with room for the header before them (`webSocketPayload`). Not
+    /// flushed. Dropped once the connection is closing or closed.
+    public func send(text payload: ByteBuffer) {
+        guard let context = self.context, case .open = self.state else { return }
+        self.send(context: context, firstByte: 0x80 | 0x1, payload: payload, promise: nil)
+    }
+
+    /// Flushes what `send(text:)` wrote.
+    public func flush() {
+        self.context?.flush()
     }
 
     public func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
@@ -275,7 +381,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
         self.stopPinging()
         var data = context.channel.allocator.buffer(capacity: 2)
         data.write(webSocketErrorCode: code)
-        self.send(context: context, WebSocketFrame(fin: true, opcode: .connectionClose, data: data), promise: nil)
+        self.send(context: context, firstByte: 0x80 | 0x8, payload: data, promise: nil)
         context.flush()
         let timeout = context.eventLoop.assumeIsolated().scheduleTask(in: self.configuration.closeTimeout) {
             context.close(promise: nil)
@@ -290,11 +396,27 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
         self.startClosing(context: context, code: code)
     }
 
-    private func send(context: ChannelHandlerContext, _ frame: WebSocketFrame, promise: EventLoopPromise<Void>?) {
-        var frame = frame
-        if self.role == .client && frame.maskKey == nil {
-            frame.maskKey = .random(using: &self.maskGenerator)
+    private func send(context: ChannelHandlerContext, firstByte: UInt8, payload: ByteBuffer, promise: EventLoopPromise<Void>?) {
+        let (first, second) = WebSocketFrameSerializer.serialize(
+            firstByte: firstByte,
+            key: self.role == .client ? self.nextMaskKey() : nil,
+            payload: payload,
+            allocator: context.channel.allocator,
+            headerBuffer: &self.headerBuffer
+        )
+        self.write(context: context, first, second, promise: promise)
+    }
+
+    private func write(context: ChannelHandlerContext, _ first: ByteBuffer, _ second: ByteBuffer?, promise: EventLoopPromise<Void>?) {
+        if let second {
+            context.write(WebSocketConnectionHandler.wrapOutboundOut(first), promise: nil)
+            context.write(WebSocketConnectionHandler.wrapOutboundOut(second), promise: promise)
+        } else {
+            context.write(WebSocketConnectionHandler.wrapOutboundOut(first), promise: promise)
         }
-        context.write(WebSocketConnectionHandler.wrapOutboundOut(frame), promise: promise)
+    }
+
+    private func nextMaskKey() -> UInt32 {
+        UInt32(truncatingIfNeeded: self.maskGenerator.next())
     }
 }

@@ -35,28 +35,46 @@ public final class WebSocketFrameSerializer: ChannelOutboundHandler {
     // build).
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let frame = WebSocketFrameSerializer.unwrapOutboundIn(data)
-        let firstByte = Self.firstByte(of: frame)
-        let key = frame.maskKey?.wireOrder
-        if let extensionData = frame.extensionData, extensionData.readableBytes > 0 {
-            let bytes = Self.copying(firstByte: firstByte, key: key, extensionData: extensionData, data: frame.data, allocator: context.channel.allocator)
-            context.write(WebSocketFrameSerializer.wrapOutboundOut(bytes), promise: promise)
-            return
-        }
-        var payload = frame.data
-        if Self.encodeInPlace(firstByte: firstByte, key: key, payload: &payload) {
-            context.write(WebSocketFrameSerializer.wrapOutboundOut(payload), promise: promise)
-        } else if key != nil || payload.readableBytes <= Self.copyLimit {
-            let bytes = Self.copying(firstByte: firstByte, key: key, data: payload, allocator: context.channel.allocator)
-            context.write(WebSocketFrameSerializer.wrapOutboundOut(bytes), promise: promise)
+        let (first, second) = Self.serialize(
+            firstByte: Self.firstByte(of: frame),
+            key: frame.maskKey?.wireOrder,
+            extensionData: frame.extensionData,
+            payload: frame.data,
+            allocator: context.channel.allocator,
+            headerBuffer: &self.headerBuffer
+        )
+        if let second {
+            context.write(WebSocketFrameSerializer.wrapOutboundOut(first), promise: nil)
+            context.write(WebSocketFrameSerializer.wrapOutboundOut(second), promise: promise)
         } else {
-            var header = self.headerBuffer ?? context.channel.allocator.buffer(capacity: Self.maximumHeaderLength)
-            self.headerBuffer = nil  // so that `clear()` does not copy it (a reference left in a write queue still may)
-            header.clear()
-            header.moveWriterIndex(forwardBy: Self.setHeader(firstByte: firstByte, length: payload.readableBytes, key: nil, in: &header, at: 0))
-            self.headerBuffer = header
-            context.write(WebSocketFrameSerializer.wrapOutboundOut(header), promise: nil)
-            context.write(WebSocketFrameSerializer.wrapOutboundOut(payload), promise: promise)
+            context.write(WebSocketFrameSerializer.wrapOutboundOut(first), promise: promise)
         }
+    }
+
+    /// A frame's bytes: one buffer, or (a large unmasked payload) a header and then the payload as it is. A header of
+    /// its own goes in `headerBuffer`, reused from frame to frame.
+    static func serialize(
+        firstByte: UInt8,
+        key: UInt32?,
+        extensionData: ByteBuffer? = nil,
+        payload: ByteBuffer,
+        allocator: ByteBufferAllocator,
+        headerBuffer: inout ByteBuffer?
+    ) -> (ByteBuffer, ByteBuffer?) {
+        if let extensionData, extensionData.readableBytes > 0 {
+            return (Self.copying(firstByte: firstByte, key: key, extensionData: extensionData, data: payload, allocator: allocator), nil)
+        }
+        var payload = payload
+        if Self.encodeInPlace(firstByte: firstByte, key: key, payload: &payload) { return (payload, nil) }
+        if key != nil || payload.readableBytes <= Self.copyLimit {
+            return (Self.copying(firstByte: firstByte, key: key, data: payload, allocator: allocator), nil)
+        }
+        var header = headerBuffer ?? allocator.buffer(capacity: Self.maximumHeaderLength)
+        headerBuffer = nil  // so that `clear()` does not copy it (a reference left in a write queue still may)
+        header.clear()
+        header.moveWriterIndex(forwardBy: Self.setHeader(firstByte: firstByte, length: payload.readableBytes, key: nil, in: &header, at: 0))
+        headerBuffer = header
+        return (header, payload)
     }
 
     public func handlerRemoved(context: ChannelHandlerContext) {

@@ -56,8 +56,12 @@ public enum WebSocketServerChannel {
             shouldUpgrade: { channel, head in channel.eventLoop.makeSucceededFuture(shouldUpgrade(head)) },
             upgradePipelineHandler: { channel, head in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(WebSocketConnectionHandler(role: .server, configuration: configuration))
-                    try channel.pipeline.syncOperations.addHandler(try makeHandlerRef.value(head))
+                    try WebSocketConnectionHandler.addHandlers(
+                        to: channel.pipeline.syncOperations,
+                        role: .server,
+                        configuration: configuration,
+                        application: try makeHandlerRef.value(head)
+                    )
                 }
             }
         )

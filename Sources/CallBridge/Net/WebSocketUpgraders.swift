@@ -2,15 +2,14 @@ import NIOCore
 import NIOHTTP1
 import NIOWebSocket
 
-// NIO's WebSocket upgraders do the handshake (key checks, `Sec-WebSocket-Accept`) and then add NIO's
+// NIO's WebSocket upgraders do the handshake (key checks, `Sec-WebSocket-Accept`) and then add NIO's frame decoder and
 // `WebSocketFrameEncoder`, which cannot be taken out again (it is not a `RemovableChannelHandler`). These wrappers
-// keep NIO's handshake and do the pipeline step themselves: `WebSocketFrameSerializer` and NIO's decoder
-// (`WebSocketConnectionHandler.addFrameCodec`), then the caller's handlers.
+// keep NIO's handshake and leave the pipeline to the caller's handlers: `WebSocketConnectionHandler` does its own
+// framing.
 
-/// `NIOWebSocketServerUpgrader`'s handshake with callbridge's frame codec.
+/// `NIOWebSocketServerUpgrader`'s handshake without NIO's frame codec.
 struct WebSocketServerUpgrader: HTTPServerProtocolUpgrader, Sendable {
     private let handshake: NIOWebSocketServerUpgrader
-    private let maximumFrameSize: Int
     private let upgradePipelineHandler: @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<Void>
 
     init(
@@ -24,7 +23,6 @@ struct WebSocketServerUpgrader: HTTPServerProtocolUpgrader, Sendable {
             shouldUpgrade: shouldUpgrade,
             upgradePipelineHandler: { channel, _ in channel.eventLoop.makeSucceededVoidFuture() }  // never called
         )
-        self.maximumFrameSize = maximumFrameSize
         self.upgradePipelineHandler = upgradePipelineHandler
     }
 
@@ -36,18 +34,13 @@ struct WebSocketServerUpgrader: HTTPServerProtocolUpgrader, Sendable {
     }
 
     func upgrade(context: ChannelHandlerContext, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<Void> {
-        let channel = context.channel
-        let maximumFrameSize = self.maximumFrameSize
-        return channel.eventLoop.makeCompletedFuture {
-            try WebSocketConnectionHandler.addFrameCodec(to: channel.pipeline.syncOperations, maximumFrameSize: maximumFrameSize)
-        }.flatMap { self.upgradePipelineHandler(channel, upgradeRequest) }
+        self.upgradePipelineHandler(context.channel, upgradeRequest)
     }
 }
 
-/// `NIOTypedWebSocketServerUpgrader`'s handshake with callbridge's frame codec.
+/// `NIOTypedWebSocketServerUpgrader`'s handshake without NIO's frame codec.
 struct TypedWebSocketServerUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProtocolUpgrader {
     private let handshake: NIOTypedWebSocketServerUpgrader<UpgradeResult>
-    private let maximumFrameSize: Int
     private let upgradePipelineHandler: @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<UpgradeResult>
 
     init(
@@ -61,7 +54,6 @@ struct TypedWebSocketServerUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServer
             shouldUpgrade: shouldUpgrade,
             upgradePipelineHandler: upgradePipelineHandler  // never called: `upgrade` below calls it
         )
-        self.maximumFrameSize = maximumFrameSize
         self.upgradePipelineHandler = upgradePipelineHandler
     }
 
@@ -73,18 +65,14 @@ struct TypedWebSocketServerUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServer
     }
 
     func upgrade(channel: any Channel, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<UpgradeResult> {
-        let maximumFrameSize = self.maximumFrameSize
-        return channel.eventLoop.makeCompletedFuture {
-            try WebSocketConnectionHandler.addFrameCodec(to: channel.pipeline.syncOperations, maximumFrameSize: maximumFrameSize)
-        }.flatMap { self.upgradePipelineHandler(channel, upgradeRequest) }
+        self.upgradePipelineHandler(channel, upgradeRequest)
     }
 }
 
-/// `NIOWebSocketClientUpgrader`'s handshake (the request key, the check of the server's accept) with callbridge's
-/// frame codec.
+/// `NIOWebSocketClientUpgrader`'s handshake (the request key, the check of the server's accept) without NIO's frame
+/// codec.
 struct WebSocketClientUpgrader: NIOHTTPClientProtocolUpgrader, Sendable {
     private let handshake: NIOWebSocketClientUpgrader
-    private let maximumFrameSize: Int
     private let upgradePipelineHandler: @Sendable (any Channel, HTTPResponseHead) -> EventLoopFuture<Void>
 
     init(
@@ -98,7 +86,6 @@ struct WebSocketClientUpgrader: NIOHTTPClientProtocolUpgrader, Sendable {
             automaticErrorHandling: false,
             upgradePipelineHandler: { channel, _ in channel.eventLoop.makeSucceededVoidFuture() }  // never called
         )
-        self.maximumFrameSize = maximumFrameSize
         self.upgradePipelineHandler = upgradePipelineHandler
     }
 
@@ -114,10 +101,6 @@ struct WebSocketClientUpgrader: NIOHTTPClientProtocolUpgrader, Sendable {
     }
 
     func upgrade(context: ChannelHandlerContext, upgradeResponse: HTTPResponseHead) -> EventLoopFuture<Void> {
-        let channel = context.channel
-        let maximumFrameSize = self.maximumFrameSize
-        return channel.eventLoop.makeCompletedFuture {
-            try WebSocketConnectionHandler.addFrameCodec(to: channel.pipeline.syncOperations, maximumFrameSize: maximumFrameSize)
-        }.flatMap { self.upgradePipelineHandler(channel, upgradeResponse) }
+        self.upgradePipelineHandler(context.channel, upgradeResponse)
     }
 }
