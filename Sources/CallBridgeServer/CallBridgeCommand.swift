@@ -125,6 +125,17 @@ struct Run: AsyncParsableCommand {
         return .milliseconds(ms)
     }
 
+    @Option(help: "Silence the bridge put in place of echo (while the AI speaks and the caller does not) per input_audio_buffer.append, ms, in whole 20 ms frames (at least --input-append-ms, at most 1000): it tells the service nothing, so it need not go out every 40 ms; the caller's own audio sends it at once. (env: CALLBRIDGE_SILENCE_APPEND_MS, default: 200)")
+    var silenceAppendMs: Int?
+
+    func silenceAppendDuration() throws -> Duration {
+        let ms = try resolve(self.silenceAppendMs, "CALLBRIDGE_SILENCE_APPEND_MS", { Int($0) }, default: 200)
+        guard ms >= 20, ms <= 1000, ms % 20 == 0 else {
+            throw ValidationError("CALLBRIDGE_SILENCE_APPEND_MS (--silence-append-ms) must be 20, 40, … 1000, not \(ms)")
+        }
+        return .milliseconds(ms)
+    }
+
     @Option(help: "Barge-in confirmer: silero (neural VAD, run only when the energy stage pauses the AI) or energy. (env: CALLBRIDGE_VAD, default: silero)")
     var vad: ConfirmerMode?
 
@@ -226,6 +237,7 @@ struct Run: AsyncParsableCommand {
             call: CallConfiguration(
                 pacer: pacer,
                 inputAppendDuration: try self.inputAppendDuration(),
+                silenceAppendDuration: try self.silenceAppendDuration(),
                 session: session,
                 bargeIn: bargeIn,
                 watchdog: try self.watchdog.configuration(),

@@ -7,9 +7,10 @@ import Testing
     static let start = TwilioStart(streamSid: "MZ1", callSid: "CA1", customParameters: [:])
 
     /// A configured call at t = 10 ms, with local barge-in (the default) or the service's.
-    func readyCall(local: Bool, appendMs: Int = 40) -> CallStateMachine {
+    func readyCall(local: Bool, appendMs: Int = 40, silenceAppendMs: Int? = nil) -> CallStateMachine {
         let configuration = CallConfiguration(
             inputAppendDuration: .milliseconds(appendMs),
+            silenceAppendDuration: silenceAppendMs.map { .milliseconds($0) },
             bargeIn: local ? .init() : .serverOnly,
             watchdog: nil,
             sessionRecycleAfter: nil
@@ -102,5 +103,83 @@ import Testing
         }
         #expect(sent == Array(repeating: Array(repeating: MuLaw.silence, count: 320), count: 2))
         #expect(sm.counters.echoSilencedMessages == 4)
+    }
+
+    /// A call whose AI is speaking (50 frames queued at -20 dBFS), with silence appends of `silenceAppendMs`.
+    func speakingCall(silenceAppendMs: Int) -> CallStateMachine {
+        var sm = self.readyCall(local: true, silenceAppendMs: silenceAppendMs)
+        _ = sm.handle(.realtimeReceived(.responseCreated(responseID: "r1")), now: t(12))
+        _ = sm.handle(.realtimeReceived(.outputItemAdded(responseID: "r1", itemID: "i1")), now: t(12))
+        _ = sm.handle(.realtimeReceived(.audioDelta(responseID: "r1", itemID: "i1", audio: tone(-20, frames: 50))), now: t(12))
+        return sm
+    }
+
+    static let silence = Array(repeating: MuLaw.silence, count: 160)
+
+    /// Silence put in place of echo carries nothing: it goes out 200 ms at a time, not 40.
+    @Test func substitutedSilenceGathersUpToItsOwnLength() {
+        var sm = self.speakingCall(silenceAppendMs: 200)
+        var sent: [(index: Int, bytes: [UInt8])] = []
+        for index in 0..<20 {
+            for append in Self.appends(sm.handle(.twilioReceived(.media(payload: callerPayload(-70))), now: t(20 + 20 * index))) {
+                sent.append((index, append))
+            }
+        }
+        #expect(sent.map(\.index) == [9, 19])
+        #expect(sent.allSatisfy { $0.bytes == Array(repeating: MuLaw.silence, count: 1600) })
+        #expect(sm.counters.echoSilencedMessages == 20)
+    }
+
+    /// The caller starts talking over the AI: the moment the bridge hears them, the gathered silence and the real
+    /// audio of the onset (the pre-roll) go out together, and ordinary appends resume.
+    @Test func theCallersSpeechEndsTheSilenceGatheringAtOnce() {
+        var sm = self.speakingCall(silenceAppendMs: 200)
+        for index in 0..<3 {
+            #expect(Self.appends(sm.handle(.twilioReceived(.media(payload: callerPayload(-70))), now: t(20 + 20 * index))).isEmpty)
+        }
+        let loud = tone(-6)
+        var first: (index: Int, appends: [[UInt8]])?
+        for index in 3..<12 where first == nil {
+            let appends = Self.appends(sm.handle(.twilioReceived(.media(payload: Base64.encode(loud))), now: t(20 + 20 * index)))
+            if !appends.isEmpty { first = (index, appends) }
+        }
+        guard let first else {
+            Issue.record("no append while the caller spoke")
+            return
+        }
+        // Nothing went out before the bridge heard speech; then, at once, the silence sent for every frame so far
+        // and the real audio of all of them (the pre-roll: the quiet frames and the onset), in ordinary appends.
+        #expect(sm.vad.isSpeaking)
+        let sent = first.appends.flatMap { $0 } + sm.pendingAppend
+        let silent = first.index * 160
+        let real = Array((0..<3).map { _ in tone(-70) }.joined()) + Array((3...first.index).map { _ in loud }.joined())
+        #expect(sent == Array(repeating: MuLaw.silence, count: silent) + real)
+        #expect(first.appends.dropFirst().allSatisfy { $0.count == 320 })
+        #expect(sm.pendingAppend.count <= 160 && !sm.pendingAppendIsSilence)
+        // From here the caller's audio goes in 40 ms appends again.
+        var counts: [Int] = []
+        for index in (first.index + 1)..<(first.index + 5) {
+            counts.append(Self.appends(sm.handle(.twilioReceived(.media(payload: Base64.encode(loud))), now: t(20 + 20 * index))).count)
+        }
+        #expect(counts == [0, 1, 0, 1])
+    }
+
+    /// Gathered silence waits no longer than its own length when the caller's media stops.
+    @Test func gatheredSilenceWaitsAtMostItsLength() {
+        var sm = self.speakingCall(silenceAppendMs: 200)
+        _ = sm.handle(.twilioReceived(.media(payload: callerPayload(-70))), now: t(20))
+        #expect(Self.appends(sm.handle(.timerFired(TimerID(.watchdog, generation: 99)), now: t(100))).isEmpty)
+        #expect(Self.appends(sm.handle(.timerFired(TimerID(.watchdog, generation: 99)), now: t(219))).isEmpty)
+        #expect(Self.appends(sm.handle(.timerFired(TimerID(.watchdog, generation: 99)), now: t(220))) == [Self.silence])
+    }
+
+    /// Without a silence length of its own, substituted silence goes in ordinary appends.
+    @Test func withoutASilenceLengthSilenceGoesInOrdinaryAppends() {
+        var sm = self.speakingCall(silenceAppendMs: 20)
+        var counts: [Int] = []
+        for index in 0..<4 {
+            counts.append(Self.appends(sm.handle(.twilioReceived(.media(payload: callerPayload(-70))), now: t(20 + 20 * index))).count)
+        }
+        #expect(counts == [0, 1, 0, 1])
     }
 }

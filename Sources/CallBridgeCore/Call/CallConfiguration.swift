@@ -10,6 +10,12 @@ public struct CallConfiguration: Sendable, Equatable {
     /// service's reads) for up to 20 ms more before the service hears the caller. The audio is held only while less
     /// than this is pending, never behind another event to the service. `callbridge run` uses 40 ms.
     public var inputAppendDuration: Duration
+    /// How much silence the bridge put in place of the caller's line (the AI's echo while it speaks, replaced by
+    /// `BargeInConfiguration.substituteEchoWithSilence`) one append may gather. It tells the service nothing it can
+    /// act on, so it need not go out every `inputAppendDuration`: 200 ms cuts the Realtime leg's messages for the
+    /// whole time the AI talks. Real caller audio, a barge-in's pre-roll, or any other event to the service sends
+    /// what is gathered at once. nil: as `inputAppendDuration`. `callbridge run` uses 200 ms.
+    public var silenceAppendDuration: Duration?
     /// Frames of the AI's audio waiting for the pacer (3000: 60 s, 480 KB); more is dropped and counted.
     public var maxQueuedFrames: Int
     /// What `session.update` asks of the service (by default `interrupt_response` is off when local barge-in is on).
@@ -33,6 +39,7 @@ public struct CallConfiguration: Sendable, Equatable {
         pacer: TxPacer.Configuration = .init(),
         maxHeldInboundMessages: Int = 150,
         inputAppendDuration: Duration = AudioFrame.duration,
+        silenceAppendDuration: Duration? = nil,
         maxQueuedFrames: Int = 3000,
         session: RealtimeSessionSettings? = nil,
         sessionReadyTimeout: Duration = .seconds(10),
@@ -48,6 +55,7 @@ public struct CallConfiguration: Sendable, Equatable {
         self.pacer = pacer
         self.maxHeldInboundMessages = maxHeldInboundMessages
         self.inputAppendDuration = inputAppendDuration
+        self.silenceAppendDuration = silenceAppendDuration
         self.maxQueuedFrames = maxQueuedFrames
         // With local barge-in the bridge decides interruptions and cancels itself; the service must not.
         self.session = session ?? RealtimeSessionSettings(turnDetection: .init(interruptResponse: !bargeIn.localEnabled))
@@ -60,7 +68,21 @@ public struct CallConfiguration: Sendable, Equatable {
 extension CallConfiguration {
     /// `inputAppendDuration` in bytes of 8 kHz μ-law: whole frames, at least one.
     var inputAppendBytes: Int {
-        let frames = Int(TxPacer.nanoseconds(self.inputAppendDuration) / TxPacer.nanoseconds(AudioFrame.duration))
+        Self.wholeFrameBytes(self.inputAppendDuration)
+    }
+
+    /// How long gathered substituted silence may wait: `silenceAppendDuration`, never less than `inputAppendDuration`.
+    var silenceAppendWait: Duration {
+        max(self.silenceAppendDuration ?? self.inputAppendDuration, self.inputAppendDuration)
+    }
+
+    /// `silenceAppendWait` in bytes of 8 kHz μ-law: whole frames, at least `inputAppendBytes`.
+    var silenceAppendBytes: Int {
+        Self.wholeFrameBytes(self.silenceAppendWait)
+    }
+
+    private static func wholeFrameBytes(_ duration: Duration) -> Int {
+        let frames = Int(TxPacer.nanoseconds(duration) / TxPacer.nanoseconds(AudioFrame.duration))
         return max(1, frames) * AudioFrame.byteCount
     }
 }

@@ -134,7 +134,7 @@ extension CallStateMachine {
         if substitute {
             self.remember(PreRollEntry(payload: payload, duration: duration, forwardedReal: false))
             let silence = self.silence(byteCount: bytes.count)
-            self.forward(silence.base64, decoded: silence.bytes, now: now, into: &actions)
+            self.forward(silence.base64, decoded: silence.bytes, substitutedSilence: true, now: now, into: &actions)
             self.counters.echoSilencedMessages += 1
             return
         }

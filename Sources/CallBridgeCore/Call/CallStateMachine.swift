@@ -75,6 +75,8 @@ public struct CallStateMachine: Sendable {
     /// when it has waited.
     var pendingAppend: [UInt8] = []
     var pendingAppendSince: CallInstant?
+    /// Everything pending is silence the bridge substituted for echo (it may gather up to `silenceAppendDuration`).
+    var pendingAppendIsSilence = false
     /// Responses that must never play again (interrupted, or finished), newest last.
     var deadResponseIDs: [String] = []
     var loggedBadKinds: Set<String> = []
@@ -246,7 +248,8 @@ public struct CallStateMachine: Sendable {
             // ticker's ticks (see TxPacer). Every event still runs the pump, which starts runs, detects underruns and
             // ends drained runs.
             // Gathered caller audio waits no longer than one append's worth (the caller's media stalled).
-            if let since = self.pendingAppendSince, now - since >= self.configuration.inputAppendDuration {
+            let wait = self.pendingAppendIsSilence ? self.configuration.silenceAppendWait : self.configuration.inputAppendDuration
+            if let since = self.pendingAppendSince, now - since >= wait {
                 self.flushAppend(into: &actions)
             }
             switch event {
@@ -341,16 +344,25 @@ public struct CallStateMachine: Sendable {
 
     /// Sends caller audio to the service once the session is configured; before that it is held, bounded.
     /// `decoded` is the payload's audio when the caller already has it. With `inputAppendDuration` above one frame,
-    /// the audio is gathered until that much is pending (`flushAppend`).
-    mutating func forward(_ payload: String, decoded: [UInt8]? = nil, now: CallInstant, into actions: inout [CallAction]) {
+    /// the audio is gathered until that much is pending (`flushAppend`); `substitutedSilence` (silence put in place
+    /// of echo) may gather up to `silenceAppendDuration`, until real audio joins it.
+    mutating func forward(
+        _ payload: String,
+        decoded: [UInt8]? = nil,
+        substitutedSilence: Bool = false,
+        now: CallInstant,
+        into actions: inout [CallAction]
+    ) {
         switch self.upstream {
         case .ready:
-            let batch = self.configuration.inputAppendBytes
+            let allSilence = substitutedSilence && (self.pendingAppend.isEmpty || self.pendingAppendIsSilence)
+            let batch = allSilence ? self.configuration.silenceAppendBytes : self.configuration.inputAppendBytes
             guard batch > AudioFrame.byteCount || !self.pendingAppend.isEmpty else {
                 actions.append(.sendRealtime(.inputAudioAppend(base64: payload)))
                 return
             }
             if self.pendingAppend.isEmpty { self.pendingAppendSince = now }
+            self.pendingAppendIsSilence = allSilence
             if let decoded {
                 self.pendingAppend.append(contentsOf: decoded)
             } else if let bytes = Base64.decode(payload) {
@@ -365,12 +377,14 @@ public struct CallStateMachine: Sendable {
                 let pending = Base64.encode(self.pendingAppend)
                 self.pendingAppend.removeAll(keepingCapacity: true)
                 self.pendingAppendSince = nil
+                self.pendingAppendIsSilence = false
                 self.hold(pending)
             }
             self.hold(payload)
         case .closed:
             self.pendingAppend.removeAll()
             self.pendingAppendSince = nil
+            self.pendingAppendIsSilence = false
         }
     }
 
@@ -388,6 +402,7 @@ public struct CallStateMachine: Sendable {
         actions.append(.sendRealtime(.inputAudioAppend(base64: Base64.encode(self.pendingAppend))))
         self.pendingAppend.removeAll(keepingCapacity: true)
         self.pendingAppendSince = nil
+        self.pendingAppendIsSilence = false
     }
 
     /// Every other event to the service goes through here: gathered caller audio never waits behind one.
