@@ -62,8 +62,14 @@ import Testing
 
     /// Every frame written so far, parsed (the encoder may write a header and its payload separately).
     static func written(_ channel: EmbeddedChannel) throws -> [Frame] {
-        var bytes: [UInt8] = []
-        while let buffer = try channel.readOutbound(as: ByteBuffer.self) { bytes += Array(buffer.readableBytesView) }
+        var buffers: [ByteBuffer] = []
+        while let buffer = try channel.readOutbound(as: ByteBuffer.self) { buffers.append(buffer) }
+        return Self.frames(in: buffers)
+    }
+
+    /// The frames in buffers written one after another.
+    static func frames(in buffers: [ByteBuffer]) -> [Frame] {
+        let bytes = buffers.flatMap { Array($0.readableBytesView) }
         var frames: [Frame] = []
         var i = 0
         while i < bytes.count {
@@ -154,14 +160,23 @@ import Testing
         for role in [WebSocketConnectionHandler.Role.client, .server] {
             let (channel, _) = try Self.connection(role: role)
             let connection = try channel.pipeline.syncOperations.handler(type: WebSocketConnectionHandler.self)
+            var addresses: [UInt?] = []
             for text in ["hello", String(repeating: "x", count: 300)] {
                 var payload = channel.allocator.webSocketPayload(capacity: text.utf8.count)
                 payload.writeString(text)
-                connection.send(text: payload)
+                addresses.append(payload.withUnsafeReadableBytes { $0.baseAddress.map { UInt(bitPattern: $0) } })
+                connection.send(text: consume payload)
             }
             connection.flush()
+            // Handed over whole, each payload got its header in its headroom (and its masking) in place: the bytes
+            // written are the payload's own storage, the header just before it.
+            var buffers: [ByteBuffer] = []
+            while let buffer = try channel.readOutbound(as: ByteBuffer.self) { buffers.append(buffer) }
+            let written = buffers.map { buffer in buffer.withUnsafeReadableBytes { $0.baseAddress.map { UInt(bitPattern: $0) } } }
+            let headers = role == .client ? [2 + 4, 4 + 4] : [2, 4]
+            #expect(written == zip(addresses, headers).map { address, header in address.map { $0 - UInt(header) } })
             #expect(
-                try Self.written(channel) == [
+                Self.frames(in: buffers) == [
                     Frame(fin: true, opcode: 0x1, masked: role == .client, payload: Array("hello".utf8)),
                     Frame(fin: true, opcode: 0x1, masked: role == .client, payload: Array(String(repeating: "x", count: 300).utf8)),
                 ]

@@ -141,7 +141,7 @@ final class LoopCallHost: CallIO, PhasedTickListMember {
     func sendTwilio(_ text: String) {
         let payload = Self.payload(text, allocator: self.twilio.allocator)
         if let connection = self.twilioConnection {
-            connection.send(text: payload)
+            connection.send(text: consume payload)
         } else {
             self.twilio.write(WebSocketFrame(fin: true, opcode: .text, data: payload), promise: nil)
         }
@@ -197,7 +197,7 @@ final class LoopCallHost: CallIO, PhasedTickListMember {
         guard let channel = self.realtime?.channel else { return }
         let payload = Self.payload(text, allocator: channel.allocator)
         if let connection = self.realtime?.connection {
-            connection.send(text: payload)
+            connection.send(text: consume payload)
         } else {
             channel.write(WebSocketFrame(fin: true, opcode: .text, data: payload), promise: nil)
         }

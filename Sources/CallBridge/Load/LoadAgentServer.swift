@@ -233,7 +233,7 @@ final class LoadAgentHandler: ChannelInboundHandler, TickListMember {
             var buffer = context.channel.allocator.webSocketPayload(capacity: event.utf8.count)
             buffer.writeString(event)
             if let connection = self.connection {
-                connection.send(text: buffer)
+                connection.send(text: consume buffer)
             } else {
                 context.write(LoadAgentHandler.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: buffer)), promise: nil)
             }

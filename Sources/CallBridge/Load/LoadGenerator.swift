@@ -495,12 +495,12 @@ final class LoadCallHandler: ChannelInboundHandler, PhasedTickListMember {
         self.send(buffer)
     }
 
-    private func send(_ buffer: ByteBuffer) {
+    private func send(_ buffer: consuming ByteBuffer) {
         guard let context = self.context else { return }
         self.loop.stats.messagesSent += 1
         self.needsFlush = true
         if let connection = self.connection {
-            connection.send(text: buffer)
+            connection.send(text: consume buffer)
         } else {
             context.write(LoadCallHandler.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: buffer)), promise: nil)
         }

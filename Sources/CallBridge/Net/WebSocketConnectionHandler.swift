@@ -349,9 +349,12 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
     /// Sends a text message (one frame) from the event loop without a trip through the pipeline or a
     /// `WebSocketFrame`: the payload's bytes, best with room for the header before them (`webSocketPayload`). Not
     /// flushed. Dropped once the connection is closing or closed.
-    public func send(text payload: ByteBuffer) {
+    ///
+    /// The payload is taken (`consuming`): when nothing else holds it, its header goes in its headroom and a client's
+    /// masking is done in place, with no copy.
+    public func send(text payload: consuming ByteBuffer) {
         guard let context = self.context, case .open = self.state else { return }
-        self.send(context: context, firstByte: 0x80 | 0x1, payload: payload, promise: nil)
+        self.send(context: context, firstByte: 0x80 | 0x1, payload: consume payload, promise: nil)
     }
 
     /// Flushes what `send(text:)` wrote.
@@ -396,11 +399,11 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
         self.startClosing(context: context, code: code)
     }
 
-    private func send(context: ChannelHandlerContext, firstByte: UInt8, payload: ByteBuffer, promise: EventLoopPromise<Void>?) {
+    private func send(context: ChannelHandlerContext, firstByte: UInt8, payload: consuming ByteBuffer, promise: EventLoopPromise<Void>?) {
         let (first, second) = WebSocketFrameSerializer.serialize(
             firstByte: firstByte,
             key: self.role == .client ? self.nextMaskKey() : nil,
-            payload: payload,
+            payload: consume payload,
             allocator: context.channel.allocator,
             headerBuffer: &self.headerBuffer
         )

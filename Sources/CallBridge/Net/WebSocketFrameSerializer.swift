@@ -52,19 +52,19 @@ public final class WebSocketFrameSerializer: ChannelOutboundHandler {
     }
 
     /// A frame's bytes: one buffer, or (a large unmasked payload) a header and then the payload as it is. A header of
-    /// its own goes in `headerBuffer`, reused from frame to frame.
+    /// its own goes in `headerBuffer`, reused from frame to frame. The payload is taken (`consuming`), so that a
+    /// caller that hands over its only reference gets the in-place encoding.
     static func serialize(
         firstByte: UInt8,
         key: UInt32?,
         extensionData: ByteBuffer? = nil,
-        payload: ByteBuffer,
+        payload: consuming ByteBuffer,
         allocator: ByteBufferAllocator,
         headerBuffer: inout ByteBuffer?
     ) -> (ByteBuffer, ByteBuffer?) {
         if let extensionData, extensionData.readableBytes > 0 {
             return (Self.copying(firstByte: firstByte, key: key, extensionData: extensionData, data: payload, allocator: allocator), nil)
         }
-        var payload = payload
         if Self.encodeInPlace(firstByte: firstByte, key: key, payload: &payload) { return (payload, nil) }
         if key != nil || payload.readableBytes <= Self.copyLimit {
             return (Self.copying(firstByte: firstByte, key: key, data: payload, allocator: allocator), nil)

@@ -95,7 +95,7 @@ extension CallStateMachine {
             defer { index += 1 }
             let frameStart = now - AudioFrame.duration * (frameCount - index)
             let level = Level.dBFS(muLaw: frame)
-            if self.confirmer != nil {
+            if self.hasConfirmer {
                 self.frameSequence += 1
                 // Half a second to a second is kept (a ring: no allocation).
                 self.recentFrames.append(sequence: self.frameSequence, start: frameStart, frame: frame)
@@ -205,7 +205,7 @@ extension CallStateMachine {
         )
         self.counters.bargeInPauses += 1
         self.counters.lastBargeInPause = now - onset
-        if self.confirmer != nil { self.beginConfirmerPeriod(onset: onset) }
+        if self.hasConfirmer { self.beginConfirmerPeriod(onset: onset) }
     }
 
     /// Opens the confirmer's active period at a pause: it is shown the audio from a little before the onset (it

@@ -121,6 +121,9 @@ public struct CallStateMachine: Sendable {
     var silenceCache: (bytes: [UInt8], base64: String)?
     /// The optional second stage, and the recent caller frames it is shown (about a second).
     var confirmer: (any SpeechConfirmer)?
+    /// Whether the call has a confirmer: checked on every caller frame, where `confirmer != nil` would copy the
+    /// existential (and retain what it holds) each time.
+    let hasConfirmer: Bool
     /// Armed by a committed local barge-in; disarmed when the service hears the caller or a response starts.
     var falseTriggerTimer: TimerID?
     /// Caller frames numbered in arrival order, about the last second (the confirmer's pre-onset history).
@@ -147,6 +150,7 @@ public struct CallStateMachine: Sendable {
     public init(configuration: CallConfiguration = .init(), confirmer: (any SpeechConfirmer)? = nil, now: CallInstant) {
         self.configuration = configuration
         self.confirmer = confirmer
+        self.hasConfirmer = confirmer != nil
         self.startedAt = now
         self.lastInboundAt = now
         self.pacer = TxPacer(configuration: configuration.pacer)
