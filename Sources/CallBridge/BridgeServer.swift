@@ -14,6 +14,11 @@ import UnixSignals
 /// `callbridge run`: the Twilio-facing server, the shared pacing ticker and, when configured, the embedded echo
 /// agent, run as one service group.
 public struct BridgeServer: Sendable {
+    /// Sizes NIO's shared event-loop group (the server's and the calls'): call before the group is first used.
+    public static func useEventLoopThreads(_ count: Int) {
+        NIOSingletons.groupLoopCountSuggestion = count
+    }
+
     /// What a started bridge reports once it is listening.
     public struct Ready: Sendable, Equatable {
         public var port: Int

@@ -114,6 +114,19 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Frames sent ahead of their 20 ms deadline. (env: CALLBRIDGE_TX_LEAD_FRAMES, default: 2)")
     var txLeadFrames: Int?
 
+    @Option(help: "Event-loop threads for the calls: each carries its calls' two legs and one pacing ticker. (env: CALLBRIDGE_THREADS, default: one per core)")
+    var threads: Int?
+
+    /// Sizes NIO's shared event-loop group, before anything starts it.
+    func applyThreads() throws {
+        guard self.threads != nil || environment("CALLBRIDGE_THREADS") != nil else { return }
+        let count = try resolve(self.threads, "CALLBRIDGE_THREADS", { Int($0) }, default: 0)
+        guard (1...256).contains(count) else {
+            throw ValidationError("CALLBRIDGE_THREADS (--threads) must be 1…256, not \(count)")
+        }
+        BridgeServer.useEventLoopThreads(count)
+    }
+
     @Option(help: "Caller audio per input_audio_buffer.append, ms, in whole 20 ms frames (20…200): 20 forwards each Twilio message at once; 40 halves the Realtime leg's messages for up to 20 ms more before the service hears the caller. (env: CALLBRIDGE_INPUT_APPEND_MS, default: 40)")
     var inputAppendMs: Int?
 
@@ -276,6 +289,7 @@ struct Run: AsyncParsableCommand {
     }
 
     func run() async throws {
+        try self.applyThreads()
         let logger = try makeLogger(
             label: "callbridge",
             level: try resolve(self.logLevel, "CALLBRIDGE_LOG_LEVEL", { $0 }, default: "info"),
