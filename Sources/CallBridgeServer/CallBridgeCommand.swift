@@ -149,6 +149,17 @@ struct Run: AsyncParsableCommand {
         return .milliseconds(ms)
     }
 
+    @Option(help: "One Twilio mark per this many 20 ms frames (1…5; always after a reply's last frame and before a clear): Twilio's echo of a mark confirms every frame before it, so 2 knows the played position to 40 ms for half the mark messages each way. (env: CALLBRIDGE_MARK_EVERY_FRAMES, default: 2)")
+    var markEveryFrames: Int?
+
+    func markEvery() throws -> Int {
+        let frames = try resolve(self.markEveryFrames, "CALLBRIDGE_MARK_EVERY_FRAMES", { Int($0) }, default: 2)
+        guard (1...5).contains(frames) else {
+            throw ValidationError("CALLBRIDGE_MARK_EVERY_FRAMES (--mark-every-frames) must be 1…5, not \(frames)")
+        }
+        return frames
+    }
+
     @Option(help: "Barge-in confirmer: silero (neural VAD, run only when the energy stage pauses the AI) or energy. (env: CALLBRIDGE_VAD, default: silero)")
     var vad: ConfirmerMode?
 
@@ -251,6 +262,7 @@ struct Run: AsyncParsableCommand {
                 pacer: pacer,
                 inputAppendDuration: try self.inputAppendDuration(),
                 silenceAppendDuration: try self.silenceAppendDuration(),
+                markEveryFrames: try self.markEvery(),
                 session: session,
                 bargeIn: bargeIn,
                 watchdog: try self.watchdog.configuration(),

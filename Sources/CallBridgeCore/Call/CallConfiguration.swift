@@ -16,6 +16,11 @@ public struct CallConfiguration: Sendable, Equatable {
     /// whole time the AI talks. Real caller audio, a barge-in's pre-roll, or any other event to the service sends
     /// what is gathered at once. nil: as `inputAppendDuration`. `callbridge run` uses 200 ms.
     public var silenceAppendDuration: Duration?
+    /// One Twilio mark per this many frames sent (and always after a run's last frame, a turn's first, and before a
+    /// `clear`). Twilio echoes marks in order, so an echo confirms every frame before it: with 2, the played
+    /// position (for truncation, the echo guard and the watchdogs) is known to 40 ms instead of 20, for half the
+    /// mark messages each way. `callbridge run` uses 2.
+    public var markEveryFrames: Int
     /// Frames of the AI's audio waiting for the pacer (3000: 60 s, 480 KB); more is dropped and counted.
     public var maxQueuedFrames: Int
     /// What `session.update` asks of the service (by default `interrupt_response` is off when local barge-in is on).
@@ -40,6 +45,7 @@ public struct CallConfiguration: Sendable, Equatable {
         maxHeldInboundMessages: Int = 150,
         inputAppendDuration: Duration = AudioFrame.duration,
         silenceAppendDuration: Duration? = nil,
+        markEveryFrames: Int = 1,
         maxQueuedFrames: Int = 3000,
         session: RealtimeSessionSettings? = nil,
         sessionReadyTimeout: Duration = .seconds(10),
@@ -56,6 +62,7 @@ public struct CallConfiguration: Sendable, Equatable {
         self.maxHeldInboundMessages = maxHeldInboundMessages
         self.inputAppendDuration = inputAppendDuration
         self.silenceAppendDuration = silenceAppendDuration
+        self.markEveryFrames = max(1, markEveryFrames)
         self.maxQueuedFrames = maxQueuedFrames
         // With local barge-in the bridge decides interruptions and cancels itself; the service must not.
         self.session = session ?? RealtimeSessionSettings(turnDetection: .init(interruptResponse: !bargeIn.localEnabled))

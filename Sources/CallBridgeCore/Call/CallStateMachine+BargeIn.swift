@@ -193,6 +193,7 @@ extension CallStateMachine {
         self.pacer.stop()
         var cleared: [FrameQueue.Frame] = []
         if self.marks.playableCount > 0 {
+            self.markLastFrame(into: &actions)
             actions.append(.sendTwilio(.clear))
             cleared = self.marks.clearSent(at: now)
         }
@@ -327,6 +328,7 @@ extension CallStateMachine {
             self.chunker.reset()
         }
         if !pauseCleared || self.marks.playableCount > 0 {
+            self.markLastFrame(into: &actions)
             actions.append(.sendTwilio(.clear))
             self.marks.clearSent(at: now)
         }

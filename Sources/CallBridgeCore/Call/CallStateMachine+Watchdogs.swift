@@ -106,6 +106,7 @@ extension CallStateMachine {
         self.chunker.reset()
         self.pacer.stop()
         if self.marks.playableCount > 0 {
+            self.markLastFrame(into: &actions)
             actions.append(.sendTwilio(.clear))
             self.marks.clearSent(at: now)
         }

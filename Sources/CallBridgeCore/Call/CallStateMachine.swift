@@ -69,6 +69,9 @@ public struct CallStateMachine: Sendable {
     var queue = FrameQueue()
     var pacer: TxPacer
     var marks = MarkLedger()
+    /// The mark of the last frame sent, when its mark message has not gone out (`markEveryFrames` above 1), and
+    /// how many frames have gone without one.
+    var unmarkedFrame: (name: String, count: Int)?
     var playback: PlaybackItem?
     var heldInbound: [String] = []
     /// Caller audio for the next `input_audio_buffer.append` (with `inputAppendDuration` above one frame), and since
@@ -610,8 +613,9 @@ public struct CallStateMachine: Sendable {
 
     // MARK: Pacing
 
-    /// Sends every frame the pacer allows at `now` for `trigger`, each followed by its mark: a run's lead but its last
-    /// frame on any event, the others only on a tick. Nothing goes out while a tentative barge-in holds the queue.
+    /// Sends every frame the pacer allows at `now` for `trigger`, with a mark after every `markEveryFrames`th, after
+    /// the last one queued and after a turn's first: a run's lead but its last frame on any event, the others only on
+    /// a tick. Nothing goes out while a tentative barge-in holds the queue.
     mutating func pump(
         now: CallInstant,
         trigger: TxPacer.Trigger,
@@ -638,17 +642,25 @@ public struct CallStateMachine: Sendable {
             self.counters.audioOutBytes += frame.bytes.count
             actions.append(.sendTwilio(.media(frame.bytes)))
             let name = self.marks.recordSent(frame, levelDBFS: Level.dBFS(muLaw: frame.bytes), at: now, deadline: deadline)
-            self.counters.marksSent += 1
+            let unmarked = (self.unmarkedFrame?.count ?? 0) + 1
+            var markNow = self.queue.isEmpty || unmarked >= self.configuration.markEveryFrames
             if self.turnAwaitingFirstFrame {
                 self.turnAwaitingFirstFrame = false
-                // A reply's first frame after the caller stopped talking: one turn.
+                // A reply's first frame after the caller stopped talking: one turn (its mark tells when it played).
                 if let end = self.callerSpeechEnd, end <= now {
                     self.counters.turnLatencies.append(now - end)
                     self.turnAwaitingPlayed = (name, end)
+                    markNow = true
                 }
                 self.callerSpeechEnd = nil
             }
-            actions.append(.sendTwilio(.mark(name: name)))
+            if markNow {
+                self.unmarkedFrame = nil
+                self.counters.marksSent += 1
+                actions.append(.sendTwilio(.mark(name: name)))
+            } else {
+                self.unmarkedFrame = (name, unmarked)
+            }
             sent = true
         }
         if sent {
@@ -662,6 +674,15 @@ public struct CallStateMachine: Sendable {
         if self.queue.isEmpty && self.chunker.bufferedByteCount == 0 && !self.isStreamingAudio {
             self.pacer.stop()
         }
+    }
+
+    /// Sends the mark of the last frame sent if it has not gone out: before a `clear`, so that Twilio settles every
+    /// frame sent (played or cleared) with an echo.
+    mutating func markLastFrame(into actions: inout [CallAction]) {
+        guard let unmarked = self.unmarkedFrame else { return }
+        self.unmarkedFrame = nil
+        self.counters.marksSent += 1
+        actions.append(.sendTwilio(.mark(name: unmarked.name)))
     }
 
     /// A response is mid-audio: an empty queue is an underrun, and the schedule keeps running.
