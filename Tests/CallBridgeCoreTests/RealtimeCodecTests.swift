@@ -59,6 +59,30 @@ import Testing
         #expect(try RealtimeCodec.decode("{\"type\":\"response.output_audio_transcript.delta\",\"response_id\":\"r\",\"item_id\":\"i\",\"delta\":\"Hello\"}") == .ignored(type: "response.output_audio_transcript.delta"))
     }
 
+    /// Events the bridge ignores are known by their top-level type without a JSONDecoder, nested `type` keys or not;
+    /// every type the bridge acts on still goes through the full decoder.
+    @Test func ignoredEventsTakeTheScannerAndHandledOnesTheDecoder() throws {
+        let part = "{\"type\":\"response.content_part.added\",\"event_id\":\"e\",\"part\":{\"type\":\"audio\",\"transcript\":\"\"}}"
+        #expect(RealtimeCodec.scanIgnored(part) == .ignored(type: "response.content_part.added"))
+        #expect(try RealtimeCodec.decode(part) == .ignored(type: "response.content_part.added"))
+        let transcript = "{\"type\":\"response.output_audio_transcript.delta\",\"response_id\":\"r\",\"item_id\":\"i\",\"delta\":\"Hello\"}"
+        #expect(RealtimeCodec.scanIgnored(transcript) == .ignored(type: "response.output_audio_transcript.delta"))
+        // A handled event with a nested `type`: the scanner leaves it to the decoder.
+        let added = "{\"type\":\"response.output_item.added\",\"response_id\":\"r\",\"item\":{\"id\":\"i\",\"type\":\"message\"}}"
+        #expect(RealtimeCodec.scanIgnored(added) == nil)
+        #expect(try RealtimeCodec.decode(added) == .outputItemAdded(responseID: "r", itemID: "i"))
+        // No top-level type (only a nested one), a duplicated one, or an escape: the decoder decides.
+        #expect(RealtimeCodec.scanIgnored("{\"item\":{\"type\":\"message\"}}") == nil)
+        #expect(RealtimeCodec.scanIgnored("{\"type\":\"a.b\",\"type\":\"c.d\"}") == nil)
+        #expect(RealtimeCodec.scanIgnored("{\"type\":\"a.b\",\"text\":\"say \\\"hi\\\"\"}") == nil)
+        // The scanner's list of handled types is the decoder's: none of them comes back ignored.
+        for type in RealtimeCodec.decodedTypes {
+            let result = try? RealtimeCodec.decodeWithCodable("{\"type\":\"\(type)\"}")
+            #expect(result.map { if case .ignored = $0 { false } else { true } } ?? true, "\(type)")
+            #expect(RealtimeCodec.scanIgnored("{\"type\":\"\(type)\"}") == nil, "\(type)")
+        }
+    }
+
     @Test func malformedEventsThrowTypedErrors() {
         #expect(throws: RealtimeDecodingError.invalidJSON) { try RealtimeCodec.decode("{\"type\":") }
         #expect(throws: RealtimeDecodingError.invalidJSON) { try RealtimeCodec.decode("{\"no_type\":1}") }

@@ -79,6 +79,46 @@ struct JSONScanner {
         return found
     }
 
+    /// The byte range of the string value of `key` in the top-level object, if it occurs there exactly once (the
+    /// same key in nested objects does not count). One pass, tracking depth: without escapes a quote always
+    /// toggles "inside a string".
+    func topLevelStringValueRange(forKey key: StaticString) -> Range<Int>? {
+        let pattern = UnsafeBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount)
+        let needed = pattern.count + 4  // quote key quote colon quote
+        let n = self.bytes.count
+        var found: Range<Int>?
+        var depth = 0
+        var i = 0
+        while i < n {
+            switch self.bytes[i] {
+            case UInt8(ascii: "{"): depth += 1
+            case UInt8(ascii: "}"): depth -= 1
+            case UInt8(ascii: "\""):
+                // A string starts here (outside strings, which are skipped whole below): a key or a value.
+                var end = i + 1
+                while end < n && self.bytes[end] != UInt8(ascii: "\"") { end += 1 }
+                guard end < n else { return nil }
+                if depth == 1, end - i - 1 == pattern.count, i + needed <= n, self.matches(pattern, at: i + 1),
+                    self.bytes[end + 1] == UInt8(ascii: ":"), self.bytes[end + 2] == UInt8(ascii: "\"")
+                {
+                    let start = end + 3
+                    var close = start
+                    while close < n && self.bytes[close] != UInt8(ascii: "\"") { close += 1 }
+                    guard close < n else { return nil }
+                    if found != nil { return nil }  // duplicate key: let Codable decide
+                    found = start..<close
+                    i = close + 1
+                    continue
+                }
+                i = end + 1
+                continue
+            default: break
+            }
+            i += 1
+        }
+        return found
+    }
+
     /// How many times `"key":` occurs (in any object, at any depth).
     func occurrences(ofKey key: StaticString) -> Int {
         let pattern = UnsafeBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount)

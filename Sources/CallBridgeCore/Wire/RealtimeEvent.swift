@@ -150,11 +150,33 @@ public enum RealtimeCodec {
     static let audioDeltaTypes: Set<String> = ["response.output_audio.delta", "response.audio.delta"]
     static let audioDoneTypes: Set<String> = ["response.output_audio.done", "response.audio.done"]
 
+    /// The event types `decodeWithCodable` turns into something other than `.ignored`.
+    static let decodedTypes: Set<String> = Set([
+        "session.created", "session.updated", "input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
+        "response.created", "response.output_item.added", "response.done",
+        "conversation.item.input_audio_transcription.completed", "response.output_audio_transcript.done",
+        "response.audio_transcript.done", "conversation.item.truncated", "error",
+    ]).union(audioDeltaTypes).union(audioDoneTypes)
+
     public static func decode(_ text: String) throws(RealtimeDecodingError) -> RealtimeServerEvent {
         if let delta = scanAudioDelta(text) {
             return delta
         }
+        if let ignored = scanIgnored(text) {
+            return ignored
+        }
         return try decodeWithCodable(text)
+    }
+
+    /// The fast path for events the bridge does not act on (transcript deltas, content parts, committed buffers, rate
+    /// limits: many a second from a real service while the AI talks), known by their top-level `type` alone, without
+    /// a JSONDecoder each.
+    static func scanIgnored(_ text: String) -> RealtimeServerEvent? {
+        JSONScanner.withScanner(text) { scanner -> RealtimeServerEvent? in
+            guard let range = scanner.topLevelStringValueRange(forKey: "type") else { return nil }
+            let type = scanner.string(range)
+            return Self.decodedTypes.contains(type) ? nil : .ignored(type: type)
+        }
     }
 
     /// The fast path for audio deltas: a flat object with no escapes.
