@@ -27,6 +27,15 @@ func resolve<T>(_ value: T?, _ variable: String, _ parse: (String) -> T?, defaul
     return fallback
 }
 
+/// A duration in milliseconds from a flag or its variable: whole 20 ms frames, 20…`max`.
+func wholeFrames(_ value: Int?, _ variable: String, flag: String, default fallback: Int, max: Int) throws -> Duration {
+    let ms = try resolve(value, variable, { Int($0) }, default: fallback)
+    guard ms >= 20, ms <= max, ms % 20 == 0 else {
+        throw ValidationError("\(variable) (\(flag)) must be 20, 40, … \(max), not \(ms)")
+    }
+    return .milliseconds(ms)
+}
+
 func environment(_ variable: String) -> String? {
     ProcessInfo.processInfo.environment[variable].flatMap { $0.isEmpty ? nil : $0 }
 }
@@ -131,22 +140,14 @@ struct Run: AsyncParsableCommand {
     var inputAppendMs: Int?
 
     func inputAppendDuration() throws -> Duration {
-        let ms = try resolve(self.inputAppendMs, "CALLBRIDGE_INPUT_APPEND_MS", { Int($0) }, default: 40)
-        guard ms >= 20, ms <= 200, ms % 20 == 0 else {
-            throw ValidationError("CALLBRIDGE_INPUT_APPEND_MS (--input-append-ms) must be 20, 40, … 200, not \(ms)")
-        }
-        return .milliseconds(ms)
+        try wholeFrames(self.inputAppendMs, "CALLBRIDGE_INPUT_APPEND_MS", flag: "--input-append-ms", default: 40, max: 200)
     }
 
     @Option(help: "Silence the bridge put in place of echo (while the AI speaks and the caller does not) per input_audio_buffer.append, ms, in whole 20 ms frames (at least --input-append-ms, at most 1000): it tells the service nothing, so it need not go out every 40 ms; the caller's own audio sends it at once. (env: CALLBRIDGE_SILENCE_APPEND_MS, default: 200)")
     var silenceAppendMs: Int?
 
     func silenceAppendDuration() throws -> Duration {
-        let ms = try resolve(self.silenceAppendMs, "CALLBRIDGE_SILENCE_APPEND_MS", { Int($0) }, default: 200)
-        guard ms >= 20, ms <= 1000, ms % 20 == 0 else {
-            throw ValidationError("CALLBRIDGE_SILENCE_APPEND_MS (--silence-append-ms) must be 20, 40, … 1000, not \(ms)")
-        }
-        return .milliseconds(ms)
+        try wholeFrames(self.silenceAppendMs, "CALLBRIDGE_SILENCE_APPEND_MS", flag: "--silence-append-ms", default: 200, max: 1000)
     }
 
     @Option(help: "One Twilio mark per this many 20 ms frames (1…5; always after a reply's last frame and before a clear): Twilio's echo of a mark confirms every frame before it, so 2 knows the played position to 40 ms for half the mark messages each way. (env: CALLBRIDGE_MARK_EVERY_FRAMES, default: 2)")

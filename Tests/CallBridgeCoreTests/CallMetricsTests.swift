@@ -8,15 +8,19 @@ extension BargeInTests {
         actions.compactMap { if case .sendTwilio(.mark(let name)) = $0 { name } else { nil } }
     }
 
-    @Test func aCallWithTwoBargeInsLogsBothWithTheirLatenciesTurnsAndTruncations() throws {
-        var sm = self.speakingCall()
-        // Barge-in 1: the caller talks over r1 from 120 ms; quiet from 300 ms.
+    /// Barge-in 1: the caller talks over r1 from 120 ms; quiet from 300 ms, until 700.
+    func callerTalksOverTheReplyThenStops(_ sm: inout CallStateMachine) {
         _ = self.caller(&sm, Array(repeating: -10, count: 9), from: 120)
         #expect(sm.counters.bargeInEvents == 1)
         _ = self.caller(&sm, Array(repeating: nil, count: 20), from: 300)
         // The VAD's end (after its 300 ms hang-over) dates the end of the turn at the last voiced frame's end: the
         // message received at 280 carried the frame 260–280.
         #expect(sm.callerSpeechEnd == t(280))
+    }
+
+    @Test func aCallWithTwoBargeInsLogsBothWithTheirLatenciesTurnsAndTruncations() throws {
+        var sm = self.speakingCall()
+        self.callerTalksOverTheReplyThenStops(&sm)
         // The reply r2 arrives at 900: its first frame goes out at once, 620 ms after the caller stopped.
         _ = sm.handle(.realtimeReceived(.responseCreated(responseID: "r2")), now: t(900))
         let reply = sm.handle(.realtimeReceived(.audioDelta(responseID: "r2", itemID: "i2", audio: Self.ai)), now: t(900))

@@ -62,10 +62,7 @@ extension BargeInTests {
     /// with a mark per frame.
     @Test func aTurnsFirstFrameCarriesItsMark() throws {
         var sm = self.speakingCall(Self.everyOther())
-        _ = self.caller(&sm, Array(repeating: -10, count: 9), from: 120)
-        #expect(sm.counters.bargeInEvents == 1)
-        _ = self.caller(&sm, Array(repeating: nil, count: 20), from: 300)
-        #expect(sm.callerSpeechEnd == t(280))
+        self.callerTalksOverTheReplyThenStops(&sm)
         _ = sm.handle(.realtimeReceived(.responseCreated(responseID: "r2")), now: t(900))
         let reply = sm.handle(.realtimeReceived(.audioDelta(responseID: "r2", itemID: "i2", audio: Self.ai)), now: t(900))
         let messages = self.twilioMessages(reply)

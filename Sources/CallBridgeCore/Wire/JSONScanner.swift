@@ -66,9 +66,7 @@ struct JSONScanner {
                 && self.bytes[i + 3 + pattern.count] == UInt8(ascii: "\"")
             {
                 let start = i + needed
-                var end = start
-                while end < n && self.bytes[end] != UInt8(ascii: "\"") { end += 1 }
-                guard end < n else { return nil }
+                guard let end = self.closingQuote(from: start) else { return nil }
                 if found != nil { return nil }  // duplicate key: let Codable decide
                 found = start..<end
                 i = end + 1
@@ -95,16 +93,12 @@ struct JSONScanner {
             case UInt8(ascii: "}"): depth -= 1
             case UInt8(ascii: "\""):
                 // A string starts here (outside strings, which are skipped whole below): a key or a value.
-                var end = i + 1
-                while end < n && self.bytes[end] != UInt8(ascii: "\"") { end += 1 }
-                guard end < n else { return nil }
+                guard let end = self.closingQuote(from: i + 1) else { return nil }
                 if depth == 1, end - i - 1 == pattern.count, i + needed <= n, self.matches(pattern, at: i + 1),
                     self.bytes[end + 1] == UInt8(ascii: ":"), self.bytes[end + 2] == UInt8(ascii: "\"")
                 {
+                    guard let close = self.closingQuote(from: end + 3) else { return nil }
                     let start = end + 3
-                    var close = start
-                    while close < n && self.bytes[close] != UInt8(ascii: "\"") { close += 1 }
-                    guard close < n else { return nil }
                     if found != nil { return nil }  // duplicate key: let Codable decide
                     found = start..<close
                     i = close + 1
@@ -117,6 +111,13 @@ struct JSONScanner {
             i += 1
         }
         return found
+    }
+
+    /// The index of the first quote at or after `start` (the end of a string: there are no escapes), if any.
+    private func closingQuote(from start: Int) -> Int? {
+        var end = start
+        while end < self.bytes.count && self.bytes[end] != UInt8(ascii: "\"") { end += 1 }
+        return end < self.bytes.count ? end : nil
     }
 
     /// How many times `"key":` occurs (in any object, at any depth).
