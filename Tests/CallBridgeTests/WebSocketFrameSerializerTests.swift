@@ -6,8 +6,8 @@ import Testing
 @testable import CallBridge
 @testable import CallBridgeCore
 
-/// `WebSocketFrameSerializer` against NIO's own codec: what it writes NIO's `WebSocketFrameDecoder` reads back, and
-/// byte for byte what NIO's `WebSocketFrameEncoder` writes.
+/// `WebSocketFrameSerializer`, as `WebSocketConnectionHandler` writes frames with it, against NIO's own codec: what it
+/// writes NIO's `WebSocketFrameDecoder` reads back, and byte for byte what NIO's `WebSocketFrameEncoder` writes.
 @Suite struct WebSocketFrameSerializerTests {
     static let allocator = ByteBufferAllocator()
 
@@ -18,6 +18,11 @@ import Testing
         var buffers: [ByteBuffer] = []
         while let buffer = try channel.readOutbound(as: ByteBuffer.self) { buffers.append(buffer) }
         return buffers
+    }
+
+    /// The handler that frames what the application writes (a server's: it masks only frames that carry a key).
+    static func ours() -> WebSocketConnectionHandler {
+        WebSocketConnectionHandler(role: .server)
     }
 
     static func bytes(_ buffers: [ByteBuffer]) -> [UInt8] {
@@ -69,7 +74,7 @@ import Testing
     func framesRoundTripThroughNIOsDecoderAndMatchNIOsEncoder(masked: Bool) throws {
         let frames = Self.frames(masked: masked)
         let payloads = frames.map { Array($0.data.readableBytesView) }
-        let ours = Self.bytes(try Self.encode(frames, with: WebSocketFrameSerializer()))
+        let ours = Self.bytes(try Self.encode(frames, with: Self.ours()))
         // The payloads the test still holds are as they were: masking copied them instead of writing through.
         #expect(frames.map { Array($0.data.readableBytesView) } == payloads)
         #expect(ours == Self.bytes(try Self.encode(frames, with: WebSocketFrameEncoder())))
@@ -82,7 +87,8 @@ import Testing
             #expect(!frame.rsv1 && !frame.rsv2 && !frame.rsv3, "frame \(index)")
             #expect(frame.maskKey == sent.maskKey, "frame \(index)")
             #expect(Array(frame.unmaskedData.readableBytesView) == payloads[index], "frame \(index) (\(sent.data.readableBytes) bytes)")
-            #expect(Array(frame.unmaskedData(allocator: Self.allocator).readableBytesView) == payloads[index], "frame \(index)")
+            let wire = WebSocketWireFrame(firstByte: 0, maskKey: frame.maskKey?.wireOrder, payload: frame.data)
+            #expect(Array(wire.unmaskedPayload(allocator: Self.allocator).readableBytesView) == payloads[index], "frame \(index)")
         }
     }
 
@@ -99,18 +105,18 @@ import Testing
                 ))
             }
         }
-        let ours = Self.bytes(try Self.encode(frames, with: WebSocketFrameSerializer()))
+        let ours = Self.bytes(try Self.encode(frames, with: Self.ours()))
         #expect(ours == Self.bytes(try Self.encode(frames, with: WebSocketFrameEncoder())))
     }
 
     @Test func throughThePipelineAFrameIsOneBufferUnlessALargeUnmaskedPayloadGoesAsItIs() throws {
         var rng = SplitMix64(state: 4)
         let masked = WebSocketFrame(fin: true, opcode: .text, maskKey: Self.key(&rng), data: Self.payload(300, headroom: true, rng: &rng))
-        #expect(try Self.encode([masked], with: WebSocketFrameSerializer()).map(\.readableBytes) == [2 + 2 + 4 + 300])
+        #expect(try Self.encode([masked], with: Self.ours()).map(\.readableBytes) == [2 + 2 + 4 + 300])
         let small = WebSocketFrame(fin: true, opcode: .text, data: Self.payload(WebSocketFrameSerializer.copyLimit, headroom: true, rng: &rng))
-        #expect(try Self.encode([small], with: WebSocketFrameSerializer()).map(\.readableBytes) == [2 + 2 + WebSocketFrameSerializer.copyLimit])
+        #expect(try Self.encode([small], with: Self.ours()).map(\.readableBytes) == [2 + 2 + WebSocketFrameSerializer.copyLimit])
         let large = WebSocketFrame(fin: true, opcode: .binary, data: Self.payload(WebSocketFrameSerializer.copyLimit + 1, headroom: true, rng: &rng))
-        let buffers = try Self.encode([large, large], with: WebSocketFrameSerializer())
+        let buffers = try Self.encode([large, large], with: Self.ours())
         #expect(buffers.map(\.readableBytes) == [4, WebSocketFrameSerializer.copyLimit + 1, 4, WebSocketFrameSerializer.copyLimit + 1])
         #expect(buffers[1].withVeryUnsafeBytes { $0.baseAddress } == large.data.withVeryUnsafeBytes { $0.baseAddress })
     }
@@ -149,17 +155,18 @@ import Testing
     @Test func inboundUnmaskingMatchesNIOs() {
         var rng = SplitMix64(state: 8)
         for length in [0, 1, 5, 125, 300, 1000] {
-            for extensionLength in [0, 1, 2, 3] {
-                let frame = WebSocketFrame(
-                    fin: true, opcode: .text, maskKey: Self.key(&rng), data: Self.payload(length, headroom: false, rng: &rng),
-                    extensionData: extensionLength == 0 ? nil : Self.payload(extensionLength, headroom: false, rng: &rng)
-                )
-                #expect(frame.unmaskedData(allocator: Self.allocator) == frame.unmaskedData, "length \(length), extension \(extensionLength)")
-            }
+            let key = Self.key(&rng)
+            let frame = WebSocketFrame(fin: true, opcode: .text, maskKey: key, data: Self.payload(length, headroom: false, rng: &rng))
+            let wire = WebSocketWireFrame(firstByte: 0x81, maskKey: key.wireOrder, payload: frame.data)
+            #expect(wire.unmaskedPayload(allocator: Self.allocator) == frame.unmaskedData, "length \(length)")
+            var joined = ByteBuffer(bytes: [7])
+            wire.appendUnmaskedPayload(to: &joined)
+            #expect(Array(joined.readableBytesView) == [7] + Array(frame.unmaskedData.readableBytesView), "length \(length)")
+            #expect(wire.text() == String(buffer: frame.unmaskedData), "length \(length)")
         }
         // Unmasked: the frame's own buffer, not a copy.
-        let plain = WebSocketFrame(fin: true, opcode: .binary, data: Self.payload(50, headroom: false, rng: &rng))
-        let unmasked = plain.unmaskedData(allocator: Self.allocator)
-        #expect(unmasked.withVeryUnsafeBytes { $0.baseAddress } == plain.data.withVeryUnsafeBytes { $0.baseAddress })
+        let plain = WebSocketWireFrame(firstByte: 0x82, maskKey: nil, payload: Self.payload(50, headroom: false, rng: &rng))
+        let unmasked = plain.unmaskedPayload(allocator: Self.allocator)
+        #expect(unmasked.withVeryUnsafeBytes { $0.baseAddress } == plain.payload.withVeryUnsafeBytes { $0.baseAddress })
     }
 }

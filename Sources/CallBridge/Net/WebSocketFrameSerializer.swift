@@ -2,54 +2,25 @@ import CallBridgeCore
 import NIOCore
 import NIOWebSocket
 
-/// Serializes `WebSocketFrame`s into bytes (RFC 6455 §5.2), in place of NIO's `WebSocketFrameEncoder`: the same
-/// output, masked with `WebSocketMasking` (eight bytes a step) instead of byte by byte.
+/// RFC 6455 §5.2 framing, written: what `WebSocketConnectionHandler` sends, byte for byte what NIO's
+/// `WebSocketFrameEncoder` would, masked with `WebSocketMasking` (eight bytes a step) instead of byte by byte.
 ///
-/// - A payload that only the frame holds, with room before its reader index (`webSocketPayload(capacity:)`), gets
-///   the header in that room and is masked in place: one buffer, no copy.
+/// - A payload that nothing else holds, with room before its reader index (`webSocketPayload(capacity:)`), gets
+///   the header in that room and is masked in place: one buffer, no copy (`send(text:)` hands its payload over).
 /// - Otherwise a masked payload, or an unmasked one of up to `copyLimit` bytes, is copied (and masked) in one pass
-///   into a new buffer after the header: one write. A frame written through a pipeline is always shared while it
-///   passes (the `NIOAny` carrying it lives for the whole `write` call), so this is the path of the frames handlers
-///   write; NIO's encoder copies them too when it masks (copy on write), then masks byte by byte.
+///   into a new buffer after the header: one write. A `WebSocketFrame` written through the pipeline is always shared
+///   while it passes (the `NIOAny` carrying it lives for the whole `write` call), so this is the path of frames that
+///   handlers write.
 /// - A larger unmasked payload is written as it is, after the header in a small buffer of its own.
 ///
 /// Extension data (never negotiated by callbridge) is sent before the application data, masked as one run with it.
 /// The FIN and RSV bits are sent as the frame has them.
-public final class WebSocketFrameSerializer: ChannelOutboundHandler {
-    public typealias OutboundIn = WebSocketFrame
-    public typealias OutboundOut = ByteBuffer
-
+enum WebSocketFrameSerializer {
     /// Largest header: two bytes, a 64-bit length and a masking key.
     static let maximumHeaderLength = 14
     /// Largest unmasked payload copied behind its header rather than written after a header of its own: a second
     /// write through the pipeline and the channel costs more than copying this much.
     static let copyLimit = 1024
-
-    /// Reused for the headers of shared unmasked payloads.
-    private var headerBuffer: ByteBuffer?
-
-    public init() {}
-
-    // `WebSocketFrameSerializer.unwrapOutboundIn` and `.wrapOutboundOut`, not `Self.`: called through the dynamic `Self`
-    // of a class they were not specialized (generic metadata and a dynamic cast each; 100–150 ns a frame in a release
-    // build).
-    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        let frame = WebSocketFrameSerializer.unwrapOutboundIn(data)
-        let (first, second) = Self.serialize(
-            firstByte: Self.firstByte(of: frame),
-            key: frame.maskKey?.wireOrder,
-            extensionData: frame.extensionData,
-            payload: frame.data,
-            allocator: context.channel.allocator,
-            headerBuffer: &self.headerBuffer
-        )
-        if let second {
-            context.write(WebSocketFrameSerializer.wrapOutboundOut(first), promise: nil)
-            context.write(WebSocketFrameSerializer.wrapOutboundOut(second), promise: promise)
-        } else {
-            context.write(WebSocketFrameSerializer.wrapOutboundOut(first), promise: promise)
-        }
-    }
 
     /// A frame's bytes: one buffer, or (a large unmasked payload) a header and then the payload as it is. A header of
     /// its own goes in `headerBuffer`, reused from frame to frame. The payload is taken (`consuming`), so that a
@@ -75,10 +46,6 @@ public final class WebSocketFrameSerializer: ChannelOutboundHandler {
         header.moveWriterIndex(forwardBy: Self.setHeader(firstByte: firstByte, length: payload.readableBytes, key: nil, in: &header, at: 0))
         headerBuffer = header
         return (header, payload)
-    }
-
-    public func handlerRemoved(context: ChannelHandlerContext) {
-        self.headerBuffer = nil
     }
 
     // MARK: Encoding
@@ -152,9 +119,6 @@ public final class WebSocketFrameSerializer: ChannelOutboundHandler {
     }
 }
 
-@available(*, unavailable)
-extension WebSocketFrameSerializer: Sendable {}
-
 extension WebSocketMaskingKey {
     /// The key as `WebSocketMasking` takes it: the first byte most significant.
     var wireOrder: UInt32 {
@@ -172,26 +136,5 @@ extension ByteBuffer {
             source.withUnsafeReadableBytes { WebSocketMasking.apply($0, into: destination, key: key, indexOffset: indexOffset) }
             return count
         }
-    }
-
-    /// Appends `frame`'s application data, unmasked on the way when the frame is masked.
-    mutating func writeUnmaskedData(of frame: WebSocketFrame) {
-        guard let key = frame.maskKey else {
-            self.writeImmutableBuffer(frame.data)
-            return
-        }
-        // As NIO's `unmaskedData`: the application data continues the extension data's run of the key.
-        self.writeMasked(frame.data, key: key.wireOrder, indexOffset: frame.extensionData?.readableBytes ?? 0)
-    }
-}
-
-extension WebSocketFrame {
-    /// The application data unmasked, as NIO's `unmaskedData` but in one pass: `data` itself when the frame is not
-    /// masked, else a new buffer with the data copied and unmasked together.
-    func unmaskedData(allocator: ByteBufferAllocator) -> ByteBuffer {
-        guard self.maskKey != nil, self.data.readableBytes > 0 else { return self.data }
-        var buffer = allocator.buffer(capacity: self.data.readableBytes)
-        buffer.writeUnmaskedData(of: self)
-        return buffer
     }
 }
