@@ -1,6 +1,7 @@
 import CallBridgeCore
 import Foundation
 import Logging
+import NIOCore
 
 /// What a call's driver asks of the connections and clocks around it. The host (`LoopCallHost`) decides how: on the
 /// call's event loop, writing without awaiting.
@@ -15,7 +16,7 @@ protocol CallIO: AnyObject {
     /// Close Realtime leg `leg` with a close frame once it is up (at once if it is).
     func closeRealtime(leg: Int)
     /// Hand `input` back to `CallDriver.timed(_:)` at `deadline`, unless the call is released first.
-    func schedule(_ input: CallDriver.Timed, at deadline: ContinuousClock.Instant)
+    func schedule(_ input: CallDriver.Timed, at deadline: NIODeadline)
     /// Whether the call wants a `tick()` every 20 ms from the shared ticker.
     func setTicking(_ ticking: Bool)
 }
@@ -46,7 +47,7 @@ final class CallDriver {
     /// How long an ended call waits for the peers to answer its close frames.
     static let closeGrace: Duration = .seconds(3)
     /// How often a call adds what changed in its counters to the Prometheus metrics (and once more at its end).
-    static let metricsInterval: Duration = .seconds(1)
+    static let metricsInterval: TimeAmount = .seconds(1)
 
     struct Environment {
         var configuration: CallConfiguration
@@ -70,7 +71,7 @@ final class CallDriver {
     private var streamSid: String?
     private var ticking = false
     private var published = CallCounters()
-    private var publishedAt: ContinuousClock.Instant
+    private var publishedAt: NIODeadline
     /// The current Realtime leg's number, and whether it is up (connected) and still open.
     private(set) var realtimeLeg = 0
     private var realtimeUp = false
@@ -87,18 +88,19 @@ final class CallDriver {
         self.logger = logger
         self.callMetadata = callMetadata
         let timeline = environment.timeline
-        self.machine = CallStateMachine(configuration: environment.configuration, confirmer: environment.makeConfirmer(), now: timeline.now)
+        let opened = NIODeadline.now()
+        self.machine = CallStateMachine(configuration: environment.configuration, confirmer: environment.makeConfirmer(), now: timeline.instant(opened))
         self.startTime = JSONLogHandler.timestamp()
-        self.publishedAt = timeline.clock.now
-        self.flood = FloodGate(now: timeline.clock.now)
+        self.publishedAt = opened
+        self.flood = FloodGate(now: opened)
         self.actions.reserveCapacity(8)
     }
 
     /// Arms the start timeout and the call-length limit and, without call tokens, opens the Realtime leg at once.
     func begin() {
-        let opened = self.environment.timeline.clock.now
-        self.io.schedule(.startDeadline, at: opened.advanced(by: self.environment.security.startTimeout))
-        self.io.schedule(.event(.terminate(.maxDuration)), at: opened.advanced(by: self.environment.security.maxCallDuration))
+        let opened = NIODeadline.now()
+        self.io.schedule(.startDeadline, at: opened + TimeAmount(self.environment.security.startTimeout))
+        self.io.schedule(.event(.terminate(.maxDuration)), at: opened + TimeAmount(self.environment.security.maxCallDuration))
         // With authentication on, the model's session is opened only for a stream whose `start` carried a valid call
         // token: nothing of an unauthenticated stream reaches the paid API.
         if self.environment.security.callTokenKey == nil { self.openNextRealtimeLeg() }
@@ -111,23 +113,26 @@ final class CallDriver {
 
     /// A text message from Twilio.
     func twilioText(_ text: String) {
-        guard self.flood.admit(now: self.environment.timeline.clock.now, report: { self.handle(.badInput(kind: "twilio.flood_dropped", count: $0)) }) else {
+        // One clock read per message: the flood gate, the state machine and the metrics all take this one.
+        let arrived = NIODeadline.now()
+        guard self.flood.admit(now: arrived, report: { self.handle(.badInput(kind: "twilio.flood_dropped", count: $0), at: arrived) }) else {
             return
         }
         do throws(TwilioDecodingError) {
             let decoded = try TwilioCodec.decode(text, streamSid: self.streamSid)
             if case .start(let start) = decoded, self.streamSid == nil { self.streamSid = start.streamSid }
-            self.twilioReceived(decoded)
+            self.twilioReceived(decoded, at: arrived)
         } catch {
-            self.handle(.twilioMalformed(error))
+            self.handle(.twilioMalformed(error), at: arrived)
         }
     }
 
     func twilioBinary() {
-        guard self.flood.admit(now: self.environment.timeline.clock.now, report: { self.handle(.badInput(kind: "twilio.flood_dropped", count: $0)) }) else {
+        let arrived = NIODeadline.now()
+        guard self.flood.admit(now: arrived, report: { self.handle(.badInput(kind: "twilio.flood_dropped", count: $0), at: arrived) }) else {
             return
         }
-        self.handle(.twilioMalformed(.binaryFrame))
+        self.handle(.twilioMalformed(.binaryFrame), at: arrived)
     }
 
     /// The Twilio connection is gone (stop was handled as a message; this is the socket).
@@ -140,7 +145,7 @@ final class CallDriver {
         self.releaseIfDone()
     }
 
-    private func twilioReceived(_ message: TwilioInbound) {
+    private func twilioReceived(_ message: TwilioInbound, at arrived: NIODeadline) {
         var event = CallEvent.twilioReceived(message)
         switch message {
         case .start(var start) where !self.started:
@@ -158,7 +163,7 @@ final class CallDriver {
                         "call token rejected: closing the stream",
                         metadata: ["call_sid": .string(start.callSid), "token.verdict": .string(verdict.rawValue)]
                     )
-                    self.handle(.terminate(.unauthorized))
+                    self.handle(.terminate(.unauthorized), at: arrived)
                     return
                 }
             }
@@ -178,7 +183,7 @@ final class CallDriver {
             self.callMetadata.set(callSid: start.callSid, streamSid: start.streamSid)
             self.logger.info("call started", metadata: ["call.parameters": .string("\(start.customParameters)")])
         }
-        self.handle(event)
+        self.handle(event, at: arrived)
     }
 
     // MARK: Realtime leg
@@ -228,7 +233,8 @@ final class CallDriver {
 
     /// A pacing tick that runs `behind` after its scheduled instant.
     func tick(behind: Duration) {
-        self.handle(.scheduledTick(self.environment.timeline.now - behind))
+        let now = NIODeadline.now()
+        self.handle(.scheduledTick(self.environment.timeline.instant(now) - behind), at: now)
     }
 
     func timed(_ input: Timed) {
@@ -256,13 +262,12 @@ final class CallDriver {
 
     // MARK: The core's actions
 
-    private func handle(_ event: CallEvent) {
-        let now = self.environment.timeline.now
-        let clock = self.environment.timeline.clock
-        if clock.now - self.publishedAt >= Self.metricsInterval {
+    private func handle(_ event: CallEvent, at instant: NIODeadline = .now()) {
+        let now = self.environment.timeline.instant(instant)
+        if instant - self.publishedAt >= Self.metricsInterval {
             self.environment.metrics.publish(self.machine.counters, since: self.published)
             self.published = self.machine.counters
-            self.publishedAt = clock.now
+            self.publishedAt = instant
         }
         // One array for every event of the call, emptied and refilled: no allocation per frame.
         var actions = self.actions
@@ -277,7 +282,7 @@ final class CallDriver {
             case .sendRealtime(let clientEvent):
                 if self.realtimeUp { self.io.sendRealtime(RealtimeCodec.encode(clientEvent, dialect: self.dialect)) }
             case .scheduleTimer(let timer, let at):
-                self.io.schedule(.event(.timerFired(timer)), at: self.environment.timeline.instant(at))
+                self.io.schedule(.event(.timerFired(timer)), at: self.environment.timeline.deadline(at))
             case .logBadMessage(let kind):
                 self.logger.warning("bad message", metadata: ["message.kind": .string(kind)])
             case .closeRealtime:
@@ -327,7 +332,7 @@ final class CallDriver {
         }
         if self.realtimeOpen { self.io.closeRealtime(leg: self.realtimeLeg) }
         self.io.closeTwilio()
-        self.io.schedule(.closeGraceExpired, at: self.environment.timeline.clock.now.advanced(by: Self.closeGrace))
+        self.io.schedule(.closeGraceExpired, at: .now() + TimeAmount(Self.closeGrace))
     }
 
     private func openNextRealtimeLeg() {
@@ -350,19 +355,19 @@ struct FloodGate {
     static let burst = 300.0
 
     private var tokens = FloodGate.burst
-    private var refilledAt: ContinuousClock.Instant
+    private var refilledAt: NIODeadline
     private(set) var dropped = 0
     private var unreported = 0
 
-    init(now: ContinuousClock.Instant) {
+    init(now: NIODeadline) {
         self.refilledAt = now
     }
 
     /// Whether this message may pass. Drops are reported in batches of 50 (so the flood does not flood the call's
     /// loop either), and the rest with the next admitted message.
-    mutating func admit(now: ContinuousClock.Instant, report: (Int) -> Void) -> Bool {
+    mutating func admit(now: NIODeadline, report: (Int) -> Void) -> Bool {
         let elapsed = now - self.refilledAt
-        self.tokens = min(Self.burst, self.tokens + Self.rate * (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))
+        self.tokens = min(Self.burst, self.tokens + Self.rate * Double(elapsed.nanoseconds) / 1e9)
         self.refilledAt = now
         guard self.tokens >= 1 else {
             self.dropped += 1

@@ -244,9 +244,10 @@ public struct EchoAgentServer: Sendable {
                 }
                 if let wake = agent.nextWakeup, armed != wake {
                     armed = wake
-                    let deadline = timeline.instant(wake)
+                    let deadline = timeline.deadline(wake)
                     group.addTask {
-                        try? await timeline.clock.sleep(until: deadline, tolerance: .zero)
+                        let wait = deadline - NIODeadline.now()
+                        if wait > .zero { try? await Task.sleep(for: .nanoseconds(wait.nanoseconds), tolerance: .zero) }
                         continuation.yield(.wake)
                     }
                 }

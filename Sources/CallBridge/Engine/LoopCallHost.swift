@@ -210,13 +210,10 @@ final class LoopCallHost: CallIO, PhasedTickListMember {
         current.channel?.close(mode: .all, promise: nil)
     }
 
-    func schedule(_ input: CallDriver.Timed, at deadline: ContinuousClock.Instant) {
-        let clock = self.shared.environment.timeline.clock
-        let delay = max(.zero, clock.now.duration(to: deadline))
-        let nanoseconds = delay.components.seconds * 1_000_000_000 + delay.components.attoseconds / 1_000_000_000
+    func schedule(_ input: CallDriver.Timed, at deadline: NIODeadline) {
         let id = self.nextTimer
         self.nextTimer += 1
-        self.timers[id] = self.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(nanoseconds)) {
+        self.timers[id] = self.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
             self.timers[id] = nil
             self.perform { self.driver.timed(input) }
         }

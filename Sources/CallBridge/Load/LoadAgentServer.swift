@@ -181,7 +181,7 @@ final class AgentLoop: @unchecked Sendable {
 }
 
 /// One Realtime session of the load double: the echo agent's core, run on the connection's event loop.
-final class LoadAgentHandler: ChannelInboundHandler, TickListMember {
+final class LoadAgentHandler: ChannelInboundHandler, TickListMember, WebSocketTextBytesReceiver {
     typealias InboundIn = WebSocketInboundMessage
     typealias OutboundOut = WebSocketFrame
 
@@ -211,14 +211,18 @@ final class LoadAgentHandler: ChannelInboundHandler, TickListMember {
         self.connection = nil
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard case .text(let buffer) = LoadAgentHandler.unwrapInboundIn(data) else { return }
+    /// A client event, read in place (unmasked into the connection's scratch): the connection handler calls this.
+    func webSocketText(bytes: UnsafeRawBufferPointer) {
         self.loop.counters.eventsReceived += 1
-        let now = self.loop.now
-        let events = buffer.withUnsafeReadableBytes { raw in
-            self.agent.received(bytes: raw.bindMemory(to: UInt8.self), now: now)
-        }
-        self.send(events)
+        self.send(self.agent.received(bytes: bytes.bindMemory(to: UInt8.self), now: self.loop.now))
+    }
+
+    func webSocketBinary(_ data: ByteBuffer) {}
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // Messages come through `webSocketText(bytes:)`; only a pipeline without the receiver set sends them here.
+        guard case .text(let buffer) = LoadAgentHandler.unwrapInboundIn(data) else { return }
+        buffer.withUnsafeReadableBytes { self.webSocketText(bytes: $0) }
     }
 
     func tick(now: CallInstant) {
@@ -239,6 +243,6 @@ final class LoadAgentHandler: ChannelInboundHandler, TickListMember {
             }
         }
         self.loop.counters.eventsSent += events.count
-        context.flush()
+        if let connection = self.connection { connection.flush() } else { context.flush() }
     }
 }

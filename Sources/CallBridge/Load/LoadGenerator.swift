@@ -369,7 +369,7 @@ final class LoadLoop: @unchecked Sendable {
 
 /// One simulated Twilio call: `connected` and `start` once the upgrade is done, then a caller frame every tick, mark
 /// echoes as playout reaches them, and `stop` plus the close handshake after the call's duration.
-final class LoadCallHandler: ChannelInboundHandler, PhasedTickListMember {
+final class LoadCallHandler: ChannelInboundHandler, PhasedTickListMember, WebSocketTextBytesReceiver {
     typealias InboundIn = WebSocketInboundMessage
     typealias OutboundOut = WebSocketFrame
 
@@ -462,7 +462,7 @@ final class LoadCallHandler: ChannelInboundHandler, PhasedTickListMember {
     func flush() {
         guard self.needsFlush, let context = self.context else { return }
         self.needsFlush = false
-        context.flush()
+        if let connection = self.connection { connection.flush() } else { context.flush() }
     }
 
     /// Mark echoes Twilio owes the bridge, collected while the call's state is being updated.
@@ -506,12 +506,11 @@ final class LoadCallHandler: ChannelInboundHandler, PhasedTickListMember {
         }
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    /// What the bridge sends, read in place from the connection's buffer (the connection handler calls this).
+    func webSocketText(bytes: UnsafeRawBufferPointer) {
         self.loop.stats.messagesReceived += 1
-        guard case .streaming = self.state else { return }
-        guard case .text(let buffer) = LoadCallHandler.unwrapInboundIn(data),
-            let message = buffer.withUnsafeReadableBytes({ TwilioSimulatorCodec.summarizeOutbound($0.bindMemory(to: UInt8.self)) })
-        else {
+        guard case .streaming = self.state, let context = self.context else { return }
+        guard let message = TwilioSimulatorCodec.summarizeOutbound(bytes.bindMemory(to: UInt8.self)) else {
             self.loop.stats.badMessages += 1
             return
         }
@@ -519,6 +518,20 @@ final class LoadCallHandler: ChannelInboundHandler, PhasedTickListMember {
         self.call.received(message, at: at, script: self.loop.script, stats: &self.loop.stats) { self.echoes.append($0) }
         self.sendEchoes()
         self.flush()
+    }
+
+    func webSocketBinary(_ data: ByteBuffer) {
+        self.loop.stats.messagesReceived += 1
+        guard case .streaming = self.state else { return }
+        self.loop.stats.badMessages += 1
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // Messages come through `webSocketText(bytes:)`; only a pipeline without the receiver set sends them here.
+        switch LoadCallHandler.unwrapInboundIn(data) {
+        case .text(let buffer): buffer.withUnsafeReadableBytes { self.webSocketText(bytes: $0) }
+        case .binary(let buffer): self.webSocketBinary(buffer)
+        }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

@@ -36,6 +36,20 @@ public protocol WebSocketMessageReceiver: AnyObject {
     func webSocketBinary(_ data: ByteBuffer)
 }
 
+/// A receiver that reads a text message's bytes where they lie (valid only during the call) instead of as a
+/// `String`: an unmasked frame's bytes are the read buffer's own, a masked frame is unmasked into a scratch array the
+/// connection reuses. No allocation per message. The bytes are not checked for UTF-8.
+public protocol WebSocketTextBytesReceiver: WebSocketMessageReceiver {
+    func webSocketText(bytes: UnsafeRawBufferPointer)
+}
+
+extension WebSocketTextBytesReceiver {
+    public func webSocketText(_ text: String) {
+        var text = text
+        text.withUTF8 { self.webSocketText(bytes: UnsafeRawBufferPointer($0)) }
+    }
+}
+
 /// The WebSocket protocol on a raw NIO channel, right after the transport (or TLS): the framing and everything
 /// every connection needs, in one handler, so that application handlers see whole messages and write plain frames.
 ///
@@ -116,7 +130,12 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
     private var headerBuffer: ByteBuffer?
     /// Takes the data messages instead of the next handler (set on the event loop; let go when the handler leaves
     /// the pipeline or the channel closes).
-    public var receiver: (any WebSocketMessageReceiver)?
+    public var receiver: (any WebSocketMessageReceiver)? {
+        didSet { self.bytesReceiver = self.receiver as? any WebSocketTextBytesReceiver }
+    }
+    private var bytesReceiver: (any WebSocketTextBytesReceiver)?
+    /// Where a masked text message is unmasked for a `bytesReceiver`, kept from message to message.
+    private var unmaskScratch: [UInt8] = []
 
     public init(role: Role, configuration: Configuration = .init()) {
         self.role = role
@@ -167,6 +186,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
         self.receiver = nil
         self.partial = nil
         self.headerBuffer = nil
+        self.unmaskScratch = []
     }
 
     private func startPinging(context: ChannelHandlerContext) {
@@ -231,6 +251,12 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
         }
     }
 
+    /// With a receiver, messages leave this handler whole, by a direct call: nothing above it acts on the end of a
+    /// read, so the event stops here (one walk of the pipeline less per read, on every connection of a call).
+    public func channelReadComplete(context: ChannelHandlerContext) {
+        if self.receiver == nil { context.fireChannelReadComplete() }
+    }
+
     private func received(_ frame: WebSocketWireFrame, context: ChannelHandlerContext) {
         guard case .open = self.state else {
             if frame.opcode == .connectionClose { self.peerClosed(context: context, frame: frame) }
@@ -273,6 +299,14 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
     /// A whole data message: to the receiver, or down the pipeline.
     private func deliver(_ frame: WebSocketWireFrame, context: ChannelHandlerContext) {
         let isText = frame.opcode == .text
+        if isText, let receiver = self.bytesReceiver {
+            // Taken out while the receiver runs, so that a message delivered from within it cannot overlap this one.
+            var scratch = self.unmaskScratch
+            self.unmaskScratch = []
+            frame.withUnmaskedBytes(scratch: &scratch) { receiver.webSocketText(bytes: $0) }
+            self.unmaskScratch = scratch
+            return
+        }
         if let receiver = self.receiver {
             if isText {
                 receiver.webSocketText(frame.text())

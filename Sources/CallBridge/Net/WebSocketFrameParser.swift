@@ -31,6 +31,19 @@ struct WebSocketWireFrame {
         }
     }
 
+    /// Runs `body` on the payload's bytes, unmasked: the buffer's own bytes when the frame is not masked, else
+    /// `scratch` (reused: no allocation once it is large enough) unmasked into.
+    func withUnmaskedBytes<Result>(scratch: inout [UInt8], _ body: (UnsafeRawBufferPointer) -> Result) -> Result {
+        guard let key = self.maskKey else { return self.payload.withUnsafeReadableBytes(body) }
+        let count = self.payload.readableBytes
+        if scratch.count < count { scratch = [UInt8](repeating: 0, count: max(count, 2 * scratch.count)) }
+        return scratch.withUnsafeMutableBytes { destination in
+            let target = UnsafeMutableRawBufferPointer(rebasing: destination[..<count])
+            self.payload.withUnsafeReadableBytes { source in WebSocketMasking.apply(source, into: target, key: key) }
+            return body(UnsafeRawBufferPointer(target))
+        }
+    }
+
     /// The payload, unmasked, as a String (invalid UTF-8 repaired): one pass from the frame into the string.
     func text() -> String {
         guard let key = self.maskKey else { return String(buffer: self.payload) }
