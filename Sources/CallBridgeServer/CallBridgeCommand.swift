@@ -150,6 +150,13 @@ struct Run: AsyncParsableCommand {
         try wholeFrames(self.silenceAppendMs, "CALLBRIDGE_SILENCE_APPEND_MS", flag: "--silence-append-ms", default: 200, max: 1000)
     }
 
+    @Option(help: "Caller audio per input_audio_buffer.append while the local VAD hears the caller speak, ms, in whole 20 ms frames (at least --input-append-ms, at most 400): the onset and the end of the speech still go out at once, so the service's end-of-turn silence reaches it as soon as before; only its view of speech under way lags, by up to this. (env: CALLBRIDGE_SPEECH_APPEND_MS, default: 100)")
+    var speechAppendMs: Int?
+
+    func speechAppendDuration() throws -> Duration {
+        try wholeFrames(self.speechAppendMs, "CALLBRIDGE_SPEECH_APPEND_MS", flag: "--speech-append-ms", default: 100, max: 400)
+    }
+
     @Option(help: "One Twilio mark per this many 20 ms frames (1…5; always after a reply's last frame and before a clear): Twilio's echo of a mark confirms every frame before it, so 2 knows the played position to 40 ms for half the mark messages each way. (env: CALLBRIDGE_MARK_EVERY_FRAMES, default: 2)")
     var markEveryFrames: Int?
 
@@ -263,6 +270,7 @@ struct Run: AsyncParsableCommand {
                 pacer: pacer,
                 inputAppendDuration: try self.inputAppendDuration(),
                 silenceAppendDuration: try self.silenceAppendDuration(),
+                speechAppendDuration: try self.speechAppendDuration(),
                 markEveryFrames: try self.markEvery(),
                 session: session,
                 bargeIn: bargeIn,

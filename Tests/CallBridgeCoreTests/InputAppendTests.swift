@@ -7,10 +7,11 @@ import Testing
     static let start = TwilioStart(streamSid: "MZ1", callSid: "CA1", customParameters: [:])
 
     /// A configured call at t = 10 ms, with local barge-in (the default) or the service's.
-    func readyCall(local: Bool, appendMs: Int = 40, silenceAppendMs: Int? = nil) -> CallStateMachine {
+    func readyCall(local: Bool, appendMs: Int = 40, silenceAppendMs: Int? = nil, speechAppendMs: Int? = nil) -> CallStateMachine {
         let configuration = CallConfiguration(
             inputAppendDuration: .milliseconds(appendMs),
             silenceAppendDuration: silenceAppendMs.map { .milliseconds($0) },
+            speechAppendDuration: speechAppendMs.map { .milliseconds($0) },
             bargeIn: local ? .init() : .serverOnly,
             watchdog: nil,
             sessionRecycleAfter: nil
@@ -155,7 +156,7 @@ import Testing
         let real = Array((0..<3).map { _ in tone(-70) }.joined()) + Array((3...first.index).map { _ in loud }.joined())
         #expect(sent == Array(repeating: MuLaw.silence, count: silent) + real)
         #expect(first.appends.dropFirst().allSatisfy { $0.count == 320 })
-        #expect(sm.pendingAppend.count <= 160 && !sm.pendingAppendIsSilence)
+        #expect(sm.pendingAppend.count <= 160 && sm.pendingAppendKind != .silence)
         // From here the caller's audio goes in 40 ms appends again.
         var counts: [Int] = []
         for index in (first.index + 1)..<(first.index + 5) {
@@ -181,5 +182,82 @@ import Testing
             counts.append(Self.appends(sm.handle(.twilioReceived(.media(payload: callerPayload(-70))), now: t(20 + 20 * index))).count)
         }
         #expect(counts == [0, 1, 0, 1])
+    }
+
+    /// One caller frame per 20 ms at `levels` (a frame's level, or nil for μ-law silence), the AI silent: what each
+    /// message sent (append sizes), and whether the VAD heard speech after it.
+    static func stream(_ sm: inout CallStateMachine, _ frames: [[UInt8]], from start: Int = 0) -> [(appends: [Int], speaking: Bool)] {
+        frames.enumerated().map { offset, frame in
+            let actions = sm.handle(.twilioReceived(.media(payload: Base64.encode(frame))), now: t(20 + 20 * (start + offset)))
+            return (Self.appends(actions).map(\.count), sm.vad.isSpeaking)
+        }
+    }
+
+    /// While the VAD hears the caller, their audio goes out 100 ms at a time; the onset goes at once, the end of the
+    /// speech (the hang-over over) sends what was gathered at once, and 40 ms appends resume. Nothing is lost or
+    /// reordered.
+    @Test func speechGathersUpToItsOwnLengthFromOnsetToEnd() {
+        var sm = self.readyCall(local: true, speechAppendMs: 100)
+        // Distinct frames (the level steps), so that order shows: quiet, 30 loud (600 ms), then quiet again.
+        let frames = (0..<10).map { _ in tone(-70) } + (0..<30).map { tone(-6 - Double($0 % 5)) } + (0..<30).map { _ in tone(-70) }
+        let log = Self.stream(&sm, frames)
+        guard let onset = log.firstIndex(where: \.speaking),
+            let end = log[onset...].firstIndex(where: { !$0.speaking })
+        else {
+            Issue.record("the VAD never heard the caller, or never stopped: \(log)")
+            return
+        }
+        // Before the speech: 40 ms appends.
+        #expect(log[..<onset].allSatisfy { $0.appends.allSatisfy { $0 == 320 } })
+        // The onset's message sends what was gathered with it (two frames): the service hears the onset at once.
+        #expect(log[onset].appends == [320], "\(log[onset])")
+        // Then 100 ms appends, one every five messages, until the end.
+        let during = log[(onset + 1)..<end].flatMap(\.appends)
+        #expect(!during.isEmpty && during.allSatisfy { $0 == 800 }, "\(during)")
+        let gaps = log[(onset + 1)..<end].indices.filter { !log[$0].appends.isEmpty }
+        #expect(zip(gaps, gaps.dropFirst()).allSatisfy { $1 - $0 == 5 }, "\(gaps)")
+        // The end of the speech: what was gathered goes out with that message, whatever its length.
+        #expect(log[end].appends.count == 1 || log[end - 1].appends == [800], "\(log[(end - 1)...end])")
+        // After it: 40 ms appends again.
+        #expect(log[(end + 1)...].flatMap(\.appends).allSatisfy { $0 == 320 })
+        #expect(end - onset >= 30 - 3 && end - onset <= 30 + 20, "hang-over: \(onset) … \(end)")
+        // Every byte, in order.
+        let sent = Self.replayAppends(frames: frames, speechAppendMs: 100)
+        #expect(sent == Array(frames.joined()))
+    }
+
+    /// The same stream again, collecting the appends' bytes and what is still pending at the end.
+    static func replayAppends(frames: [[UInt8]], speechAppendMs: Int) -> [UInt8] {
+        var sm = InputAppendTests().readyCall(local: true, speechAppendMs: speechAppendMs)
+        var sent: [UInt8] = []
+        for (index, frame) in frames.enumerated() {
+            sent += Self.appends(sm.handle(.twilioReceived(.media(payload: Base64.encode(frame))), now: t(20 + 20 * index))).joined()
+        }
+        return sent + sm.pendingAppend
+    }
+
+    /// Gathered speech waits no longer than its own length when the caller's media stops.
+    @Test func gatheredSpeechWaitsAtMostItsLength() {
+        var sm = self.readyCall(local: true, speechAppendMs: 100)
+        var index = 0
+        // Quiet, then loud until the VAD hears speech and nothing is pending.
+        _ = Self.stream(&sm, (0..<10).map { _ in tone(-70) })
+        index = 10
+        while !(sm.vad.isSpeaking && sm.pendingAppend.isEmpty), index < 60 {
+            _ = Self.stream(&sm, [tone(-6)], from: index)
+            index += 1
+        }
+        #expect(sm.vad.isSpeaking && sm.pendingAppend.isEmpty)
+        let at = 20 + 20 * index
+        #expect(Self.stream(&sm, [tone(-6)], from: index)[0].appends.isEmpty)
+        #expect(Self.appends(sm.handle(.timerFired(TimerID(.watchdog, generation: 99)), now: t(at + 99))).isEmpty)
+        #expect(Self.appends(sm.handle(.timerFired(TimerID(.watchdog, generation: 99)), now: t(at + 100))).map(\.count) == [160])
+    }
+
+    /// Without the VAD (the service's barge-in only) there is no speech to gather: 40 ms appends throughout.
+    @Test func withoutLocalBargeInSpeechGoesInOrdinaryAppends() {
+        var sm = self.readyCall(local: false, speechAppendMs: 100)
+        let log = Self.stream(&sm, (0..<10).map { _ in tone(-70) } + (0..<20).map { _ in tone(-6) })
+        #expect(log.flatMap(\.appends).allSatisfy { $0 == 320 } && log.flatMap(\.appends).count == 15)
     }
 }

@@ -16,6 +16,14 @@ public struct CallConfiguration: Sendable, Equatable {
     /// whole time the AI talks. Real caller audio, a barge-in's pre-roll, or any other event to the service sends
     /// what is gathered at once. nil: as `inputAppendDuration`. `callbridge run` uses 200 ms.
     public var silenceAppendDuration: Duration?
+    /// How much caller audio one append may gather while the local VAD hears the caller speak (from the onset, whose
+    /// audio and pre-roll go out at once, to the end of the VAD's hang-over, when what is gathered goes out at once
+    /// and `inputAppendDuration` applies again). The service's turn detection waits for silence after the speech
+    /// (500 ms by default), which starts after the VAD's 300 ms hang-over: the end of a turn reaches it as soon as
+    /// before, and only its view of speech under way lags, by at most this much. 100 ms sends a sentence in less
+    /// than half the messages. Needs local barge-in (the VAD); nil: as `inputAppendDuration`. `callbridge run` uses
+    /// 100 ms.
+    public var speechAppendDuration: Duration?
     /// One Twilio mark per this many frames sent (and always after a run's last frame, a turn's first, and before a
     /// `clear`). Twilio echoes marks in order, so an echo confirms every frame before it: with 2, the played
     /// position (for truncation, the echo guard and the watchdogs) is known to 40 ms instead of 20, for half the
@@ -45,6 +53,7 @@ public struct CallConfiguration: Sendable, Equatable {
         maxHeldInboundMessages: Int = 150,
         inputAppendDuration: Duration = AudioFrame.duration,
         silenceAppendDuration: Duration? = nil,
+        speechAppendDuration: Duration? = nil,
         markEveryFrames: Int = 1,
         maxQueuedFrames: Int = 3000,
         session: RealtimeSessionSettings? = nil,
@@ -62,6 +71,7 @@ public struct CallConfiguration: Sendable, Equatable {
         self.maxHeldInboundMessages = maxHeldInboundMessages
         self.inputAppendDuration = inputAppendDuration
         self.silenceAppendDuration = silenceAppendDuration
+        self.speechAppendDuration = speechAppendDuration
         self.markEveryFrames = max(1, markEveryFrames)
         self.maxQueuedFrames = maxQueuedFrames
         // With local barge-in the bridge decides interruptions and cancels itself; the service must not.
@@ -78,20 +88,36 @@ extension CallConfiguration {
         Self.wholeFrameBytes(self.inputAppendDuration)
     }
 
-    /// How long gathered substituted silence may wait: `silenceAppendDuration`, never less than `inputAppendDuration`.
-    var silenceAppendWait: Duration {
-        max(self.silenceAppendDuration ?? self.inputAppendDuration, self.inputAppendDuration)
+    /// How long gathered audio of this kind may wait: its own length, never less than `inputAppendDuration`.
+    func appendWait(_ kind: PendingAppendKind) -> Duration {
+        let own: Duration?
+        switch kind {
+        case .audio: own = nil
+        case .silence: own = self.silenceAppendDuration
+        case .speech: own = self.speechAppendDuration
+        }
+        return max(own ?? self.inputAppendDuration, self.inputAppendDuration)
     }
 
-    /// `silenceAppendWait` in bytes of 8 kHz μ-law: whole frames, at least `inputAppendBytes`.
-    var silenceAppendBytes: Int {
-        Self.wholeFrameBytes(self.silenceAppendWait)
+    /// `appendWait` in bytes of 8 kHz μ-law: whole frames, at least `inputAppendBytes`.
+    func appendBytes(_ kind: PendingAppendKind) -> Int {
+        kind == .audio ? self.inputAppendBytes : Self.wholeFrameBytes(self.appendWait(kind))
     }
 
     private static func wholeFrameBytes(_ duration: Duration) -> Int {
         let frames = Int(TxPacer.nanoseconds(duration) / TxPacer.nanoseconds(AudioFrame.duration))
         return max(1, frames) * AudioFrame.byteCount
     }
+}
+
+/// What the caller audio gathered for the next append is; each kind has its own append length.
+enum PendingAppendKind: Sendable, Equatable {
+    /// Ordinary audio (and any mix of kinds): `inputAppendDuration`.
+    case audio
+    /// Silence the bridge put in place of echo: `silenceAppendDuration`.
+    case silence
+    /// The caller's audio while the local VAD hears them speak: `speechAppendDuration`.
+    case speech
 }
 
 /// Bounded exponential backoff for Realtime reconnects: attempt n waits `initialBackoff` × 2^(n−1), at most

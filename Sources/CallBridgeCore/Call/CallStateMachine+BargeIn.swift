@@ -146,7 +146,7 @@ extension CallStateMachine {
             }
         }
         self.remember(PreRollEntry(payload: payload, duration: duration, forwardedReal: true))
-        self.forward(payload, decoded: bytes, now: now, into: &actions)
+        self.forward(payload, decoded: bytes, speech: self.vad.isSpeaking, now: now, into: &actions)
     }
 
     mutating func remember(_ entry: PreRollEntry) {

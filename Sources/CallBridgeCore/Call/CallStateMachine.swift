@@ -78,8 +78,8 @@ public struct CallStateMachine: Sendable {
     /// when it has waited.
     var pendingAppend: [UInt8] = []
     var pendingAppendSince: CallInstant?
-    /// Everything pending is silence the bridge substituted for echo (it may gather up to `silenceAppendDuration`).
-    var pendingAppendIsSilence = false
+    /// What the pending audio is, which sets how much of it one append may gather.
+    var pendingAppendKind = PendingAppendKind.audio
     /// Responses that must never play again (interrupted, or finished), newest last.
     var deadResponseIDs: [String] = []
     var loggedBadKinds: Set<String> = []
@@ -255,8 +255,7 @@ public struct CallStateMachine: Sendable {
             // ticker's ticks (see TxPacer). Every event still runs the pump, which starts runs, detects underruns and
             // ends drained runs.
             // Gathered caller audio waits no longer than one append's worth (the caller's media stalled).
-            let wait = self.pendingAppendIsSilence ? self.configuration.silenceAppendWait : self.configuration.inputAppendDuration
-            if let since = self.pendingAppendSince, now - since >= wait {
+            if let since = self.pendingAppendSince, now - since >= self.configuration.appendWait(self.pendingAppendKind) {
                 self.flushAppend(into: &actions)
             }
             switch event {
@@ -352,24 +351,28 @@ public struct CallStateMachine: Sendable {
     /// Sends caller audio to the service once the session is configured; before that it is held, bounded.
     /// `decoded` is the payload's audio when the caller already has it. With `inputAppendDuration` above one frame,
     /// the audio is gathered until that much is pending (`flushAppend`); `substitutedSilence` (silence put in place
-    /// of echo) may gather up to `silenceAppendDuration`, until real audio joins it.
+    /// of echo) may gather up to `silenceAppendDuration`, and `speech` (audio while the local VAD hears the caller)
+    /// up to `speechAppendDuration`, as long as nothing of another kind joins them: then the ordinary length applies,
+    /// and what is pending goes out once it reaches it (at once, when it is already longer).
     mutating func forward(
         _ payload: String,
         decoded: [UInt8]? = nil,
         substitutedSilence: Bool = false,
+        speech: Bool = false,
         now: CallInstant,
         into actions: inout [CallAction]
     ) {
         switch self.upstream {
         case .ready:
-            let allSilence = substitutedSilence && (self.pendingAppend.isEmpty || self.pendingAppendIsSilence)
-            let batch = allSilence ? self.configuration.silenceAppendBytes : self.configuration.inputAppendBytes
+            let incoming: PendingAppendKind = substitutedSilence ? .silence : (speech ? .speech : .audio)
+            let kind = self.pendingAppend.isEmpty || self.pendingAppendKind == incoming ? incoming : .audio
+            let batch = self.configuration.appendBytes(kind)
             guard batch > AudioFrame.byteCount || !self.pendingAppend.isEmpty else {
                 actions.append(.sendRealtime(.inputAudioAppend(base64: payload)))
                 return
             }
             if self.pendingAppend.isEmpty { self.pendingAppendSince = now }
-            self.pendingAppendIsSilence = allSilence
+            self.pendingAppendKind = kind
             if let decoded {
                 self.pendingAppend.append(contentsOf: decoded)
             } else if let bytes = Base64.decode(payload) {
@@ -384,14 +387,14 @@ public struct CallStateMachine: Sendable {
                 let pending = Base64.encode(self.pendingAppend)
                 self.pendingAppend.removeAll(keepingCapacity: true)
                 self.pendingAppendSince = nil
-                self.pendingAppendIsSilence = false
+                self.pendingAppendKind = .audio
                 self.hold(pending)
             }
             self.hold(payload)
         case .closed:
             self.pendingAppend.removeAll()
             self.pendingAppendSince = nil
-            self.pendingAppendIsSilence = false
+            self.pendingAppendKind = .audio
         }
     }
 
@@ -409,7 +412,7 @@ public struct CallStateMachine: Sendable {
         actions.append(.sendRealtime(.inputAudioAppend(base64: Base64.encode(self.pendingAppend))))
         self.pendingAppend.removeAll(keepingCapacity: true)
         self.pendingAppendSince = nil
-        self.pendingAppendIsSilence = false
+        self.pendingAppendKind = .audio
     }
 
     /// Every other event to the service goes through here: gathered caller audio never waits behind one.
