@@ -113,13 +113,24 @@ final class CallDriver {
 
     /// A text message from Twilio.
     func twilioText(_ text: String) {
+        self.twilioText { streamSid throws(TwilioDecodingError) in try TwilioCodec.decode(text, streamSid: streamSid) }
+    }
+
+    /// A text message from Twilio, read where it lies (valid only during the call).
+    func twilioText(bytes: UnsafeRawBufferPointer) {
+        self.twilioText { streamSid throws(TwilioDecodingError) in
+            try TwilioCodec.decode(bytes: bytes.bindMemory(to: UInt8.self), streamSid: streamSid)
+        }
+    }
+
+    private func twilioText(decode: (String?) throws(TwilioDecodingError) -> TwilioInbound) {
         // One clock read per message: the flood gate, the state machine and the metrics all take this one.
         let arrived = NIODeadline.now()
         guard self.flood.admit(now: arrived, report: { self.handle(.badInput(kind: "twilio.flood_dropped", count: $0), at: arrived) }) else {
             return
         }
         do throws(TwilioDecodingError) {
-            let decoded = try TwilioCodec.decode(text, streamSid: self.streamSid)
+            let decoded = try decode(self.streamSid)
             if case .start(let start) = decoded, self.streamSid == nil { self.streamSid = start.streamSid }
             self.twilioReceived(decoded, at: arrived)
         } catch {

@@ -30,6 +30,13 @@ struct ScannerFuzzTests {
     }
 
     static func compareTwilio(_ text: String, streamSid: String?) -> Outcome {
+        // The bridge decodes from the frame's bytes: the same message, the same result (or error) as from a String.
+        let fromText = Result { () throws(TwilioDecodingError) in try TwilioCodec.decode(text, streamSid: streamSid) }
+        var utf8 = text
+        let fromBytes = utf8.withUTF8 { bytes in
+            Result { () throws(TwilioDecodingError) in try TwilioCodec.decode(bytes: bytes, streamSid: streamSid) }
+        }
+        guard fromText == fromBytes else { return .disagree("decode(bytes:) \(fromBytes) vs decode \(fromText)") }
         let scanned = TwilioCodec.scanMedia(text, streamSid: streamSid)
         let decoded = try? TwilioCodec.decodeWithCodable(text, streamSid: streamSid)
         switch (scanned, decoded) {

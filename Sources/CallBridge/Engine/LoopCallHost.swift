@@ -104,6 +104,19 @@ final class LoopCallHost: CallIO, PhasedTickListMember {
         self.finish()
     }
 
+    /// As `twilioText(_:)`, from the message's bytes where they lie: copied into a `String` only if it must wait.
+    func twilioText(bytes: UnsafeRawBufferPointer) {
+        guard !self.isReleased else { return }
+        if self.busy {
+            let text = String(decoding: bytes, as: UTF8.self)
+            self.deferred.append { self.driver.twilioText(text) }
+            return
+        }
+        self.busy = true
+        self.driver.twilioText(bytes: bytes)
+        self.finish()
+    }
+
     func realtimeText(_ text: String, leg: Int) {
         guard !self.isReleased else { return }
         if self.busy {
@@ -139,7 +152,7 @@ final class LoopCallHost: CallIO, PhasedTickListMember {
     // MARK: CallIO
 
     func sendTwilio(_ text: String) {
-        let payload = Self.payload(text, allocator: self.twilio.allocator)
+        let payload = Self.payload(text, allocator: self.twilioConnection?.allocator ?? self.twilio.allocator)
         if let connection = self.twilioConnection {
             connection.send(text: consume payload)
         } else {
@@ -195,8 +208,9 @@ final class LoopCallHost: CallIO, PhasedTickListMember {
 
     func sendRealtime(_ text: String) {
         guard let channel = self.realtime?.channel else { return }
-        let payload = Self.payload(text, allocator: channel.allocator)
-        if let connection = self.realtime?.connection {
+        let connection = self.realtime?.connection
+        let payload = Self.payload(text, allocator: connection?.allocator ?? channel.allocator)
+        if let connection {
             connection.send(text: consume payload)
         } else {
             channel.write(WebSocketFrame(fin: true, opcode: .text, data: payload), promise: nil)
@@ -282,15 +296,15 @@ final class LoopCallHost: CallIO, PhasedTickListMember {
 }
 
 /// The Twilio leg's messages, into the call's driver (straight from the connection handler, as its receiver).
-final class TwilioMediaHandler: ChannelInboundHandler, RemovableChannelHandler, WebSocketMessageReceiver {
+final class TwilioMediaHandler: ChannelInboundHandler, RemovableChannelHandler, WebSocketTextBytesReceiver {
     typealias InboundIn = WebSocketInboundMessage
 
     private let host: LoopCallHost
 
     init(host: LoopCallHost) { self.host = host }
 
-    func webSocketText(_ text: String) {
-        self.host.twilioText(text)
+    func webSocketText(bytes: UnsafeRawBufferPointer) {
+        self.host.twilioText(bytes: bytes)
     }
 
     func webSocketBinary(_ data: ByteBuffer) {

@@ -234,7 +234,7 @@ final class LoadAgentHandler: ChannelInboundHandler, TickListMember, WebSocketTe
         defer { self.loop.setStreaming(self, self.agent.nextWakeup != nil) }
         guard let context = self.context, !events.isEmpty else { return }
         for event in events {
-            var buffer = context.channel.allocator.webSocketPayload(capacity: event.utf8.count)
+            var buffer = (self.connection?.allocator ?? context.channel.allocator).webSocketPayload(capacity: event.utf8.count)
             buffer.writeString(event)
             if let connection = self.connection {
                 connection.send(text: consume buffer)

@@ -126,6 +126,9 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
     private var pingsSent: UInt64 = 0
     /// This handler's place in the pipeline, for `send(text:)` and `flush()` (nil once removed).
     private var context: ChannelHandlerContext?
+    /// The channel's allocator, kept: `context.channel.allocator` is a pipeline lookup and an event-loop check on
+    /// every call, and the handler and its application allocate for every message.
+    public private(set) var allocator = ByteBufferAllocator()
     /// Reused for the headers of large unmasked payloads sent as they are.
     private var headerBuffer: ByteBuffer?
     /// Takes the data messages instead of the next handler (set on the event loop; let go when the handler leaves
@@ -172,6 +175,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
 
     public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        self.allocator = context.channel.allocator
         if context.channel.isActive { self.startPinging(context: context) }
     }
 
@@ -212,7 +216,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
         }
         self.pingsSent &+= 1
         self.unansweredPing = self.pingsSent
-        var payload = context.channel.allocator.buffer(capacity: 8)
+        var payload = self.allocator.buffer(capacity: 8)
         payload.writeInteger(self.pingsSent)
         self.send(context: context, firstByte: 0x80 | 0x9, payload: payload, promise: nil)
         context.flush()
@@ -236,7 +240,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
                 if bytes.readableBytes > 0 {
                     // A copy of just the rest: holding the read buffer itself would keep its whole capacity, and
                     // keep the channel from reusing it for the next read.
-                    var rest = context.channel.allocator.buffer(capacity: bytes.readableBytes)
+                    var rest = self.allocator.buffer(capacity: bytes.readableBytes)
                     rest.writeBuffer(&bytes)
                     self.partial = rest
                 }
@@ -268,7 +272,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
             if frame.fin {
                 self.deliver(frame, context: context)
             } else {
-                self.fragments = (frame.opcode, frame.unmaskedPayload(allocator: context.channel.allocator))
+                self.fragments = (frame.opcode, frame.unmaskedPayload(allocator: self.allocator))
             }
         case .continuation:
             guard var fragments = self.fragments else { return self.fail(context: context, code: .protocolError) }
@@ -284,10 +288,10 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
                 self.fragments = fragments
             }
         case .ping:
-            self.send(context: context, firstByte: 0x80 | 0xA, payload: frame.unmaskedPayload(allocator: context.channel.allocator), promise: nil)
+            self.send(context: context, firstByte: 0x80 | 0xA, payload: frame.unmaskedPayload(allocator: self.allocator), promise: nil)
             context.flush()
         case .pong:
-            var data = frame.unmaskedPayload(allocator: context.channel.allocator)
+            var data = frame.unmaskedPayload(allocator: self.allocator)
             if let expected = self.unansweredPing, data.readInteger(as: UInt64.self) == expected { self.unansweredPing = nil }
         case .connectionClose:
             self.peerClosed(context: context, frame: frame)
@@ -311,23 +315,23 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
             if isText {
                 receiver.webSocketText(frame.text())
             } else {
-                receiver.webSocketBinary(frame.unmaskedPayload(allocator: context.channel.allocator))
+                receiver.webSocketBinary(frame.unmaskedPayload(allocator: self.allocator))
             }
             return
         }
-        let data = frame.unmaskedPayload(allocator: context.channel.allocator)
+        let data = frame.unmaskedPayload(allocator: self.allocator)
         context.fireChannelRead(WebSocketConnectionHandler.wrapInboundOut(isText ? .text(data) : .binary(data)))
     }
 
     private func peerClosed(context: ChannelHandlerContext, frame: WebSocketWireFrame) {
-        var data = frame.unmaskedPayload(allocator: context.channel.allocator)
+        var data = frame.unmaskedPayload(allocator: self.allocator)
         let code = data.readInteger(as: UInt16.self)
         let reason = data.readableBytes > 0 ? data.readString(length: data.readableBytes) : nil
         context.fireUserInboundEventTriggered(WebSocketPeerClosed(code: code, reason: reason))
         switch self.state {
         case .open:
             // Answer with the same code (none if the peer sent none), then close.
-            var reply = context.channel.allocator.buffer(capacity: 2)
+            var reply = self.allocator.buffer(capacity: 2)
             if let code { reply.writeInteger(code) }
             self.state = .closed
             self.send(context: context, firstByte: 0x80 | 0x8, payload: reply, promise: nil)
@@ -374,7 +378,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
             key: key,
             extensionData: frame.extensionData,
             payload: frame.data,
-            allocator: context.channel.allocator,
+            allocator: self.allocator,
             headerBuffer: &self.headerBuffer
         )
         self.write(context: context, first, second, promise: promise)
@@ -416,7 +420,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
 
     private func startClosing(context: ChannelHandlerContext, code: WebSocketErrorCode) {
         self.stopPinging()
-        var data = context.channel.allocator.buffer(capacity: 2)
+        var data = self.allocator.buffer(capacity: 2)
         data.write(webSocketErrorCode: code)
         self.send(context: context, firstByte: 0x80 | 0x8, payload: data, promise: nil)
         context.flush()
@@ -438,7 +442,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
             firstByte: firstByte,
             key: self.role == .client ? self.nextMaskKey() : nil,
             payload: consume payload,
-            allocator: context.channel.allocator,
+            allocator: self.allocator,
             headerBuffer: &self.headerBuffer
         )
         self.write(context: context, first, second, promise: promise)

@@ -101,6 +101,21 @@ public enum TwilioCodec {
         if let media = scanMedia(text, streamSid: streamSid) {
             return .media(payload: media.payload, chunk: media.chunk)
         }
+        return try self.decodeOther(text, streamSid: streamSid)
+    }
+
+    /// `decode` from the message's bytes where they lie (the connection's read buffer, or its unmasking scratch): a
+    /// `media` message the scanner vouches for needs no `String` of the whole message; anything else is made one
+    /// (invalid UTF-8 repaired, as a `String` of the frame would have it) and decoded as above.
+    public static func decode(bytes: UnsafeBufferPointer<UInt8>, streamSid: String? = nil) throws(TwilioDecodingError) -> TwilioInbound {
+        if let media = scanMedia(bytes: bytes, streamSid: streamSid) {
+            return .media(payload: media.payload, chunk: media.chunk)
+        }
+        return try self.decodeOther(String(decoding: bytes, as: UTF8.self), streamSid: streamSid)
+    }
+
+    /// Everything but a `media` message the scanner vouched for: the `mark` fast path, then Codable.
+    static func decodeOther(_ text: String, streamSid: String?) throws(TwilioDecodingError) -> TwilioInbound {
         if let name = scanMark(text, streamSid: streamSid) {
             return .mark(name: name)
         }
@@ -140,33 +155,35 @@ public enum TwilioCodec {
     /// over the message (`TwilioMediaScanner`), then the payload's base64.
     static func scanMedia(_ text: String, streamSid expected: String? = nil) -> (payload: String, chunk: Int?)? {
         var text = text
-        return text.withUTF8 { bytes -> (payload: String, chunk: Int?)? in
-            var scanner = TwilioMediaScanner(bytes: bytes)
-            guard scanner.scan(), let event = scanner.event.result, scanner.equals(event, "media"),
-                let payload = scanner.payload.result, payload.count <= Self.maxPayloadCharacters,
-                Base64.isValid(UnsafeBufferPointer(rebasing: bytes[payload]))
-            else { return nil }
-            if var expected {
-                switch scanner.streamSid.occurrences {
-                case 0: break
-                case 1:
-                    guard let range = scanner.streamSid.result,
-                        expected.withUTF8({ scanner.equals(range, $0) })
-                    else { return nil }
-                default: return nil
-                }
-            }
-            // The chunk number, when it is one plain string of digits; anything else is left to Codable.
-            var chunk: Int?
-            switch scanner.chunk.occurrences {
+        return text.withUTF8 { self.scanMedia(bytes: $0, streamSid: expected) }
+    }
+
+    static func scanMedia(bytes: UnsafeBufferPointer<UInt8>, streamSid expected: String? = nil) -> (payload: String, chunk: Int?)? {
+        var scanner = TwilioMediaScanner(bytes: bytes)
+        guard scanner.scan(), let event = scanner.event.result, scanner.equals(event, "media"),
+            let payload = scanner.payload.result, payload.count <= Self.maxPayloadCharacters,
+            Base64.isValid(UnsafeBufferPointer(rebasing: bytes[payload]))
+        else { return nil }
+        if var expected {
+            switch scanner.streamSid.occurrences {
             case 0: break
             case 1:
-                guard let range = scanner.chunk.result else { return nil }
-                chunk = scanner.integer(range)
+                guard let range = scanner.streamSid.result,
+                    expected.withUTF8({ scanner.equals(range, $0) })
+                else { return nil }
             default: return nil
             }
-            return (String(decoding: UnsafeBufferPointer(rebasing: bytes[payload]), as: UTF8.self), chunk)
         }
+        // The chunk number, when it is one plain string of digits; anything else is left to Codable.
+        var chunk: Int?
+        switch scanner.chunk.occurrences {
+        case 0: break
+        case 1:
+            guard let range = scanner.chunk.result else { return nil }
+            chunk = scanner.integer(range)
+        default: return nil
+        }
+        return (String(decoding: UnsafeBufferPointer(rebasing: bytes[payload]), as: UTF8.self), chunk)
     }
 
     /// A chunk number is 1–18 ASCII digits (the scanner's rule too, so both paths agree).
