@@ -54,10 +54,11 @@ import FoundationNetworking
 
     /// A half-second fallback prompt (a 1 kHz tone), so tests of upstream failure do not wait for the bundled one.
     static let shortFallbackPrompt: String = {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("callbridge-fallback-\(UUID()).ulaw").path
+        // Always the same bytes, so one file serves every test run (written atomically: runs may overlap).
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("callbridge-test-fallback-1khz-500ms.ulaw")
         let tone = (0..<4000).map { i in MuLaw.encode(Int16(8000 * sin(Double(i) / 8000 * 2 * .pi * 1000))) }
-        FileManager.default.createFile(atPath: path, contents: Data(tone))
-        return path
+        try? Data(tone).write(to: url, options: .atomic)
+        return url.path
     }()
 
     /// A loud, speech-like stretch (well above every detector's threshold), 20 ms frames.
@@ -137,7 +138,9 @@ import FoundationNetworking
                 startTimeout: startTimeout,
                 fallbackPrompt: fallbackPrompt
             )
-            let log = try CallLog(path: FileManager.default.temporaryDirectory.appendingPathComponent("callbridge-e2e-\(UUID()).jsonl").path)
+            let logURL = FileManager.default.temporaryDirectory.appendingPathComponent("callbridge-e2e-\(UUID()).jsonl")
+            defer { try? FileManager.default.removeItem(at: logURL) }
+            let log = try CallLog(path: logURL.path)
             log.observe { summary in
                 if captureLogs || calls.all.count < 50 { calls.record(summary) }
             }

@@ -31,7 +31,9 @@ extension EndToEndTests {
             twilioAuthToken: Self.authToken,
             fallbackPrompt: Self.shortFallbackPrompt
         )
-        let log = try CallLog(path: FileManager.default.temporaryDirectory.appendingPathComponent("callbridge-load-\(UUID()).jsonl").path)
+        let logURL = FileManager.default.temporaryDirectory.appendingPathComponent("callbridge-load-\(UUID()).jsonl")
+        defer { try? FileManager.default.removeItem(at: logURL) }
+        let log = try CallLog(path: logURL.path)
         log.observe { calls.record($0) }
         let bridge = BridgeServer(configuration: configuration, logger: Self.logger, callLog: log)
         let report = try await withThrowingTaskGroup(of: Void.self) { group in

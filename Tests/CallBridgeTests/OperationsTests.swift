@@ -176,6 +176,11 @@ final class BridgeProcess: Sendable {
     let callLog: URL
     let port: Int
 
+    deinit {
+        // The call log is the test's to read, not to leave behind (a leak test's runs to megabytes).
+        try? FileManager.default.removeItem(at: self.callLog)
+    }
+
     /// `keepLine`: which of its JSON log lines to record (a test running thousands of calls keeps only the few it
     /// waits for). `environment`: added to the test's own, which loses every CALLBRIDGE_ variable and the API key.
     init(
