@@ -77,6 +77,8 @@ public enum WebSocketClientChannel {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if target.tls, let tlsContext {
+                        // Before the TLS handler takes its two long-lived buffers from the channel's allocator.
+                        try channel.syncOptions?.setOption(.allocator, value: PageBackedAllocator.allocator)
                         // SNI carries a hostname only (an IP literal there fails the handshake).
                         let isAddress = target.host.allSatisfy { $0.isNumber || $0 == "." || $0 == ":" }
                         try channel.pipeline.syncOperations.addHandler(TLSRecordSplitter())
