@@ -159,6 +159,7 @@ def run_one(args, calls):
          "--call-log", os.devnull, "--log-level", "warning", "--log-format", "json"],
         env=env, start_new_session=True, **quiet)
     generator = None
+    report_file = None
     try:
         wait_http(base + "/healthz", 60)
         time.sleep(2)
@@ -194,13 +195,14 @@ def run_one(args, calls):
         status = generator.wait()
         with open(report_file) as handle:
             report = json.load(handle)
-        os.unlink(report_file)
         time.sleep(2)  # calls publish their last counters when they end
         exposition = scrape(base)
         resets = metric(exposition, "callbridge_tx_schedule_resets_total")
         underruns = metric(exposition, "callbridge_tx_underruns_total")
         late_frames = metric(exposition, "callbridge_tx_late_frames_total")
     finally:
+        if report_file is not None and os.path.exists(report_file):
+            os.unlink(report_file)  # also when the run failed
         if generator is not None:
             stop(generator)
         stop(bridge, group=True)  # the whole group: a --bridge-wrapper may not pass the signal on
