@@ -186,20 +186,23 @@ import Testing
 
     /// One caller frame per 20 ms at `levels` (a frame's level, or nil for μ-law silence), the AI silent: what each
     /// message sent (append sizes), and whether the VAD heard speech after it.
-    static func stream(_ sm: inout CallStateMachine, _ frames: [[UInt8]], from start: Int = 0) -> [(appends: [Int], speaking: Bool)] {
+    static func stream(_ sm: inout CallStateMachine, _ frames: [[UInt8]], from start: Int = 0) -> [(appends: [Int], speaking: Bool, pending: Int)] {
         frames.enumerated().map { offset, frame in
             let actions = sm.handle(.twilioReceived(.media(payload: Base64.encode(frame))), now: t(20 + 20 * (start + offset)))
-            return (Self.appends(actions).map(\.count), sm.vad.isSpeaking)
+            return (Self.appends(actions).map(\.count), sm.vad.isSpeaking, sm.pendingAppend.count)
         }
     }
 
     /// While the VAD hears the caller, their audio goes out 100 ms at a time; the onset goes at once, the end of the
     /// speech (the hang-over over) sends what was gathered at once, and 40 ms appends resume. Nothing is lost or
     /// reordered.
-    @Test func speechGathersUpToItsOwnLengthFromOnsetToEnd() {
+    /// With an even and an odd number of quiet frames before it, so that the onset falls on either half of a 40 ms
+    /// append.
+    @Test(arguments: [9, 10, 11])
+    func speechGathersUpToItsOwnLengthFromOnsetToEnd(quietFrames: Int) {
         var sm = self.readyCall(local: true, speechAppendMs: 100)
         // Distinct frames (the level steps), so that order shows: quiet, 30 loud (600 ms), then quiet again.
-        let frames = (0..<10).map { _ in tone(-70) } + (0..<30).map { tone(-6 - Double($0 % 5)) } + (0..<30).map { _ in tone(-70) }
+        let frames = (0..<quietFrames).map { _ in tone(-70) } + (0..<30).map { tone(-6 - Double($0 % 5)) } + (0..<30).map { _ in tone(-70) }
         let log = Self.stream(&sm, frames)
         guard let onset = log.firstIndex(where: \.speaking),
             let end = log[onset...].firstIndex(where: { !$0.speaking })
@@ -209,13 +212,14 @@ import Testing
         }
         // Before the speech: 40 ms appends.
         #expect(log[..<onset].allSatisfy { $0.appends.allSatisfy { $0 == 320 } })
-        // The onset's message sends what was gathered with it (two frames): the service hears the onset at once.
-        #expect(log[onset].appends == [320], "\(log[onset])")
+        // The onset's message goes out at once with whatever was gathered before it (one frame or none), and
+        // nothing waits: the service hears the onset at once.
+        #expect(log[onset].appends.count == 1 && [160, 320].contains(log[onset].appends[0]) && log[onset].pending == 0, "\(log[onset])")
         // Then 100 ms appends, one every five messages, until the end.
         let during = log[(onset + 1)..<end].flatMap(\.appends)
         #expect(!during.isEmpty && during.allSatisfy { $0 == 800 }, "\(during)")
         let gaps = log[(onset + 1)..<end].indices.filter { !log[$0].appends.isEmpty }
-        #expect(zip(gaps, gaps.dropFirst()).allSatisfy { $1 - $0 == 5 }, "\(gaps)")
+        #expect(gaps.first == onset + 5 && zip(gaps, gaps.dropFirst()).allSatisfy { $1 - $0 == 5 }, "\(gaps)")
         // The end of the speech: what was gathered goes out with that message, whatever its length.
         #expect(log[end].appends.count == 1 || log[end - 1].appends == [800], "\(log[(end - 1)...end])")
         // After it: 40 ms appends again.

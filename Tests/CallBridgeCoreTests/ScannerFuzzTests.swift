@@ -49,6 +49,19 @@ struct ScannerFuzzTests {
         }
     }
 
+    /// `decode(bytes:)` of raw bytes against `decode(_:)` of the `String` made from them (invalid UTF-8 repaired), with
+    /// and without an expected stream: nil when they agree.
+    static func compareTwilioBytes(_ bytes: [UInt8], as text: String) -> Outcome? {
+        for streamSid in [nil, Self.seedStreamSid] {
+            let fromText = Result { () throws(TwilioDecodingError) in try TwilioCodec.decode(text, streamSid: streamSid) }
+            let fromBytes = bytes.withUnsafeBufferPointer { raw in
+                Result { () throws(TwilioDecodingError) in try TwilioCodec.decode(bytes: raw, streamSid: streamSid) }
+            }
+            if fromText != fromBytes { return .disagree("decode(bytes:) \(fromBytes) vs decode \(fromText)") }
+        }
+        return nil
+    }
+
     static func compareRealtime(_ text: String) -> Outcome {
         let scanned = RealtimeCodec.scanAudioDelta(text)
         let decoded = try? RealtimeCodec.decodeWithCodable(text)
@@ -292,6 +305,11 @@ struct ScannerFuzzTests {
                 for _ in 0..<Self.mutationCount(&rng) { bytes = Self.mutate(bytes, &rng) }
                 let text = String(decoding: bytes, as: UTF8.self)
                 twilio.record(Self.compareTwilio(text), input: "[round \(round) seed \(index)] \(text)")
+                // The bridge decodes the frame's own bytes, invalid UTF-8 and all (flipped bytes make plenty): the
+                // same result as from the String the frame would have made.
+                if let differs = Self.compareTwilioBytes(bytes, as: text) {
+                    twilio.record(differs, input: "[round \(round) seed \(index), bytes] \(bytes)")
+                }
             }
             for (index, seed) in Self.realtimeSeeds.enumerated() {
                 var bytes = Array(seed.utf8)

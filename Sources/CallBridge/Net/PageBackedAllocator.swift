@@ -8,8 +8,9 @@ import Musl
 import Darwin
 #endif
 
-/// The allocator of a TLS connection's channel: `malloc`, except that a new block of 16 KiB or more has the whole
-/// pages inside it given back (`MADV_DONTNEED`) before it is used.
+/// The allocator a TLS connection's channel has while its `NIOSSLHandler` is added (and so the one that handler
+/// keeps): `malloc`, except that a new block of 16 KiB or more has the whole pages inside it given back
+/// (`MADV_DONTNEED`) before it is used.
 ///
 /// swift-nio-ssl gives every connection a 32 KiB plaintext read buffer and a 16 KiB outbound buffer from the channel's
 /// allocator, and keeps both for the connection's life. A call's records are a few hundred bytes to a few KiB and
@@ -17,8 +18,8 @@ import Darwin
 /// heap is not resident until written anyway, but one that reuses freed memory is: given back, its pages cost no
 /// memory until the buffer reaches them. The block's contents are undefined either way (as `malloc`'s are); the
 /// allocator's own bookkeeping lives outside the pages given back (before the block and after it, and in its first
-/// bytes once freed). Large blocks are rare on this channel (the two buffers at the handshake; reads are capped at
-/// 8 KiB), so the system call does not matter; every other operation is plain `malloc`, `realloc` and `free`.
+/// bytes once freed). The handler allocates large blocks only for those two buffers (or to grow them), so the system
+/// call does not matter; every other operation is plain `malloc`, `realloc` and `free`.
 enum PageBackedAllocator {
     static let threshold = 16 * 1024
     static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))

@@ -77,14 +77,17 @@ public enum WebSocketClientChannel {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if target.tls, let tlsContext {
-                        // Before the TLS handler takes its two long-lived buffers from the channel's allocator.
-                        try channel.syncOptions?.setOption(.allocator, value: PageBackedAllocator.allocator)
                         // SNI carries a hostname only (an IP literal there fails the handshake).
                         let isAddress = target.host.allSatisfy { $0.isNumber || $0 == "." || $0 == ":" }
                         try channel.pipeline.syncOperations.addHandler(TLSRecordSplitter())
+                        // The TLS handler takes its two long-lived buffers (and the allocator it grows them with)
+                        // from the channel when it is added: only those come from `PageBackedAllocator`. Everything
+                        // else on the channel (reads, messages) is allocated as usual.
+                        try channel.syncOptions?.setOption(.allocator, value: PageBackedAllocator.allocator)
                         try channel.pipeline.syncOperations.addHandler(
                             try NIOSSLClientHandler(context: tlsContext, serverHostname: isAddress ? nil : target.host)
                         )
+                        try channel.syncOptions?.setOption(.allocator, value: ByteBufferAllocator())
                     }
                     try Self.configure(
                         pipeline: channel.pipeline.syncOperations,

@@ -137,8 +137,10 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
         didSet { self.bytesReceiver = self.receiver as? any WebSocketTextBytesReceiver }
     }
     private var bytesReceiver: (any WebSocketTextBytesReceiver)?
-    /// Where a masked text message is unmasked for a `bytesReceiver`, kept from message to message.
+    /// Where a masked text message is unmasked for a `bytesReceiver`, kept from message to message (up to
+    /// `keptScratchBytes`).
     private var unmaskScratch: [UInt8] = []
+    static let keptScratchBytes = 4096
 
     public init(role: Role, configuration: Configuration = .init()) {
         self.role = role
@@ -308,7 +310,8 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
             var scratch = self.unmaskScratch
             self.unmaskScratch = []
             frame.withUnmaskedBytes(scratch: &scratch) { receiver.webSocketText(bytes: $0) }
-            self.unmaskScratch = scratch
+            // Kept for the next message unless one large message grew it (a call's are under 1 KiB).
+            self.unmaskScratch = scratch.count <= Self.keptScratchBytes ? scratch : []
             return
         }
         if let receiver = self.receiver {

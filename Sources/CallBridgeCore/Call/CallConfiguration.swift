@@ -99,6 +99,11 @@ extension CallConfiguration {
         return max(own ?? self.inputAppendDuration, self.inputAppendDuration)
     }
 
+    /// Whether speech may gather longer than ordinary audio (then the onset is sent at once on its own).
+    var gathersSpeech: Bool {
+        self.appendBytes(.speech) > self.inputAppendBytes
+    }
+
     /// `appendWait` in bytes of 8 kHz μ-law: whole frames, at least `inputAppendBytes`.
     func appendBytes(_ kind: PendingAppendKind) -> Int {
         kind == .audio ? self.inputAppendBytes : Self.wholeFrameBytes(self.appendWait(kind))

@@ -146,7 +146,9 @@ extension CallStateMachine {
             }
         }
         self.remember(PreRollEntry(payload: payload, duration: duration, forwardedReal: true))
-        self.forward(payload, decoded: bytes, speech: self.vad.isSpeaking, now: now, into: &actions)
+        // Speech is gathered from the message after the onset: the onset's own audio goes out at once.
+        self.forward(payload, decoded: bytes, speech: self.vad.isSpeaking && !speechStarted, now: now, into: &actions)
+        if speechStarted && self.configuration.gathersSpeech { self.flushAppend(into: &actions) }
     }
 
     mutating func remember(_ entry: PreRollEntry) {
