@@ -242,10 +242,10 @@ final class CallDriver {
 
     // MARK: Time
 
-    /// A pacing tick that runs `behind` after its scheduled instant.
-    func tick(behind: Duration) {
+    /// A pacing tick scheduled for `deadline`, however late the loop runs it (the pacer judges it by its schedule).
+    func tick(scheduled deadline: NIODeadline) {
         let now = NIODeadline.now()
-        self.handle(.scheduledTick(self.environment.timeline.instant(now) - behind), at: now)
+        self.handle(.scheduledTick(self.environment.timeline.instant(min(deadline, now))), at: now)
     }
 
     func timed(_ input: Timed) {

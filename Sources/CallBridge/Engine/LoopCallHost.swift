@@ -81,16 +81,12 @@ final class LoopCallHost: CallIO, PhasedTickListMember {
     func tick(_ deadline: NIODeadline) {
         guard !self.isReleased else { return }
         if self.busy {
-            self.deferred.append { self.driver.tick(behind: self.behind(deadline)) }
+            self.deferred.append { self.driver.tick(scheduled: deadline) }
             return
         }
         self.busy = true
-        self.driver.tick(behind: self.behind(deadline))
+        self.driver.tick(scheduled: deadline)
         self.finish()
-    }
-
-    private func behind(_ deadline: NIODeadline) -> Duration {
-        .nanoseconds(max(0, (self.eventLoop.now - deadline).nanoseconds))
     }
 
     func twilioText(_ text: String) {
