@@ -428,7 +428,7 @@ final class LoadCallHandler: ChannelInboundHandler, PhasedTickListMember, WebSoc
         let frame = self.call.tick(script: self.loop.script, stats: &self.loop.stats) { self.echoes.append($0) }
         self.sendEchoes()
         let template = self.loop.script.media
-        var buffer = (self.connection?.allocator ?? context.channel.allocator).webSocketPayload(
+        var buffer = self.allocator(context).webSocketPayload(
             capacity: template.maximumMediaByteCount(quotedStreamSidCount: self.quotedStreamSid.count)
         )
         let index = self.call.framesSent - 1
@@ -477,7 +477,7 @@ final class LoadCallHandler: ChannelInboundHandler, PhasedTickListMember, WebSoc
     private func echo(_ name: String) {
         guard let context = self.context else { return }
         let quotedName = Array(JSONText.quoted(name).utf8)
-        var buffer = (self.connection?.allocator ?? context.channel.allocator).webSocketPayload(capacity: 64 + quotedName.count + self.quotedStreamSid.count)
+        var buffer = self.allocator(context).webSocketPayload(capacity: 64 + quotedName.count + self.quotedStreamSid.count)
         TwilioMediaTemplate.writeMark(
             quotedName: quotedName,
             sequence: self.call.nextSequence(),
@@ -490,9 +490,14 @@ final class LoadCallHandler: ChannelInboundHandler, PhasedTickListMember, WebSoc
 
     private func write(_ text: String) {
         guard let context = self.context else { return }
-        var buffer = (self.connection?.allocator ?? context.channel.allocator).webSocketPayload(capacity: text.utf8.count)
+        var buffer = self.allocator(context).webSocketPayload(capacity: text.utf8.count)
         buffer.writeString(text)
         self.send(buffer)
+    }
+
+    /// The connection's kept allocator (the channel's, looked up, only without one).
+    private func allocator(_ context: ChannelHandlerContext) -> ByteBufferAllocator {
+        self.connection?.allocator ?? context.channel.allocator
     }
 
     private func send(_ buffer: consuming ByteBuffer) {
