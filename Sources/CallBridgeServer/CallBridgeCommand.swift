@@ -139,22 +139,23 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Caller audio per input_audio_buffer.append, ms, in whole 20 ms frames (20…200): 20 forwards each Twilio message at once; 40 halves the Realtime leg's messages for up to 20 ms more before the service hears the caller. (env: CALLBRIDGE_INPUT_APPEND_MS, default: 40)")
     var inputAppendMs: Int?
 
-    func inputAppendDuration() throws -> Duration {
-        try wholeFrames(self.inputAppendMs, "CALLBRIDGE_INPUT_APPEND_MS", flag: "--input-append-ms", default: 40, max: 200)
-    }
-
     @Option(help: "Silence the bridge put in place of echo (while the AI speaks and the caller does not) per input_audio_buffer.append, ms, in whole 20 ms frames (at least --input-append-ms, at most 1000): it tells the service nothing, so it need not go out every 40 ms; the caller's own audio sends it at once. (env: CALLBRIDGE_SILENCE_APPEND_MS, default: 200)")
     var silenceAppendMs: Int?
-
-    func silenceAppendDuration() throws -> Duration {
-        try wholeFrames(self.silenceAppendMs, "CALLBRIDGE_SILENCE_APPEND_MS", flag: "--silence-append-ms", default: 200, max: 1000)
-    }
 
     @Option(help: "Caller audio per input_audio_buffer.append while the local VAD hears the caller speak, ms, in whole 20 ms frames (at least --input-append-ms, at most 400): the onset and the end of the speech still go out at once, so the service's end-of-turn silence reaches it as soon as before; only its view of speech under way lags, by up to this. (env: CALLBRIDGE_SPEECH_APPEND_MS, default: 100)")
     var speechAppendMs: Int?
 
-    func speechAppendDuration() throws -> Duration {
-        try wholeFrames(self.speechAppendMs, "CALLBRIDGE_SPEECH_APPEND_MS", flag: "--speech-append-ms", default: 100, max: 400)
+    @Option(help: "Caller audio per input_audio_buffer.append outside the caller's turns (neither VAD hears them, and their last turn has had its reply or ended 3 s ago), ms, in whole 20 ms frames (at least --input-append-ms, at most 1000): an onset the local VAD hears sends what was gathered at once, and a turn's end-of-silence goes out in --input-append-ms appends; only speech the local VAD misses reaches the service later, by up to this. (env: CALLBRIDGE_QUIET_APPEND_MS, default: 200)")
+    var quietAppendMs: Int?
+
+    /// The four append lengths, from the flags or the environment, each checked.
+    func appendDurations() throws -> (input: Duration, silence: Duration, speech: Duration, quiet: Duration) {
+        (
+            input: try wholeFrames(self.inputAppendMs, "CALLBRIDGE_INPUT_APPEND_MS", flag: "--input-append-ms", default: 40, max: 200),
+            silence: try wholeFrames(self.silenceAppendMs, "CALLBRIDGE_SILENCE_APPEND_MS", flag: "--silence-append-ms", default: 200, max: 1000),
+            speech: try wholeFrames(self.speechAppendMs, "CALLBRIDGE_SPEECH_APPEND_MS", flag: "--speech-append-ms", default: 100, max: 400),
+            quiet: try wholeFrames(self.quietAppendMs, "CALLBRIDGE_QUIET_APPEND_MS", flag: "--quiet-append-ms", default: 200, max: 1000)
+        )
     }
 
     @Option(help: "One Twilio mark per this many 20 ms frames (1…5; always after a reply's last frame and before a clear): Twilio's echo of a mark confirms every frame before it, so 2 knows the played position to 40 ms for half the mark messages each way. (env: CALLBRIDGE_MARK_EVERY_FRAMES, default: 2)")
@@ -247,6 +248,7 @@ struct Run: AsyncParsableCommand {
             )
         )
         let defaults = RealtimeSessionSettings()
+        let appends = try self.appendDurations()
         let dialect = try resolve(self.dialect, "CALLBRIDGE_DIALECT", { RealtimeDialect(rawValue: $0) }, default: .ga)
         let session = RealtimeSessionSettings(
             instructions: try resolve(self.instructions, "CALLBRIDGE_INSTRUCTIONS", { $0 }, default: defaults.instructions),
@@ -268,9 +270,10 @@ struct Run: AsyncParsableCommand {
             agent: try resolve(self.agent, "CALLBRIDGE_AGENT", { AgentMode(rawValue: $0) }, default: .auto),
             call: CallConfiguration(
                 pacer: pacer,
-                inputAppendDuration: try self.inputAppendDuration(),
-                silenceAppendDuration: try self.silenceAppendDuration(),
-                speechAppendDuration: try self.speechAppendDuration(),
+                inputAppendDuration: appends.input,
+                silenceAppendDuration: appends.silence,
+                speechAppendDuration: appends.speech,
+                quietAppendDuration: appends.quiet,
                 markEveryFrames: try self.markEvery(),
                 session: session,
                 bargeIn: bargeIn,

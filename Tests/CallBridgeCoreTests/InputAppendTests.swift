@@ -7,11 +7,14 @@ import Testing
     static let start = TwilioStart(streamSid: "MZ1", callSid: "CA1", customParameters: [:])
 
     /// A configured call at t = 10 ms, with local barge-in (the default) or the service's.
-    func readyCall(local: Bool, appendMs: Int = 40, silenceAppendMs: Int? = nil, speechAppendMs: Int? = nil) -> CallStateMachine {
+    func readyCall(
+        local: Bool, appendMs: Int = 40, silenceAppendMs: Int? = nil, speechAppendMs: Int? = nil, quietAppendMs: Int? = nil
+    ) -> CallStateMachine {
         let configuration = CallConfiguration(
             inputAppendDuration: .milliseconds(appendMs),
             silenceAppendDuration: silenceAppendMs.map { .milliseconds($0) },
             speechAppendDuration: speechAppendMs.map { .milliseconds($0) },
+            quietAppendDuration: quietAppendMs.map { .milliseconds($0) },
             bargeIn: local ? .init() : .serverOnly,
             watchdog: nil,
             sessionRecycleAfter: nil
@@ -263,5 +266,114 @@ import Testing
         var sm = self.readyCall(local: false, speechAppendMs: 100)
         let log = Self.stream(&sm, (0..<10).map { _ in tone(-70) } + (0..<20).map { _ in tone(-6) })
         #expect(log.flatMap(\.appends).allSatisfy { $0 == 320 } && log.flatMap(\.appends).count == 15)
+    }
+
+    // MARK: Outside the caller's turns
+
+    /// The appends' sizes from message `from` on, in order.
+    static func sizes(_ log: [(appends: [Int], speaking: Bool, pending: Int)], from: Int = 0, to: Int? = nil) -> [Int] {
+        log[from..<(to ?? log.count)].flatMap(\.appends)
+    }
+
+    /// Before the caller's first turn: 200 ms appends. The onset the VAD hears sends what was gathered with it at
+    /// once; after the speech, 40 ms appends while the service may be deciding the turn (no reply yet: 3 s), then
+    /// 200 ms again. Every byte goes out once, in order. With the onset on several phases of a 200 ms append.
+    @Test(arguments: [10, 13, 19])
+    func quietAudioGathersOutsideTheCallersTurns(quietFrames: Int) {
+        var sm = self.readyCall(local: true, speechAppendMs: 100, quietAppendMs: 200)
+        // Distinct loud frames (the level steps), so that order shows; the quiet after the speech outlasts the hold.
+        let frames = (0..<quietFrames).map { _ in tone(-70) } + (0..<30).map { tone(-6 - Double($0 % 5)) }
+            + (0..<220).map { _ in tone(-70) }
+        let log = Self.stream(&sm, frames)
+        guard let onset = log.firstIndex(where: \.speaking), let end = log[onset...].firstIndex(where: { !$0.speaking }) else {
+            Issue.record("the VAD never heard the caller, or never stopped")
+            return
+        }
+        // Before the turn: one append per ten messages, of 200 ms.
+        #expect(Self.sizes(log, to: onset) == Array(repeating: 1600, count: onset / 10), "\(log[..<onset])")
+        // The onset goes out at once, with everything gathered before it.
+        #expect(log[onset].appends.count == 1 && log[onset].pending == 0, "\(log[onset])")
+        #expect(log[onset].appends.first == (onset % 10 + 1) * 160)
+        // The speech: 100 ms appends, as before.
+        #expect(Self.sizes(log, from: onset + 1, to: end).allSatisfy { $0 == 800 })
+        // The caller's speech ended one hang-over before the VAD said so; for 3 s from then, with no reply, the
+        // turn is open: 40 ms appends, which carry the service's end-of-turn silence as soon as before.
+        guard let speechEnd = sm.callerSpeechEnd else {
+            Issue.record("no end of the caller's speech")
+            return
+        }
+        let holdEnds = (0..<log.count).first { t(20 + 20 * $0) - speechEnd >= .seconds(3) } ?? log.count
+        #expect(holdEnds > end + 100 && holdEnds < log.count - 20, "\(end) … \(holdEnds)")
+        let open = Self.sizes(log, from: end + 1, to: holdEnds)
+        #expect(open.count >= 50 && open.allSatisfy { $0 == 320 }, "\(open)")
+        // Then quiet again: 200 ms appends (the first one may hold a frame less, after an odd number of frames).
+        let after = Self.sizes(log, from: holdEnds)
+        #expect(after.count >= 2 && after.dropFirst().allSatisfy { $0 == 1600 } && [1440, 1600].contains(after[0]), "\(after)")
+        // Every byte, once and in order.
+        var replay = self.readyCall(local: true, speechAppendMs: 100, quietAppendMs: 200)
+        var sent: [UInt8] = []
+        for (index, frame) in frames.enumerated() {
+            sent += Self.appends(replay.handle(.twilioReceived(.media(payload: Base64.encode(frame))), now: t(20 + 20 * index))).joined()
+        }
+        #expect(sent + replay.pendingAppend == Array(frames.joined()))
+    }
+
+    /// The reply closes the caller's turn: once its first frame has gone to Twilio and it has played, the caller's
+    /// quiet goes out 200 ms at a time again, long before the 3 s hold.
+    @Test func theReplyClosesTheCallersTurn() {
+        var sm = self.readyCall(local: true, silenceAppendMs: 200, speechAppendMs: 100, quietAppendMs: 200)
+        _ = Self.stream(&sm, (0..<10).map { _ in tone(-70) } + (0..<30).map { _ in tone(-6) })
+        var index = 40
+        while sm.vad.isSpeaking, index < 100 {
+            _ = Self.stream(&sm, [tone(-70)], from: index)
+            index += 1
+        }
+        #expect(!sm.vad.isSpeaking && sm.callerSpeechEnd != nil)
+        // The reply: 5 frames, sent on the ticks between the caller's messages.
+        let replyAt = t(20 + 20 * index)
+        _ = sm.handle(.realtimeReceived(.responseCreated(responseID: "r1")), now: replyAt)
+        _ = sm.handle(.realtimeReceived(.outputItemAdded(responseID: "r1", itemID: "i1")), now: replyAt)
+        _ = sm.handle(.realtimeReceived(.audioDelta(responseID: "r1", itemID: "i1", audio: tone(-20, frames: 5))), now: replyAt)
+        _ = sm.handle(.realtimeReceived(.audioDone(responseID: "r1", itemID: "i1")), now: replyAt)
+        _ = sm.handle(.realtimeReceived(.responseDone(responseID: "r1", status: "completed")), now: replyAt)
+        var sizes: [(index: Int, size: Int)] = []
+        for step in index..<(index + 60) {
+            _ = sm.handle(.tick, now: t(30 + 20 * step))
+            for append in Self.stream(&sm, [tone(-70)], from: step)[0].appends { sizes.append((step, append)) }
+        }
+        #expect(sm.callerSpeechEnd == nil && sm.counters.txFrames == 5)
+        // The last appends (the AI done, its playout over, within about a second of the reply) are 200 ms long.
+        let tail = sizes.filter { $0.index >= index + 30 }.map(\.size)
+        #expect(tail.count >= 2 && tail.allSatisfy { $0 == 1600 }, "\(sizes)")
+    }
+
+    /// The service hears the caller where the local VAD does not: their turn is open from its `speech_started`, and
+    /// for the hold after its `speech_stopped`, so its end-of-turn silence goes in 40 ms appends.
+    @Test func theServiceHearingTheCallerOpensTheirTurn() {
+        var sm = self.readyCall(local: true, quietAppendMs: 200)
+        let quiet = (0..<20).map { _ in tone(-70) }
+        #expect(Self.sizes(Self.stream(&sm, quiet)) == [1600, 1600])
+        _ = sm.handle(.realtimeReceived(.speechStarted(audioStartMs: 300, itemID: "u1")), now: t(420))
+        #expect(Self.sizes(Self.stream(&sm, quiet, from: 20)) == Array(repeating: 320, count: 10))
+        _ = sm.handle(.realtimeReceived(.speechStopped(audioEndMs: 800, itemID: "u1")), now: t(820))
+        #expect(Self.sizes(Self.stream(&sm, quiet, from: 40)) == Array(repeating: 320, count: 10))
+        // The hold over (3 s from the service's speech_stopped), no reply: quiet again.
+        let late = Self.stream(&sm, (0..<20).map { _ in tone(-70) }, from: 200)
+        #expect(Self.sizes(late).allSatisfy { $0 == 1600 } && Self.sizes(late).count >= 1, "\(late)")
+    }
+
+    /// Gathered quiet waits no longer than its own length when the caller's media stops.
+    @Test func gatheredQuietWaitsAtMostItsLength() {
+        var sm = self.readyCall(local: true, quietAppendMs: 200)
+        _ = Self.stream(&sm, [tone(-70)])
+        #expect(Self.appends(sm.handle(.timerFired(TimerID(.watchdog, generation: 99)), now: t(219))).isEmpty)
+        #expect(Self.appends(sm.handle(.timerFired(TimerID(.watchdog, generation: 99)), now: t(220))).map(\.count) == [160])
+    }
+
+    /// Without the local VAD the bridge cannot tell a turn from the quiet: 40 ms appends throughout.
+    @Test func withoutLocalBargeInQuietGoesInOrdinaryAppends() {
+        var sm = self.readyCall(local: false, quietAppendMs: 200)
+        let log = Self.stream(&sm, (0..<20).map { _ in tone(-70) })
+        #expect(Self.sizes(log) == Array(repeating: 320, count: 10))
     }
 }

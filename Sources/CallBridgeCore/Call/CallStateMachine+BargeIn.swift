@@ -134,7 +134,7 @@ extension CallStateMachine {
         if substitute {
             self.remember(PreRollEntry(payload: payload, duration: duration, forwardedReal: false))
             let silence = self.silence(byteCount: bytes.count)
-            self.forward(silence.base64, decoded: silence.bytes, substitutedSilence: true, now: now, into: &actions)
+            self.forward(silence.base64, decoded: silence.bytes, kind: .silence, now: now, into: &actions)
             self.counters.echoSilencedMessages += 1
             return
         }
@@ -147,8 +147,18 @@ extension CallStateMachine {
         }
         self.remember(PreRollEntry(payload: payload, duration: duration, forwardedReal: true))
         // Speech is gathered from the message after the onset: the onset's own audio goes out at once.
-        self.forward(payload, decoded: bytes, speech: self.vad.isSpeaking && !speechStarted, now: now, into: &actions)
+        let kind: PendingAppendKind =
+            self.vad.isSpeaking ? (speechStarted ? .audio : .speech) : (self.callerTurnOpen(now: now) ? .audio : .quiet)
+        self.forward(payload, decoded: bytes, kind: kind, now: now, into: &actions)
         if speechStarted && self.configuration.gathersSpeech { self.flushAppend(into: &actions) }
+    }
+
+    /// Whether the service may be deciding a turn of the caller's: it hears them, or their speech ended less than
+    /// `quietAppendHold` ago and no reply to it has begun playing.
+    func callerTurnOpen(now: CallInstant) -> Bool {
+        if self.serviceHearsSpeech { return true }
+        guard let end = self.callerSpeechEnd else { return false }
+        return now - end < self.configuration.quietAppendHold
     }
 
     mutating func remember(_ entry: PreRollEntry) {

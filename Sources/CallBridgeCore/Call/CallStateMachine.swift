@@ -350,21 +350,19 @@ public struct CallStateMachine: Sendable {
 
     /// Sends caller audio to the service once the session is configured; before that it is held, bounded.
     /// `decoded` is the payload's audio when the caller already has it. With `inputAppendDuration` above one frame,
-    /// the audio is gathered until that much is pending (`flushAppend`); `substitutedSilence` (silence put in place
-    /// of echo) may gather up to `silenceAppendDuration`, and `speech` (audio while the local VAD hears the caller)
-    /// up to `speechAppendDuration`, as long as nothing of another kind joins them: then the ordinary length applies,
-    /// and what is pending goes out once it reaches it (at once, when it is already longer).
+    /// the audio is gathered until that much is pending (`flushAppend`); other kinds (`PendingAppendKind`: silence put
+    /// in place of echo, speech the local VAD hears, audio outside the caller's turns) may gather up to their own
+    /// lengths, as long as nothing of another kind joins them: then the ordinary length applies, and what is pending
+    /// goes out once it reaches it (at once, when it is already longer).
     mutating func forward(
         _ payload: String,
         decoded: [UInt8]? = nil,
-        substitutedSilence: Bool = false,
-        speech: Bool = false,
+        kind incoming: PendingAppendKind = .audio,
         now: CallInstant,
         into actions: inout [CallAction]
     ) {
         switch self.upstream {
         case .ready:
-            let incoming: PendingAppendKind = substitutedSilence ? .silence : (speech ? .speech : .audio)
             let kind = self.pendingAppend.isEmpty || self.pendingAppendKind == incoming ? incoming : .audio
             let batch = self.configuration.appendBytes(kind)
             guard batch > AudioFrame.byteCount || !self.pendingAppend.isEmpty else {
