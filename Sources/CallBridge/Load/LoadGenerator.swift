@@ -204,7 +204,10 @@ public struct LoadGenerator: Sendable {
             headers: headers,
             tlsContext: tlsContext,
             eventLoop: loop.eventLoop,
-            configuration: .init(maximumMessageSize: 1 << 16)
+            configuration: .init(maximumMessageSize: 1 << 16),
+            // Each call's messages of a tick go straight to its socket (one `writev`), past NIO's write path: about
+            // 8 % of the generator's CPU (side by side at 250 calls). Over TLS (`wss://`) they go through NIO.
+            directWrites: true
         ) { _ in
             LoadCallHandler(loop: loop, start: start)
         }.whenFailure { error in

@@ -53,7 +53,8 @@ public enum WebSocketClientChannel {
     }
 
     /// Connects on `eventLoop`; the future completes once the upgrade is done and `makeHandler`'s handler (added after
-    /// `WebSocketConnectionHandler`) is in the pipeline.
+    /// `WebSocketConnectionHandler`) is in the pipeline. With `directWrites`, a `ws://` connection writes its frames
+    /// straight to the socket (`DirectWrites`).
     public static func connect(
         url: String,
         headers: HTTPHeaders = [:],
@@ -61,6 +62,7 @@ public enum WebSocketClientChannel {
         eventLoop: any EventLoop,
         configuration: WebSocketConnectionHandler.Configuration = .init(),
         connectTimeout: TimeAmount = .seconds(10),
+        directWrites: Bool = false,
         makeHandler: @escaping @Sendable (any Channel) throws -> any ChannelHandler
     ) -> EventLoopFuture<any Channel> {
         guard let target = Target(url: url) else { return eventLoop.makeFailedFuture(WebSocketConnectError.invalidURL(url)) }
@@ -68,6 +70,9 @@ public enum WebSocketClientChannel {
             return eventLoop.makeFailedFuture(WebSocketConnectError.invalidURL(url + " (wss:// needs a TLS context)"))
         }
         let upgraded = eventLoop.makePromise(of: Void.self)
+        var configuration = configuration
+        // Frames go straight to the socket only where they are the socket's bytes: not under TLS.
+        configuration.directWrites = directWrites && !target.tls
         let connected = ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)

@@ -2,6 +2,10 @@ import CallBridgeCore
 import NIOCore
 import NIOWebSocket
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A complete WebSocket data message (fragments joined, unmasked).
 public enum WebSocketInboundMessage: Sendable, Equatable {
     case text(ByteBuffer)
@@ -62,7 +66,8 @@ extension WebSocketTextBytesReceiver {
 ///   with 1009). Masked frames are unmasked. A ping is answered with a pong carrying the same payload; pongs are
 ///   dropped.
 /// - Outbound: the application writes `WebSocketFrame`s, or calls `send(text:)` from the event loop; as a client
-///   (RFC 6455 §5.3) each frame gets a fresh masking key.
+///   (RFC 6455 §5.3) each frame gets a fresh masking key. With `Configuration.directWrites` (a plain channel), what is
+///   written between two flushes goes to the socket in one `writev`, past NIO's write path (`DirectWrites`).
 /// - Close handshake: `close()` sends a close frame (1000) and closes the connection when the peer's close frame
 ///   comes back, or after `closeTimeout`. A close frame from the peer is answered with one (its code echoed) and the
 ///   connection is closed; the application sees `WebSocketPeerClosed` first. Protocol errors (a continuation with
@@ -92,10 +97,21 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
         /// How often to ping the peer (nil: never).
         public var pingInterval: TimeAmount?
 
-        public init(maximumMessageSize: Int = 1 << 20, closeTimeout: TimeAmount = .seconds(3), pingInterval: TimeAmount? = nil) {
+        /// Write frames straight to the channel's socket whenever NIO holds none of the connection's bytes (see
+        /// `DirectWrites`). Only for a plain channel whose bytes this handler is the last to touch: no TLS or other
+        /// handler between it and the socket.
+        public var directWrites: Bool
+
+        public init(
+            maximumMessageSize: Int = 1 << 20,
+            closeTimeout: TimeAmount = .seconds(3),
+            pingInterval: TimeAmount? = nil,
+            directWrites: Bool = false
+        ) {
             self.maximumMessageSize = maximumMessageSize
             self.closeTimeout = closeTimeout
             self.pingInterval = pingInterval
+            self.directWrites = directWrites
         }
     }
 
@@ -141,6 +157,8 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
     /// `keptScratchBytes`).
     private var unmaskScratch: [UInt8] = []
     static let keptScratchBytes = 4096
+    /// Writes straight to the socket, with `Configuration.directWrites` (nil once the channel is inactive).
+    private var direct: DirectWrites?
 
     public init(role: Role, configuration: Configuration = .init()) {
         self.role = role
@@ -178,10 +196,14 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
     public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         self.allocator = context.channel.allocator
-        if context.channel.isActive { self.startPinging(context: context) }
+        if context.channel.isActive {
+            self.startDirectWrites(context: context)
+            self.startPinging(context: context)
+        }
     }
 
     public func channelActive(context: ChannelHandlerContext) {
+        self.startDirectWrites(context: context)
         self.startPinging(context: context)
         context.fireChannelActive()
     }
@@ -193,7 +215,21 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
         self.partial = nil
         self.headerBuffer = nil
         self.unmaskScratch = []
+        self.direct?.drop()
+        self.direct = nil
     }
+
+    /// The socket's descriptor, from NIO's scoped access to the channel's transport: valid while the channel is
+    /// active (NIO closes it when the channel closes, before the channel turns inactive).
+    private func startDirectWrites(context: ChannelHandlerContext) {
+        guard self.configuration.directWrites, self.direct == nil,
+            let socket = try? context.pipeline.syncOperations.withUnsafeTransportIfAvailable(of: NIOBSDSocket.Handle.self, { $0 })
+        else { return }
+        self.direct = DirectWrites(socket: socket, channel: context.channel)
+    }
+
+    /// The descriptor frames are written to directly (nil when they go through NIO).
+    var directSocket: CInt? { self.direct?.socket }
 
     private func startPinging(context: ChannelHandlerContext) {
         guard let interval = self.configuration.pingInterval, self.pinger == nil else { return }
@@ -221,7 +257,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
         var payload = self.allocator.buffer(capacity: 8)
         payload.writeInteger(self.pingsSent)
         self.send(context: context, firstByte: 0x80 | 0x9, payload: payload, promise: nil)
-        context.flush()
+        self.flush(context: context)
     }
 
     // MARK: Inbound
@@ -291,7 +327,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
             }
         case .ping:
             self.send(context: context, firstByte: 0x80 | 0xA, payload: frame.unmaskedPayload(allocator: self.allocator), promise: nil)
-            context.flush()
+            self.flush(context: context)
         case .pong:
             var data = frame.unmaskedPayload(allocator: self.allocator)
             if let expected = self.unansweredPing, data.readInteger(as: UInt64.self) == expected { self.unansweredPing = nil }
@@ -338,7 +374,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
             if let code { reply.writeInteger(code) }
             self.state = .closed
             self.send(context: context, firstByte: 0x80 | 0x8, payload: reply, promise: nil)
-            context.flush()
+            self.flush(context: context)
             context.close(promise: nil)
         case .closeSent(let timeout):
             timeout?.cancel()
@@ -358,6 +394,8 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
+        self.direct?.drop()
+        self.direct = nil
         self.stopPinging()
         if case .closeSent(let timeout) = self.state { timeout?.cancel() }
         self.state = .closed
@@ -400,7 +438,38 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
 
     /// Flushes what `send(text:)` wrote.
     public func flush() {
-        self.context?.flush()
+        guard let context = self.context else { return }
+        self.flush(context: context)
+    }
+
+    /// Writes what is gathered for the socket (one `writev`), then flushes NIO if it was given anything.
+    public func flush(context: ChannelHandlerContext) {
+        guard self.direct != nil else { return context.flush() }
+        if let unsent = self.direct?.flush(), !unsent.isEmpty {
+            self.handToNIO(context: context, unsent)
+        }
+        if self.direct?.unflushed == true {
+            self.direct?.unflushed = false
+            context.flush()
+        }
+    }
+
+    /// Frames that went to NIO because the socket did not take them at once (or came while NIO held some); 0 when
+    /// not writing directly.
+    public var directWriteFallbacks: Int { self.direct?.fallbacks ?? 0 }
+    /// Flushes whose gathered frames the socket did not take whole (the rest went to NIO).
+    public var directShortWrites: Int { self.direct?.shortWrites ?? 0 }
+
+    /// Buffers (with their promises) to NIO, in order, counted until NIO has written them.
+    private func handToNIO(context: ChannelHandlerContext, _ buffers: [(ByteBuffer, EventLoopPromise<Void>?)]) {
+        self.direct?.fallbacks += 1
+        self.direct?.unflushed = true
+        self.direct?.heldByNIO += buffers.count
+        for (buffer, promise) in buffers {
+            let done = promise ?? context.eventLoop.makePromise(of: Void.self)
+            done.futureResult.assumeIsolated().whenComplete { _ in self.direct?.heldByNIO -= 1 }
+            context.write(WebSocketConnectionHandler.wrapOutboundOut(buffer), promise: done)
+        }
     }
 
     public func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
@@ -426,7 +495,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
         var data = self.allocator.buffer(capacity: 2)
         data.write(webSocketErrorCode: code)
         self.send(context: context, firstByte: 0x80 | 0x8, payload: data, promise: nil)
-        context.flush()
+        self.flush(context: context)
         let timeout = context.eventLoop.assumeIsolated().scheduleTask(in: self.configuration.closeTimeout) {
             context.close(promise: nil)
         }
@@ -452,6 +521,13 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
     }
 
     private func write(context: ChannelHandlerContext, _ first: ByteBuffer, _ second: ByteBuffer?, promise: EventLoopPromise<Void>?) {
+        if self.direct != nil {
+            // Gathered for the next flush's `writev`, or after what NIO still holds.
+            if self.direct?.gather(first, second, promise: promise) == false {
+                self.handToNIO(context: context, second.map { [(first, nil), ($0, promise)] } ?? [(first, promise)])
+            }
+            return
+        }
         if let second {
             context.write(WebSocketConnectionHandler.wrapOutboundOut(first), promise: nil)
             context.write(WebSocketConnectionHandler.wrapOutboundOut(second), promise: promise)
@@ -462,5 +538,89 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
 
     private func nextMaskKey() -> UInt32 {
         UInt32(truncatingIfNeeded: self.maskGenerator.next())
+    }
+}
+
+/// Frames written to a connected socket with `writev(2)` on the event loop, past NIO's write path (its pending-write
+/// queue, promises and flush), for a connection that writes many small frames (the load generator's callers). What
+/// is written between two flushes is gathered and goes out in one `writev`, as NIO would send it.
+///
+/// Order is kept: frames are gathered only while NIO holds none of the connection's bytes. What the socket does not
+/// take at once (its send buffer full, or an error) goes to NIO, which writes it when the socket allows (or meets the
+/// error and closes the channel as usual), and later frames follow it through NIO until it has written everything.
+/// The channel must be active: NIO closes the descriptor when it closes the channel, before the channel turns
+/// inactive, and the number may then be reused.
+struct DirectWrites {
+    let socket: CInt
+    let channel: any Channel
+    /// NIO's writes of this connection not yet completed (their buffers).
+    var heldByNIO = 0
+    /// Something went to NIO since the last flush.
+    var unflushed = false
+    var fallbacks = 0
+    /// Flushes whose `writev` the socket did not take whole.
+    var shortWrites = 0
+    /// Written since the last flush: the socket's next `writev`.
+    private var gathered: [(ByteBuffer, EventLoopPromise<Void>?)] = []
+    private var vectors: [iovec] = []
+    static let maximumGathered = 64
+
+    init(socket: CInt, channel: any Channel) {
+        self.socket = socket
+        self.channel = channel
+        self.gathered.reserveCapacity(4)
+    }
+
+    /// Keeps a frame (header and payload, or all in `first`) for the next flush; false when it must go to NIO.
+    mutating func gather(_ first: ByteBuffer, _ second: ByteBuffer?, promise: EventLoopPromise<Void>?) -> Bool {
+        guard self.heldByNIO == 0, self.gathered.count + 2 <= Self.maximumGathered else { return false }
+        if let second {
+            self.gathered.append((first, nil))
+            self.gathered.append((second, promise))
+        } else {
+            self.gathered.append((first, promise))
+        }
+        return true
+    }
+
+    /// Writes what is gathered; returns what the socket did not take, for NIO (empty: all written, promises kept).
+    mutating func flush() -> [(ByteBuffer, EventLoopPromise<Void>?)] {
+        guard !self.gathered.isEmpty else { return [] }
+        defer { self.gathered.removeAll(keepingCapacity: true) }
+        guard self.channel.isActive else { return self.gathered }
+        var written = self.writeGathered()
+        var rest: [(ByteBuffer, EventLoopPromise<Void>?)] = []
+        for (buffer, promise) in self.gathered {
+            let taken = min(written, buffer.readableBytes)
+            written -= taken
+            if taken == buffer.readableBytes {
+                promise?.succeed()
+            } else {
+                var left = buffer
+                left.moveReaderIndex(forwardBy: taken)
+                rest.append((left, promise))
+            }
+        }
+        if !rest.isEmpty { self.shortWrites += 1 }
+        return rest
+    }
+
+    /// Fails the promises of what was gathered and never flushed (the channel closed).
+    mutating func drop() {
+        for (_, promise) in self.gathered { promise?.fail(ChannelError.ioOnClosedChannel) }
+        self.gathered.removeAll()
+    }
+
+    /// One `writev` of the gathered buffers' readable bytes: what the socket took (0 on any error, `EAGAIN` too).
+    private mutating func writeGathered() -> Int {
+        self.vectors.removeAll(keepingCapacity: true)
+        for (buffer, _) in self.gathered {
+            // The pointers stay valid while `gathered` holds the buffers (no write to them until it lets go).
+            buffer.withUnsafeReadableBytes {
+                self.vectors.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count))
+            }
+        }
+        let written = self.vectors.withUnsafeBufferPointer { writev(self.socket, $0.baseAddress, CInt($0.count)) }
+        return max(0, written)
     }
 }

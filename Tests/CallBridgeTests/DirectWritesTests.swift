@@ -1,0 +1,181 @@
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+import Testing
+
+@testable import CallBridge
+
+/// `DirectWrites` on real loopback sockets: a client connection opened with `directWrites` (as the load generator's
+/// calls are) against the raw-NIO WebSocket server. Whether its frames go straight to the socket or fall back to NIO
+/// (the socket's buffer full), the server gets every message once, whole and in order.
+@Suite struct DirectWritesTests {
+    /// The server's side: every text message, as it arrived.
+    final class Recorder: ChannelInboundHandler, Sendable {
+        typealias InboundIn = WebSocketInboundMessage
+        let texts = Mutex<[String]>([])
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            if case .text(let buffer) = Self.unwrapInboundIn(data) {
+                self.texts.withLock { $0.append(String(buffer: buffer)) }
+            }
+        }
+    }
+
+    /// The client's application handler (the connection handler does the writing).
+    final class Quiet: ChannelInboundHandler, Sendable {
+        typealias InboundIn = WebSocketInboundMessage
+    }
+
+    static func message(_ index: Int, size: Int) -> String {
+        let head = "m\(index):"
+        return head + String(repeating: Character(UnicodeScalar(UInt8(97 + index % 26))), count: max(0, size - head.utf8.count))
+    }
+
+    @Test func everyMessageArrivesOnceInOrderWhetherWrittenDirectlyOrThroughNIO() async throws {
+        let group = MultiThreadedEventLoopGroup.singleton
+        let recorder = Recorder()
+        // The server reads nothing for its first half second: the client's socket fills, and a `writev` falls short.
+        let server = try await WebSocketServerChannel.bind(
+            host: "127.0.0.1",
+            port: 0,
+            group: group,
+            tlsContext: nil,
+            shouldUpgrade: { _ in [:] },
+            makeHandler: { channel, _ in
+                try channel.syncOptions?.setOption(.autoRead, value: false)
+                channel.eventLoop.scheduleTask(in: .milliseconds(500)) { channel.setOption(.autoRead, value: true).whenFailure { _ in } }
+                return recorder
+            }
+        ).get()
+        let port = try #require(server.localAddress?.port)
+        let client = try await WebSocketClientChannel.connect(
+            url: "ws://127.0.0.1:\(port)/",
+            tlsContext: nil,
+            eventLoop: group.next(),
+            directWrites: true
+        ) { _ in Quiet() }.get()
+        // A small send buffer (no autotuning), so that the socket fills before the server reads.
+        try await client.setOption(.socketOption(.so_sndbuf), value: 16 * 1024).get()
+
+        // Three rounds, each written on the event loop and flushed once: small messages (one `writev`); then 768 KiB
+        // in 16 KiB messages, more than the socket takes while the server does not read (the rest goes
+        // through NIO); then small ones again, sent while NIO still holds bytes.
+        let rounds: [(count: Int, size: Int)] = [(10, 300), (48, 16 * 1024), (10, 300)]
+        var expected: [String] = []
+        var fallbacks: [(fallbacks: Int, short: Int)] = []
+        for (count, size) in rounds {
+            let first = expected.count
+            expected += (first..<(first + count)).map { Self.message($0, size: size) }
+            let texts = Array(expected[first...])
+            fallbacks.append(
+                try await client.eventLoop.submit {
+                    let connection = try client.pipeline.syncOperations.handler(type: WebSocketConnectionHandler.self)
+                    for text in texts {
+                        var buffer = connection.allocator.webSocketPayload(capacity: text.utf8.count)
+                        buffer.writeString(text)
+                        connection.send(text: buffer)
+                    }
+                    connection.flush()
+                    return (connection.directWriteFallbacks, connection.directShortWrites)
+                }.get()
+            )
+        }
+        // The first round went straight to the socket; the big one did not all fit (the socket took part of a
+        // `writev`, NIO the rest), and the last one followed what NIO still held.
+        #expect(fallbacks[0] == (0, 0))
+        #expect(fallbacks[1].short > 0, "\(fallbacks)")
+        #expect(fallbacks[2].fallbacks > fallbacks[1].fallbacks, "\(fallbacks)")
+        let deadline = ContinuousClock.now + .seconds(20)
+        while recorder.texts.withLock({ $0.count }) < expected.count, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let received = recorder.texts.withLock { $0 }
+        #expect(received.count == expected.count)
+        #expect(received == expected, "first difference at \(received.indices.first { $0 < expected.count && received[$0] != expected[$0] } ?? -1)")
+        try await client.close()
+        try await server.close()
+    }
+
+    /// The first handler of a pipeline: closes its channel past every other handler.
+    final class Front: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = ByteBuffer
+        var context: ChannelHandlerContext?
+
+        func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+        func close() async throws {
+            guard let context = self.context else { return }
+            try await context.eventLoop.submit { context.close(promise: nil) }.get()
+        }
+    }
+
+    /// Runs `action` when the channel goes inactive (after the connection handler has seen it).
+    final class InactiveHook: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = WebSocketInboundMessage
+        var action: (() -> Void)?
+
+        func channelInactive(context: ChannelHandlerContext) {
+            self.action?()
+            context.fireChannelInactive()
+        }
+    }
+
+    /// Once NIO has closed the channel its descriptor's number may belong to another connection: a frame gathered
+    /// before the close must never be written to it. Here the server drops the connection under a gathered frame (no
+    /// close handshake, which would flush it); when the client's application sees the channel inactive, the
+    /// connection no longer holds the descriptor, and a flush then writes nothing.
+    @Test func nothingIsWrittenToTheDescriptorOnceTheChannelIsClosed() async throws {
+        let group = MultiThreadedEventLoopGroup.singleton
+        let recorder = Recorder()
+        let serverSide = Mutex<UnsafeTransfer<Front>?>(nil)
+        let server = try await WebSocketServerChannel.bind(
+            host: "127.0.0.1", port: 0, group: group, tlsContext: nil, shouldUpgrade: { _ in [:] },
+            makeHandler: { channel, _ in
+                // Closing from the front of the pipeline drops the connection with no WebSocket close handshake.
+                let front = Front()
+                try channel.pipeline.syncOperations.addHandler(front, position: .first)
+                serverSide.withLock { $0 = UnsafeTransfer(front) }
+                return recorder
+            }
+        ).get()
+        let port = try #require(server.localAddress?.port)
+        let hook = InactiveHook()
+        let client = try await WebSocketClientChannel.connect(
+            url: "ws://127.0.0.1:\(port)/", tlsContext: nil, eventLoop: group.next(), directWrites: true
+        ) { _ in hook }.get()
+        let seen = Mutex<(before: CInt?, atInactive: CInt?)>((nil, nil))
+        try await client.eventLoop.submit {
+            let connection = try client.pipeline.syncOperations.handler(type: WebSocketConnectionHandler.self)
+            var buffer = connection.allocator.buffer(capacity: 8)
+            buffer.writeString("late")
+            connection.send(text: buffer)  // gathered, not flushed
+            let before = connection.directSocket
+            hook.action = {
+                seen.withLock { $0 = (before, connection.directSocket) }
+                connection.flush()
+            }
+        }.get()
+        let front = try #require(serverSide.withLock { $0 })
+        try await front.value.close()
+        try await client.closeFuture.get()
+        try await Task.sleep(for: .milliseconds(200))
+        let descriptors = seen.withLock { $0 }
+        #expect(descriptors.before != nil && descriptors.atInactive == nil, "\(descriptors)")
+        #expect(!recorder.texts.withLock { $0.contains("late") })
+        try await server.close()
+    }
+
+    /// While NIO holds some of the connection's bytes, nothing is gathered for the socket (it would overtake them).
+    @Test func nothingIsGatheredWhileNIOHoldsBytes() throws {
+        var direct = DirectWrites(socket: -1, channel: EmbeddedChannel())
+        let frame = ByteBufferAllocator().buffer(string: "frame")
+        let first = direct.gather(frame, nil, promise: nil)
+        direct.heldByNIO = 1
+        let whileHeld = direct.gather(frame, nil, promise: nil)
+        direct.heldByNIO = 0
+        let after = direct.gather(frame, frame, promise: nil)
+        #expect(first && !whileHeld && after)
+    }
+}
