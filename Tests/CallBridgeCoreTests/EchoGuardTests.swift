@@ -11,6 +11,24 @@ import Testing
         }
     }
 
+    /// `classify` finds the outbound level at every lag in one backward walk of the history; it must agree with
+    /// `outboundLevel` asked lag by lag, for histories with gaps and irregular starts, and frames anywhere in them.
+    @Test func eachLagsLevelIsTheOutboundLevelAtThatLag() {
+        var rng = SplitMix64(state: 7)
+        for trial in 0..<200 {
+            var guardian = EchoGuard()
+            var start = 0
+            for _ in 0..<rng.below(60) {
+                start += 20 + (rng.below(4) == 0 ? rng.below(200) : 0) + rng.below(3) - 1
+                guardian.played(levelDBFS: -40 + Double(rng.below(30)), start: t(start))
+            }
+            let frameStart = t(Int(rng.below(start + 400)))
+            _ = guardian.classify(inboundDBFS: -50, frameStart: frameStart)
+            let expected = (0..<guardian.lags.count).map { guardian.outboundLevel(at: frameStart - .milliseconds(20 * $0)) }
+            #expect(guardian.delayed == expected, "trial \(trial)")
+        }
+    }
+
     /// Plays `out` from t=0 and feeds the echo at `delayMs`/`lossDB` (+ the caller, where given) as inbound.
     /// Returns the verdicts per frame.
     func run(

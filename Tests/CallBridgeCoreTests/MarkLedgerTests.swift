@@ -49,6 +49,33 @@ import Testing
         #expect(self.playedItem(ledger.echoReceived(name: fourth)) == "j")
     }
 
+    /// The level of the oldest playable frame, read in place, is the first of `playable` through sends, echoes and a
+    /// clear.
+    @Test func theFirstPlayableLevelIsTheFirstOfPlayable() {
+        var ledger = MarkLedger()
+        var names: [String] = []
+        var seen: [Double?] = []
+        func check() {
+            #expect(ledger.firstPlayableLevelDBFS == ledger.playable.first?.levelDBFS)
+            #expect(ledger.playableCount == ledger.playable.count)
+            seen.append(ledger.firstPlayableLevelDBFS)
+        }
+        check()
+        for index in 0..<4 {
+            names.append(ledger.recordSent(self.frame("i", index), levelDBFS: -10 - Double(index), at: t(0), deadline: t(100)))
+            check()
+        }
+        _ = ledger.echoReceived(name: names[0])
+        check()
+        _ = ledger.clearSent(at: t(50))
+        check()
+        _ = ledger.echoReceived(name: names[1])
+        check()
+        names.append(ledger.recordSent(self.frame("j"), levelDBFS: -30, at: t(60), deadline: t(160)))
+        check()
+        #expect(seen == [nil, -10, -10, -10, -10, -11, nil, nil, -30])
+    }
+
     @Test func framesAlreadyPlayingWhenTheClearWentOutCountAsPlayed() {
         var ledger = MarkLedger()
         let early = ledger.recordSent(self.frame("i", 0), levelDBFS: -20, at: t(0), deadline: t(0))

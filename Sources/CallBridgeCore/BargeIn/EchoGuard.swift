@@ -149,8 +149,14 @@ public struct EchoGuard: Sendable, Equatable {
         -> Verdict
     {
         let bins = self.lags.count
+        // `outboundLevel` at each lag, in one backward walk of the history: the lags' instants only go back in time.
+        var index = self.history.count - 1
+        var instant = frameStart
         for bin in 0..<bins {
-            self.delayed[bin] = self.outboundLevel(at: frameStart - Duration.milliseconds(20 * bin))
+            while index >= 0 && self.history[index].start > instant { index -= 1 }
+            self.delayed[bin] =
+                index >= 0 && instant - self.history[index].start < AudioFrame.duration ? self.history[index].levelDBFS : -120
+            instant = instant - AudioFrame.duration
         }
         let delayed = self.delayed
         // A frame playing right now (not yet confirmed) counts for the decision, not for learning the path.

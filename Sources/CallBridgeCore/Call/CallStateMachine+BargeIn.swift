@@ -104,7 +104,7 @@ extension CallStateMachine {
             let verdict = self.echoGuard.classify(
                 inboundDBFS: level,
                 frameStart: frameStart,
-                playingNowDBFS: self.marks.playable.first?.levelDBFS
+                playingNowDBFS: self.marks.firstPlayableLevelDBFS
             )
             let update = self.vad.process(levelDBFS: level, frameStart: frameStart, masked: verdict == .echoOnly)
             switch update.transition {

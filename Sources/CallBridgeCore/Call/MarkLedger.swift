@@ -56,13 +56,25 @@ public struct MarkLedger: Sendable, Equatable {
     /// Frames sent, not yet echoed, and not dropped by a `clear`: what Twilio may still play (oldest first).
     /// Sequences are contiguous, so this is a slice computed without scanning.
     public var playable: ArraySlice<Entry> {
-        guard self.outstandingHead < self.outstanding.count else { return [] }
-        let firstSequence = self.outstanding[self.outstandingHead].sequence
-        let skip = Int(min(UInt64(self.outstandingCount), self.clearedThrough >= firstSequence ? self.clearedThrough - firstSequence + 1 : 0))
-        return self.outstanding[(self.outstandingHead + skip)...]
+        self.outstanding[self.firstPlayable...]
     }
 
-    public var playableCount: Int { self.playable.count }
+    /// Where `playable` starts in `outstanding` (its end when nothing is playable).
+    private var firstPlayable: Int {
+        guard self.outstandingHead < self.outstanding.count else { return self.outstanding.count }
+        let firstSequence = self.outstanding[self.outstandingHead].sequence
+        let skip = Int(min(UInt64(self.outstandingCount), self.clearedThrough >= firstSequence ? self.clearedThrough - firstSequence + 1 : 0))
+        return self.outstandingHead + skip
+    }
+
+    public var playableCount: Int { self.outstanding.count - self.firstPlayable }
+
+    /// The level of the oldest playable frame (what may be playing now), read in place (no slice, no entry copy: the
+    /// caller's path asks for it on every frame).
+    public var firstPlayableLevelDBFS: Double? {
+        let index = self.firstPlayable
+        return index < self.outstanding.count ? self.outstanding[index].levelDBFS : nil
+    }
 
     /// Bytes of `itemID` that Twilio confirmed as played.
     public func playedBytes(of itemID: String) -> Int { self.playedBytes[itemID, default: 0] }
