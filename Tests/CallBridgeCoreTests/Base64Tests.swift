@@ -95,7 +95,7 @@ struct Base64Tests {
         #expect(output.isEmpty)
     }
 
-    @Test("decoding into a reused array gives what decode returns, for every length and after a failure")
+    @Test("decoding into a reused array gives what decode returns, for every length, twice at the same length, and after a failure")
     func decodeIntoReusedArray() {
         var rng = SplitMix64(state: 0xBA5E)
         var output: [UInt8] = []
@@ -104,6 +104,9 @@ struct Base64Tests {
             let decoded = Base64.decode(Base64.encode(bytes), into: &output)
             #expect(decoded, "length \(length)")
             #expect(output == bytes, "length \(length)")
+            // The same length again, other bytes: the array is reused as it is and every byte overwritten.
+            let again = rng.bytes(length)
+            #expect(Base64.decode(Base64.encode(again), into: &output) && output == again, "length \(length)")
             let refused = !Base64.decode("Zm9v!A==", into: &output)
             #expect(refused)
         }

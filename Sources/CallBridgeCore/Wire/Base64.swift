@@ -64,8 +64,7 @@ public enum Base64 {
 
     /// Decodes standard base64; nil on any character outside the alphabet or a bad length/padding.
     public static func decode(_ text: String) -> [UInt8]? {
-        var text = text
-        return text.withUTF8 { decode(bytes: $0) }
+        text.withUTF8Bytes { decode(bytes: $0) }
     }
 
     public static func decode(bytes input: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
@@ -81,15 +80,23 @@ public enum Base64 {
     /// Decodes `text` into `output`, replacing its contents, and returns true; on invalid base64 returns false and
     /// leaves `output` empty. An array reused from call to call is not reallocated (the per-frame form of `decode`).
     public static func decode(_ text: String, into output: inout [UInt8]) -> Bool {
-        var text = text
-        return text.withUTF8 { input in
+        text.withUTF8Bytes { Self.decode($0, into: &output) }
+    }
+
+    private static func decode(_ input: UnsafeBufferPointer<UInt8>, into output: inout [UInt8]) -> Bool {
+        guard let length = self.decodedCount(input) else {
             output.removeAll(keepingCapacity: true)
-            guard let length = self.decodedCount(input) else { return false }
-            output.append(contentsOf: repeatElement(0, count: length))
-            let valid = output.withUnsafeMutableBufferPointer { self.decode(input, into: $0) }
-            if !valid { output.removeAll(keepingCapacity: true) }
-            return valid
+            return false
         }
+        // Every byte is overwritten: an array already this long (the same frame size, message after message) is
+        // neither cleared nor refilled.
+        if output.count != length {
+            output.removeAll(keepingCapacity: true)
+            output.append(contentsOf: repeatElement(0, count: length))
+        }
+        let valid = output.withUnsafeMutableBufferPointer { self.decode(input, into: $0) }
+        if !valid { output.removeAll(keepingCapacity: true) }
+        return valid
     }
 
     /// The decoded length of well-formed base64 `input` (length a multiple of 4), or nil.

@@ -9,8 +9,7 @@ struct JSONScanner {
 
     /// Runs `body` over the UTF-8 bytes of `text` when they pass the structural pre-checks.
     static func withScanner<R>(_ text: String, _ body: (JSONScanner) -> R?) -> R? {
-        var text = text
-        return text.withUTF8 { buffer -> R? in
+        text.withUTF8Bytes { buffer -> R? in
             guard Self.isPlainObject(buffer) else { return nil }
             return body(JSONScanner(bytes: buffer))
         }
@@ -180,8 +179,7 @@ struct JSONScanner {
     }
 
     func equals(_ range: Range<Int>, _ value: String) -> Bool {
-        var value = value
-        return value.withUTF8 { pattern in
+        value.withUTF8Bytes { pattern in
             range.count == pattern.count && self.matches(pattern, at: range.lowerBound)
         }
     }

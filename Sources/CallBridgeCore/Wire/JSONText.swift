@@ -56,8 +56,7 @@ extension JSONText {
         }
 
         mutating func append(_ text: String) {
-            var text = text
-            text.withUTF8 { self.append($0) }
+            text.withUTF8Bytes { self.append($0) }
         }
 
         mutating func appendBase64(_ bytes: [UInt8]) {
@@ -72,5 +71,15 @@ extension JSONText {
             _ = UnsafeMutableBufferPointer(rebasing: self.buffer[self.count...]).initialize(fromContentsOf: bytes)
             self.count += bytes.count
         }
+    }
+}
+
+extension String {
+    /// Runs `body` over the string's UTF-8 bytes: in place when the string is native and contiguous (no copy of it,
+    /// and none of the retain and uniqueness check `withUTF8` needs, being mutating), else on a contiguous copy.
+    func withUTF8Bytes<R>(_ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R {
+        if let result = try self.utf8.withContiguousStorageIfAvailable(body) { return result }
+        var copy = self
+        return try copy.withUTF8(body)
     }
 }

@@ -154,8 +154,7 @@ public enum TwilioCodec {
     /// base64 payload of an acceptable size (anything else is left to Codable, which says what is wrong). One pass
     /// over the message (`TwilioMediaScanner`), then the payload's base64.
     static func scanMedia(_ text: String, streamSid expected: String? = nil) -> (payload: String, chunk: Int?)? {
-        var text = text
-        return text.withUTF8 { self.scanMedia(bytes: $0, streamSid: expected) }
+        text.withUTF8Bytes { self.scanMedia(bytes: $0, streamSid: expected) }
     }
 
     static func scanMedia(bytes: UnsafeBufferPointer<UInt8>, streamSid expected: String? = nil) -> (payload: String, chunk: Int?)? {
@@ -164,12 +163,12 @@ public enum TwilioCodec {
             let payload = scanner.payload.result, payload.count <= Self.maxPayloadCharacters,
             Base64.isValid(UnsafeBufferPointer(rebasing: bytes[payload]))
         else { return nil }
-        if var expected {
+        if let expected {
             switch scanner.streamSid.occurrences {
             case 0: break
             case 1:
                 guard let range = scanner.streamSid.result,
-                    expected.withUTF8({ scanner.equals(range, $0) })
+                    expected.withUTF8Bytes({ scanner.equals(range, $0) })
                 else { return nil }
             default: return nil
             }
