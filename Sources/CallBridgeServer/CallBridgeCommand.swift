@@ -145,7 +145,7 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Caller audio per input_audio_buffer.append while the local VAD hears the caller speak, ms, in whole 20 ms frames (at least --input-append-ms, at most 400): the onset and the end of the speech still go out at once, so the service's end-of-turn silence reaches it as soon as before; only its view of speech under way lags, by up to this. (env: CALLBRIDGE_SPEECH_APPEND_MS, default: 100)")
     var speechAppendMs: Int?
 
-    @Option(help: "Caller audio per input_audio_buffer.append outside the caller's turns (neither VAD hears them, and their last turn has had its reply or ended 3 s ago), ms, in whole 20 ms frames (at least --input-append-ms, at most 1000): an onset the local VAD hears sends what was gathered at once, and a turn's end-of-silence goes out in --input-append-ms appends; only speech the local VAD misses reaches the service later, by up to this. (env: CALLBRIDGE_QUIET_APPEND_MS, default: 200)")
+    @Option(help: "Caller audio per input_audio_buffer.append outside the caller's turns (neither VAD hears them, and since their last turn ended a reply has started or 3 s have passed), ms, in whole 20 ms frames (at least --input-append-ms, at most 1000): an onset the local VAD hears sends what was gathered at once, and a turn's end-of-silence goes out in --input-append-ms appends; only speech the local VAD misses reaches the service later, by up to this. (env: CALLBRIDGE_QUIET_APPEND_MS, default: 200)")
     var quietAppendMs: Int?
 
     /// The four append lengths, from the flags or the environment, each checked.

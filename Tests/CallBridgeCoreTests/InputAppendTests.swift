@@ -296,19 +296,20 @@ import Testing
         #expect(log[onset].appends.first == (onset % 10 + 1) * 160)
         // The speech: 100 ms appends, as before.
         #expect(Self.sizes(log, from: onset + 1, to: end).allSatisfy { $0 == 800 })
-        // The caller's speech ended one hang-over before the VAD said so; for 3 s from then, with no reply, the
-        // turn is open: 40 ms appends, which carry the service's end-of-turn silence as soon as before.
-        guard let speechEnd = sm.callerSpeechEnd else {
-            Issue.record("no end of the caller's speech")
+        // For 3 s from when the VAD said the caller's speech ended, with no reply, the turn is open: 40 ms appends,
+        // which carry the service's end-of-turn silence as soon as before.
+        guard let speechEnd = sm.callerTurnEndedAt else {
+            Issue.record("no end of the caller's turn")
             return
         }
         let holdEnds = (0..<log.count).first { t(20 + 20 * $0) - speechEnd >= .seconds(3) } ?? log.count
         #expect(holdEnds > end + 100 && holdEnds < log.count - 20, "\(end) … \(holdEnds)")
         let open = Self.sizes(log, from: end + 1, to: holdEnds)
         #expect(open.count >= 50 && open.allSatisfy { $0 == 320 }, "\(open)")
-        // Then quiet again: 200 ms appends (the first one may hold a frame less, after an odd number of frames).
+        // Then quiet again: 200 ms appends. The first may be an ordinary one (a frame left from the open turn and the
+        // first quiet frame, a mix) or hold a frame less.
         let after = Self.sizes(log, from: holdEnds)
-        #expect(after.count >= 2 && after.dropFirst().allSatisfy { $0 == 1600 } && [1440, 1600].contains(after[0]), "\(after)")
+        #expect(after.count >= 2 && after.dropFirst().allSatisfy { $0 == 1600 } && [320, 1440, 1600].contains(after[0]), "\(after)")
         // Every byte, once and in order.
         var replay = self.readyCall(local: true, speechAppendMs: 100, quietAppendMs: 200)
         var sent: [UInt8] = []
@@ -375,5 +376,40 @@ import Testing
         var sm = self.readyCall(local: false, quietAppendMs: 200)
         let log = Self.stream(&sm, (0..<20).map { _ in tone(-70) })
         #expect(Self.sizes(log) == Array(repeating: 320, count: 10))
+    }
+
+    /// A turn of the caller's that only the service hears (the local VAD hears nothing of it) stays open for the hold
+    /// after its `speech_stopped`, even when an older local turn that had no reply ended long before: its
+    /// end-of-turn silence goes in 40 ms appends.
+    @Test func anOldUnansweredLocalTurnDoesNotCloseALaterServiceTurn() {
+        var sm = self.readyCall(local: true, speechAppendMs: 100, quietAppendMs: 200)
+        // A local turn (the VAD hears it), then 5 s of quiet with no reply: quiet again by the end.
+        var log = Self.stream(&sm, (0..<10).map { _ in tone(-70) } + (0..<30).map { _ in tone(-6) } + (0..<250).map { _ in tone(-70) })
+        #expect(Self.sizes(log, from: 270) == [1600, 1600])
+        // A turn only the service hears.
+        _ = sm.handle(.realtimeReceived(.speechStarted(audioStartMs: 5900, itemID: "u2")), now: t(20 + 20 * 290))
+        log = Self.stream(&sm, (0..<20).map { _ in tone(-70) }, from: 290)
+        // What was gathered goes out with the first message of the turn; then 40 ms appends.
+        let during = Self.sizes(log)
+        #expect(during.count >= 9 && during.dropFirst().allSatisfy { $0 == 320 } && during[0] % 160 == 0, "\(during)")
+        _ = sm.handle(.realtimeReceived(.speechStopped(audioEndMs: 6300, itemID: "u2")), now: t(20 + 20 * 310))
+        // The service is deciding the turn: 40 ms appends for the hold (3 s), not 200 ms.
+        log = Self.stream(&sm, (0..<100).map { _ in tone(-70) }, from: 310)
+        #expect(Self.sizes(log) == Array(repeating: 320, count: 50), "\(Self.sizes(log))")
+    }
+
+    /// Without speech gathering (`speechAppendDuration` as the ordinary length, here a long 200 ms), an onset still
+    /// sends the quiet audio gathered before it at once, with itself, though together they are shorter than an
+    /// ordinary append.
+    @Test func anOnsetSendsTheGatheredQuietAtOnceWithoutSpeechGathering() {
+        var sm = self.readyCall(local: true, appendMs: 200, quietAppendMs: 400)
+        let frames = (0..<2).map { _ in tone(-70) } + (0..<20).map { _ in tone(-6) }
+        let log = Self.stream(&sm, frames)
+        guard let onset = log.firstIndex(where: \.speaking) else {
+            Issue.record("the VAD never heard the caller")
+            return
+        }
+        #expect(Self.sizes(log, to: onset).isEmpty)
+        #expect(log[onset].appends == [(onset + 1) * 160] && log[onset].pending == 0, "\(log[onset])")
     }
 }

@@ -2,6 +2,7 @@ import NIOCore
 import NIOEmbedded
 import NIOHTTP1
 import NIOPosix
+import NIOWebSocket
 import Synchronization
 import Testing
 
@@ -59,10 +60,11 @@ import Testing
         // A small send buffer (no autotuning), so that the socket fills before the server reads.
         try await client.setOption(.socketOption(.so_sndbuf), value: 16 * 1024).get()
 
-        // Three rounds, each written on the event loop and flushed once: small messages (one `writev`); then 768 KiB
-        // in 16 KiB messages, more than the socket takes while the server does not read (the rest goes
+        // Three rounds, each written on the event loop and flushed once: small messages (one `writev`); then 1.6 MB
+        // in 100 messages of 16 KiB, more than one `writev` gathers (64) and more than the socket takes while the
+        // server does not read (the rest goes
         // through NIO); then small ones again, sent while NIO still holds bytes.
-        let rounds: [(count: Int, size: Int)] = [(10, 300), (48, 16 * 1024), (10, 300)]
+        let rounds: [(count: Int, size: Int)] = [(10, 300), (100, 16 * 1024), (10, 300)]
         var expected: [String] = []
         var fallbacks: [(fallbacks: Int, short: Int)] = []
         for (count, size) in rounds {
@@ -177,5 +179,91 @@ import Testing
         direct.heldByNIO = 0
         let after = direct.gather(frame, frame, promise: nil)
         #expect(first && !whileHeld && after)
+    }
+
+    /// A send promise's callback may send again: promises are completed once the write is done (no overlapping access
+    /// to the connection's state), and what the callback sends follows in order.
+    @Test func aPromiseCallbackMaySendAgain() async throws {
+        let group = MultiThreadedEventLoopGroup.singleton
+        let recorder = Recorder()
+        let server = try await WebSocketServerChannel.bind(
+            host: "127.0.0.1", port: 0, group: group, tlsContext: nil, shouldUpgrade: { _ in [:] }, makeHandler: { _, _ in recorder }
+        ).get()
+        let port = try #require(server.localAddress?.port)
+        let client = try await WebSocketClientChannel.connect(
+            url: "ws://127.0.0.1:\(port)/", tlsContext: nil, eventLoop: group.next(), directWrites: true
+        ) { _ in Quiet() }.get()
+        try await client.eventLoop.submit {
+            let connection = try client.pipeline.syncOperations.handler(type: WebSocketConnectionHandler.self)
+            let sent = client.eventLoop.makePromise(of: Void.self)
+            sent.futureResult.assumeIsolated().whenSuccess {
+                var buffer = connection.allocator.buffer(capacity: 8)
+                buffer.writeString("second")
+                connection.send(text: buffer)
+                connection.flush()
+            }
+            let frame = WebSocketFrame(fin: true, opcode: .text, data: connection.allocator.buffer(string: "first"))
+            client.pipeline.syncOperations.writeAndFlush(NIOAny(frame), promise: sent)
+            #expect(connection.directWritevCalls >= 2)
+        }.get()
+        let deadline = ContinuousClock.now + .seconds(10)
+        while recorder.texts.withLock({ $0.count }) < 2, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(recorder.texts.withLock { $0 } == ["first", "second"])
+        try await client.close()
+        try await server.close()
+    }
+
+    /// Flushes that NIO's close leaves in flight: a handler in front of the connection's sees the channel inactive
+    /// first, while the connection still has its descriptor and a gathered frame, and flushes it. The descriptor is
+    /// closed by then: the frame must go to NIO (which fails it), not to `writev`.
+    @Test func aFlushAfterTheCloseDoesNotReachTheDescriptor() async throws {
+        let group = MultiThreadedEventLoopGroup.singleton
+        let recorder = Recorder()
+        let server = try await WebSocketServerChannel.bind(
+            host: "127.0.0.1", port: 0, group: group, tlsContext: nil, shouldUpgrade: { _ in [:] }, makeHandler: { _, _ in recorder }
+        ).get()
+        let port = try #require(server.localAddress?.port)
+        let client = try await WebSocketClientChannel.connect(
+            url: "ws://127.0.0.1:\(port)/", tlsContext: nil, eventLoop: group.next(), directWrites: true
+        ) { _ in Quiet() }.get()
+        let front = FrontFlusher()
+        let writevs = Mutex<(before: Int, after: Int)>((-1, -1))
+        try await client.eventLoop.submit {
+            let connection = try client.pipeline.syncOperations.handler(type: WebSocketConnectionHandler.self)
+            try client.pipeline.syncOperations.addHandler(front, position: .first)
+            var buffer = connection.allocator.buffer(capacity: 8)
+            buffer.writeString("late")
+            connection.send(text: buffer)  // gathered, not flushed
+            front.action = {
+                let before = connection.directWritevCalls
+                connection.flush()
+                writevs.withLock { $0 = (before, connection.directWritevCalls) }
+            }
+            // Closed from the front: no close handshake (which would flush first).
+            front.context?.close(promise: nil)
+        }.get()
+        try await client.closeFuture.get()
+        let counts = writevs.withLock { $0 }
+        #expect(counts.before >= 0 && counts.after == counts.before, "\(counts)")
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(!recorder.texts.withLock { $0.contains("late") })
+        try await server.close()
+    }
+
+    /// First in the client's pipeline: can close the channel past every other handler, and runs `action` when the
+    /// channel goes inactive (before the connection handler sees it).
+    final class FrontFlusher: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = ByteBuffer
+        var context: ChannelHandlerContext?
+        var action: (() -> Void)?
+
+        func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            self.action?()
+            context.fireChannelInactive()
+        }
     }
 }

@@ -215,8 +215,16 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
         self.partial = nil
         self.headerBuffer = nil
         self.unmaskScratch = []
-        self.direct?.drop()
+        // Removed from a live channel: what was gathered goes on through NIO, as an unflushed write would.
+        let gathered = self.direct?.takeGathered() ?? []
         self.direct = nil
+        for (buffer, promise) in gathered {
+            if context.channel.isActive {
+                context.write(WebSocketConnectionHandler.wrapOutboundOut(buffer), promise: promise)
+            } else {
+                promise?.fail(ChannelError.ioOnClosedChannel)
+            }
+        }
     }
 
     /// The socket's descriptor, from NIO's scoped access to the channel's transport: valid while the channel is
@@ -394,8 +402,10 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
-        self.direct?.drop()
+        // What was gathered and never flushed is lost with the connection, as NIO's unflushed writes are.
+        let dropped = self.direct?.takeGathered() ?? []
         self.direct = nil
+        for (_, promise) in dropped { promise?.fail(ChannelError.ioOnClosedChannel) }
         self.stopPinging()
         if case .closeSent(let timeout) = self.state { timeout?.cancel() }
         self.state = .closed
@@ -445,13 +455,21 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
     /// Writes what is gathered for the socket (one `writev`), then flushes NIO if it was given anything.
     public func flush(context: ChannelHandlerContext) {
         guard self.direct != nil else { return context.flush() }
-        if let unsent = self.direct?.flush(), !unsent.isEmpty {
-            self.handToNIO(context: context, unsent)
-        }
+        let written = self.writeGathered(context: context)
         if self.direct?.unflushed == true {
             self.direct?.unflushed = false
             context.flush()
         }
+        for promise in written { promise.succeed() }
+    }
+
+    /// The gathered frames' `writev`; what the socket did not take goes to NIO. Returns the promises of what was
+    /// written, for the caller to complete once it is done with the connection's state (their callbacks may send
+    /// again, and what they send must come after everything already written).
+    private func writeGathered(context: ChannelHandlerContext) -> [EventLoopPromise<Void>] {
+        guard let (unsent, written) = self.direct?.flush() else { return [] }
+        if !unsent.isEmpty { self.handToNIO(context: context, unsent) }
+        return written
     }
 
     /// Frames that went to NIO because the socket did not take them at once (or came while NIO held some); 0 when
@@ -459,15 +477,19 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
     public var directWriteFallbacks: Int { self.direct?.fallbacks ?? 0 }
     /// Flushes whose gathered frames the socket did not take whole (the rest went to NIO).
     public var directShortWrites: Int { self.direct?.shortWrites ?? 0 }
+    /// `writev` calls made on the socket.
+    var directWritevCalls: Int { self.direct?.writevCalls ?? 0 }
 
-    /// Buffers (with their promises) to NIO, in order, counted until NIO has written them.
+    /// Buffers (with their promises) to NIO, in order, counted until NIO has written them. The count is kept with a
+    /// promise of this loop's own (a caller's promise may belong to another loop), which the caller's follows.
     private func handToNIO(context: ChannelHandlerContext, _ buffers: [(ByteBuffer, EventLoopPromise<Void>?)]) {
         self.direct?.fallbacks += 1
         self.direct?.unflushed = true
         self.direct?.heldByNIO += buffers.count
         for (buffer, promise) in buffers {
-            let done = promise ?? context.eventLoop.makePromise(of: Void.self)
+            let done = context.eventLoop.makePromise(of: Void.self)
             done.futureResult.assumeIsolated().whenComplete { _ in self.direct?.heldByNIO -= 1 }
+            if let promise { done.futureResult.cascade(to: promise) }
             context.write(WebSocketConnectionHandler.wrapOutboundOut(buffer), promise: done)
         }
     }
@@ -522,9 +544,14 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
 
     private func write(context: ChannelHandlerContext, _ first: ByteBuffer, _ second: ByteBuffer?, promise: EventLoopPromise<Void>?) {
         if self.direct != nil {
-            // Gathered for the next flush's `writev`, or after what NIO still holds.
+            // Gathered for the next flush's `writev`; when the list is full it is written first (so nothing gathered
+            // is overtaken), and while NIO holds bytes the frame follows them there.
             if self.direct?.gather(first, second, promise: promise) == false {
-                self.handToNIO(context: context, second.map { [(first, nil), ($0, promise)] } ?? [(first, promise)])
+                let written = self.direct?.isFull == true ? self.writeGathered(context: context) : []
+                if self.direct?.gather(first, second, promise: promise) == false {
+                    self.handToNIO(context: context, second.map { [(first, nil), ($0, promise)] } ?? [(first, promise)])
+                }
+                for promise in written { promise.succeed() }
             }
             return
         }
@@ -545,11 +572,11 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
 /// queue, promises and flush), for a connection that writes many small frames (the load generator's callers). What
 /// is written between two flushes is gathered and goes out in one `writev`, as NIO would send it.
 ///
-/// Order is kept: frames are gathered only while NIO holds none of the connection's bytes. What the socket does not
-/// take at once (its send buffer full, or an error) goes to NIO, which writes it when the socket allows (or meets the
-/// error and closes the channel as usual), and later frames follow it through NIO until it has written everything.
-/// The channel must be active: NIO closes the descriptor when it closes the channel, before the channel turns
-/// inactive, and the number may then be reused.
+/// Order is kept: frames are gathered only while NIO holds none of the connection's bytes, and a full list is written
+/// before the next frame is taken. What the socket does not take at once (its send buffer full, or an error) goes to
+/// NIO, which writes it when the socket allows (or meets the error and closes the channel as usual), and later frames
+/// follow it through NIO until it has written everything. The channel must be active: NIO closes the descriptor when
+/// it closes the channel, before the channel turns inactive, and the number may then be reused.
 struct DirectWrites {
     let socket: CInt
     let channel: any Channel
@@ -560,6 +587,7 @@ struct DirectWrites {
     var fallbacks = 0
     /// Flushes whose `writev` the socket did not take whole.
     var shortWrites = 0
+    var writevCalls = 0
     /// Written since the last flush: the socket's next `writev`.
     private var gathered: [(ByteBuffer, EventLoopPromise<Void>?)] = []
     private var vectors: [iovec] = []
@@ -571,9 +599,13 @@ struct DirectWrites {
         self.gathered.reserveCapacity(4)
     }
 
-    /// Keeps a frame (header and payload, or all in `first`) for the next flush; false when it must go to NIO.
+    /// No room for another frame (header and payload).
+    var isFull: Bool { self.gathered.count + 2 > Self.maximumGathered }
+
+    /// Keeps a frame (header and payload, or all in `first`) for the next flush; false when it must go to NIO (NIO
+    /// holds bytes) or the list is full.
     mutating func gather(_ first: ByteBuffer, _ second: ByteBuffer?, promise: EventLoopPromise<Void>?) -> Bool {
-        guard self.heldByNIO == 0, self.gathered.count + 2 <= Self.maximumGathered else { return false }
+        guard self.heldByNIO == 0, !self.isFull else { return false }
         if let second {
             self.gathered.append((first, nil))
             self.gathered.append((second, promise))
@@ -583,18 +615,20 @@ struct DirectWrites {
         return true
     }
 
-    /// Writes what is gathered; returns what the socket did not take, for NIO (empty: all written, promises kept).
-    mutating func flush() -> [(ByteBuffer, EventLoopPromise<Void>?)] {
-        guard !self.gathered.isEmpty else { return [] }
+    /// Writes what is gathered and empties the list: what the socket did not take (for NIO, with its promises), and
+    /// the promises of what it took (for the caller to complete once this has returned).
+    mutating func flush() -> (unsent: [(ByteBuffer, EventLoopPromise<Void>?)], written: [EventLoopPromise<Void>]) {
+        guard !self.gathered.isEmpty else { return ([], []) }
         defer { self.gathered.removeAll(keepingCapacity: true) }
-        guard self.channel.isActive else { return self.gathered }
+        guard self.channel.isActive else { return (self.gathered, []) }
         var written = self.writeGathered()
         var rest: [(ByteBuffer, EventLoopPromise<Void>?)] = []
+        var done: [EventLoopPromise<Void>] = []
         for (buffer, promise) in self.gathered {
             let taken = min(written, buffer.readableBytes)
             written -= taken
             if taken == buffer.readableBytes {
-                promise?.succeed()
+                if let promise { done.append(promise) }
             } else {
                 var left = buffer
                 left.moveReaderIndex(forwardBy: taken)
@@ -602,25 +636,38 @@ struct DirectWrites {
             }
         }
         if !rest.isEmpty { self.shortWrites += 1 }
-        return rest
+        return (rest, done)
     }
 
-    /// Fails the promises of what was gathered and never flushed (the channel closed).
-    mutating func drop() {
-        for (_, promise) in self.gathered { promise?.fail(ChannelError.ioOnClosedChannel) }
-        self.gathered.removeAll()
+    /// Empties the list without writing it (the connection is going), for the caller to settle.
+    mutating func takeGathered() -> [(ByteBuffer, EventLoopPromise<Void>?)] {
+        defer { self.gathered.removeAll() }
+        return self.gathered
     }
 
     /// One `writev` of the gathered buffers' readable bytes: what the socket took (0 on any error, `EAGAIN` too).
     private mutating func writeGathered() -> Int {
+        self.writevCalls += 1
         self.vectors.removeAll(keepingCapacity: true)
-        for (buffer, _) in self.gathered {
-            // The pointers stay valid while `gathered` holds the buffers (no write to them until it lets go).
-            buffer.withUnsafeReadableBytes {
-                self.vectors.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count))
-            }
+        var vectors = self.vectors
+        self.vectors = []
+        defer { self.vectors = vectors }
+        return Self.withVectors(of: self.gathered[...], into: &vectors) { vectors in
+            max(0, writev(self.socket, vectors.baseAddress, CInt(vectors.count)))
         }
-        let written = self.vectors.withUnsafeBufferPointer { writev(self.socket, $0.baseAddress, CInt($0.count)) }
-        return max(0, written)
+    }
+
+    /// Runs `body` with an `iovec` per buffer, each taken inside its buffer's `withUnsafeReadableBytes` (nested, so
+    /// that every pointer is used only within its scope).
+    private static func withVectors<R>(
+        of buffers: ArraySlice<(ByteBuffer, EventLoopPromise<Void>?)>,
+        into vectors: inout [iovec],
+        _ body: (UnsafeBufferPointer<iovec>) -> R
+    ) -> R {
+        guard let (buffer, _) = buffers.first else { return vectors.withUnsafeBufferPointer(body) }
+        return buffer.withUnsafeReadableBytes { bytes in
+            vectors.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count))
+            return Self.withVectors(of: buffers.dropFirst(), into: &vectors, body)
+        }
     }
 }

@@ -25,16 +25,17 @@ public struct CallConfiguration: Sendable, Equatable {
     /// 100 ms.
     public var speechAppendDuration: Duration?
     /// How much caller audio one append may gather while no turn of the caller's is open: the local VAD does not hear
-    /// them, the service does not either (`speech_started` … `speech_stopped`), and their last turn has had its reply
-    /// (or ended `quietAppendHold` ago without one). Nothing the service decides then waits on this audio: an onset the
+    /// them, the service does not either (`speech_started` … `speech_stopped`), and since their last turn ended (by
+    /// either VAD) a reply's first frame has gone to Twilio, or `quietAppendHold` has passed. Nothing the service decides then waits on this audio: an onset the
     /// VAD hears goes out at once with what was gathered, and any other kind of audio sends it when it reaches its
     /// own, shorter length. Only speech the local VAD misses reaches the service later, by at most this much. Outside a
     /// turn is most of a call's listening time, so 200 ms cuts the Realtime leg's messages there fivefold. Needs
     /// local barge-in (the VAD); nil: as `inputAppendDuration`. `callbridge run` uses 200 ms.
     public var quietAppendDuration: Duration?
-    /// How long after the end of the caller's speech their turn stays open when no reply has begun playing: the
-    /// service may still be deciding (semantic turn detection waits longer than silence-based). After it, audio is
-    /// `quiet` again (a local false alarm, or a turn the service let pass).
+    /// How long a turn of the caller's stays open, from the last time either VAD said their speech ended (the local
+    /// VAD at the end of its hang-over, the service with `speech_stopped`), when no reply's first frame has gone out: the service may still be deciding
+    /// (semantic turn detection waits longer than silence-based). After it, audio is `quiet` again (a local false
+    /// alarm, or a turn the service let pass).
     public var quietAppendHold: Duration
     /// One Twilio mark per this many frames sent (and always after a run's last frame, a turn's first, and before a
     /// `clear`). Twilio echoes marks in order, so an echo confirms every frame before it: with 2, the played
@@ -119,6 +120,12 @@ extension CallConfiguration {
     /// Whether speech may gather longer than ordinary audio (then the onset is sent at once on its own).
     var gathersSpeech: Bool {
         self.appendBytes(.speech) > self.inputAppendBytes
+    }
+
+    /// Whether audio outside the caller's turns may gather longer than ordinary audio (then an onset sends what was
+    /// gathered at once, with it).
+    var gathersQuiet: Bool {
+        self.appendBytes(.quiet) > self.inputAppendBytes
     }
 
     /// `appendWait` in bytes of 8 kHz μ-law: whole frames, at least `inputAppendBytes`.

@@ -114,6 +114,7 @@ extension CallStateMachine {
             case .speechEnded(let at):
                 // The caller's turn ended with the last voiced frame, one hang-over before the VAD said so.
                 self.callerSpeechEnd = at - self.vad.configuration.hangover
+                self.callerTurnEndedAt = max(self.callerTurnEndedAt ?? now, now)
                 self.falseAlarm(now: now)
             case nil:
                 // Speech already under way when a gate was closed (the recovery delay, the lock, the greeting, or the
@@ -150,14 +151,14 @@ extension CallStateMachine {
         let kind: PendingAppendKind =
             self.vad.isSpeaking ? (speechStarted ? .audio : .speech) : (self.callerTurnOpen(now: now) ? .audio : .quiet)
         self.forward(payload, decoded: bytes, kind: kind, now: now, into: &actions)
-        if speechStarted && self.configuration.gathersSpeech { self.flushAppend(into: &actions) }
+        if speechStarted && (self.configuration.gathersSpeech || self.configuration.gathersQuiet) { self.flushAppend(into: &actions) }
     }
 
-    /// Whether the service may be deciding a turn of the caller's: it hears them, or their speech ended less than
-    /// `quietAppendHold` ago and no reply to it has begun playing.
+    /// Whether the service may be deciding a turn of the caller's: it hears them, or either VAD ended their speech
+    /// less than `quietAppendHold` ago and no reply's first frame has gone to Twilio since.
     func callerTurnOpen(now: CallInstant) -> Bool {
         if self.serviceHearsSpeech { return true }
-        guard let end = self.callerSpeechEnd else { return false }
+        guard let end = self.callerTurnEndedAt else { return false }
         return now - end < self.configuration.quietAppendHold
     }
 

@@ -92,6 +92,9 @@ public struct CallStateMachine: Sendable {
     var underrunning = false
     /// When the caller last stopped talking, until a reply's first frame is sent.
     var callerSpeechEnd: CallInstant?
+    /// The last time either VAD said the caller's speech ended (the local one at the end of its hang-over, the
+    /// service with `speech_stopped`), until a reply's first frame goes out: the quiet-append hold counts from it.
+    var callerTurnEndedAt: CallInstant?
     var turnAwaitingFirstFrame = false
     var turnAwaitingPlayed: (mark: String, speechEnd: CallInstant)?
     /// What was said so far, to replay after a reconnect.
@@ -470,6 +473,8 @@ public struct CallStateMachine: Sendable {
             self.serviceHearsSpeech = false
             // The local VAD dates the end of the caller's speech better, when it runs; else this is the best known.
             if self.callerSpeechEnd == nil { self.callerSpeechEnd = now }
+            // The service may decide this turn from now on (an older local end, without a reply, does not count).
+            self.callerTurnEndedAt = max(self.callerTurnEndedAt ?? now, now)
         case .responseCreated(let id):
             self.falseTriggerTimer = nil
             self.responseStarted(id: id, itemID: nil, now: now)
@@ -654,6 +659,7 @@ public struct CallStateMachine: Sendable {
                     markNow = true
                 }
                 self.callerSpeechEnd = nil
+                self.callerTurnEndedAt = nil
             }
             if markNow {
                 self.unmarkedFrame = nil
