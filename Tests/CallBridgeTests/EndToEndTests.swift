@@ -108,8 +108,9 @@ import FoundationNetworking
             observer: {
                 // Without capture (the leak test) only the first few are kept: thousands would be the growth it measures.
                 guard captureLogs || agentEvents.all.count < 50 else { return }
-                agentEvents.record($0)
+                // Timed first: a test that waits for an event then reads its time finds it.
                 agentTimes.record(TimedObservation(observation: $0, at: .now))
+                agentEvents.record($0)
             }
         )
         let agentPort = AsyncStream.makeStream(of: Int.self)
