@@ -12,16 +12,58 @@ import Testing
 /// calls are) against the raw-NIO WebSocket server. Whether its frames go straight to the socket or fall back to NIO
 /// (the socket's buffer full), the server gets every message once, whole and in order.
 @Suite struct DirectWritesTests {
-    /// The server's side: every text message, as it arrived.
+    /// The server's side: every text message, as it arrived, and the connection's end (after which nothing more can
+    /// arrive: what a test expects not to see has then not come).
     final class Recorder: ChannelInboundHandler, Sendable {
         typealias InboundIn = WebSocketInboundMessage
-        let texts = Mutex<[String]>([])
+        enum Event: Sendable, Equatable {
+            case text(String)
+            case closed
+        }
+        let events = Observations<Event>()
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            if case .text(let buffer) = Self.unwrapInboundIn(data) {
-                self.texts.withLock { $0.append(String(buffer: buffer)) }
-            }
+            if case .text(let buffer) = Self.unwrapInboundIn(data) { self.events.record(.text(String(buffer: buffer))) }
         }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            self.events.record(.closed)
+            context.fireChannelInactive()
+        }
+
+        var texts: [String] {
+            self.events.all.compactMap { if case .text(let text) = $0 { text } else { nil } }
+        }
+
+        func wait(forTexts count: Int) async throws {
+            try await self.events.wait(upTo: .seconds(20)) { $0.count { $0 != .closed } >= count }
+        }
+
+        func waitUntilClosed() async throws {
+            try await self.events.wait(upTo: .seconds(10)) { $0.contains(.closed) }
+        }
+    }
+
+    /// A raw-NIO WebSocket server on loopback recording what it receives (`serverSetup` runs on each accepted
+    /// connection), and a client connected to it with `directWrites`.
+    static func connected(
+        serverSetup: @escaping @Sendable (any Channel) throws -> Void = { _ in },
+        client makeHandler: @escaping @Sendable () -> any ChannelHandler = { Quiet() }
+    ) async throws -> (server: any Channel, client: any Channel, recorder: Recorder) {
+        let group = MultiThreadedEventLoopGroup.singleton
+        let recorder = Recorder()
+        let server = try await WebSocketServerChannel.bind(
+            host: "127.0.0.1", port: 0, group: group, tlsContext: nil, shouldUpgrade: { _ in [:] },
+            makeHandler: { channel, _ in
+                try serverSetup(channel)
+                return recorder
+            }
+        ).get()
+        let port = try #require(server.localAddress?.port)
+        let client = try await WebSocketClientChannel.connect(
+            url: "ws://127.0.0.1:\(port)/", tlsContext: nil, eventLoop: group.next(), directWrites: true
+        ) { _ in makeHandler() }.get()
+        return (server, client, recorder)
     }
 
     /// The client's application handler (the connection handler does the writing).
@@ -35,28 +77,11 @@ import Testing
     }
 
     @Test func everyMessageArrivesOnceInOrderWhetherWrittenDirectlyOrThroughNIO() async throws {
-        let group = MultiThreadedEventLoopGroup.singleton
-        let recorder = Recorder()
         // The server reads nothing for its first half second: the client's socket fills, and a `writev` falls short.
-        let server = try await WebSocketServerChannel.bind(
-            host: "127.0.0.1",
-            port: 0,
-            group: group,
-            tlsContext: nil,
-            shouldUpgrade: { _ in [:] },
-            makeHandler: { channel, _ in
-                try channel.syncOptions?.setOption(.autoRead, value: false)
-                channel.eventLoop.scheduleTask(in: .milliseconds(500)) { channel.setOption(.autoRead, value: true).whenFailure { _ in } }
-                return recorder
-            }
-        ).get()
-        let port = try #require(server.localAddress?.port)
-        let client = try await WebSocketClientChannel.connect(
-            url: "ws://127.0.0.1:\(port)/",
-            tlsContext: nil,
-            eventLoop: group.next(),
-            directWrites: true
-        ) { _ in Quiet() }.get()
+        let (server, client, recorder) = try await Self.connected(serverSetup: { channel in
+            try channel.syncOptions?.setOption(.autoRead, value: false)
+            channel.eventLoop.scheduleTask(in: .milliseconds(500)) { channel.setOption(.autoRead, value: true).whenFailure { _ in } }
+        })
         // A small send buffer (no autotuning), so that the socket fills before the server reads.
         try await client.setOption(.socketOption(.so_sndbuf), value: 16 * 1024).get()
 
@@ -89,11 +114,8 @@ import Testing
         #expect(fallbacks[0] == (0, 0))
         #expect(fallbacks[1].short > 0, "\(fallbacks)")
         #expect(fallbacks[2].fallbacks > fallbacks[1].fallbacks, "\(fallbacks)")
-        let deadline = ContinuousClock.now + .seconds(20)
-        while recorder.texts.withLock({ $0.count }) < expected.count, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        let received = recorder.texts.withLock { $0 }
+        try await recorder.wait(forTexts: expected.count)
+        let received = recorder.texts
         #expect(received.count == expected.count)
         #expect(received == expected, "first difference at \(received.indices.first { $0 < expected.count && received[$0] != expected[$0] } ?? -1)")
         try await client.close()
@@ -129,24 +151,17 @@ import Testing
     /// close handshake, which would flush it); when the client's application sees the channel inactive, the
     /// connection no longer holds the descriptor, and a flush then writes nothing.
     @Test func nothingIsWrittenToTheDescriptorOnceTheChannelIsClosed() async throws {
-        let group = MultiThreadedEventLoopGroup.singleton
-        let recorder = Recorder()
         let serverSide = Mutex<UnsafeTransfer<Front>?>(nil)
-        let server = try await WebSocketServerChannel.bind(
-            host: "127.0.0.1", port: 0, group: group, tlsContext: nil, shouldUpgrade: { _ in [:] },
-            makeHandler: { channel, _ in
+        let hook = InactiveHook()
+        let (server, client, recorder) = try await Self.connected(
+            serverSetup: { channel in
                 // Closing from the front of the pipeline drops the connection with no WebSocket close handshake.
                 let front = Front()
                 try channel.pipeline.syncOperations.addHandler(front, position: .first)
                 serverSide.withLock { $0 = UnsafeTransfer(front) }
-                return recorder
-            }
-        ).get()
-        let port = try #require(server.localAddress?.port)
-        let hook = InactiveHook()
-        let client = try await WebSocketClientChannel.connect(
-            url: "ws://127.0.0.1:\(port)/", tlsContext: nil, eventLoop: group.next(), directWrites: true
-        ) { _ in hook }.get()
+            },
+            client: { hook }
+        )
         let seen = Mutex<(before: CInt?, atInactive: CInt?)>((nil, nil))
         try await client.eventLoop.submit {
             let connection = try client.pipeline.syncOperations.handler(type: WebSocketConnectionHandler.self)
@@ -162,10 +177,10 @@ import Testing
         let front = try #require(serverSide.withLock { $0 })
         try await front.value.close()
         try await client.closeFuture.get()
-        try await Task.sleep(for: .milliseconds(200))
+        try await recorder.waitUntilClosed()
         let descriptors = seen.withLock { $0 }
         #expect(descriptors.before != nil && descriptors.atInactive == nil, "\(descriptors)")
-        #expect(!recorder.texts.withLock { $0.contains("late") })
+        #expect(!recorder.texts.contains("late"))
         try await server.close()
     }
 
@@ -184,15 +199,7 @@ import Testing
     /// A send promise's callback may send again: promises are completed once the write is done (no overlapping access
     /// to the connection's state), and what the callback sends follows in order.
     @Test func aPromiseCallbackMaySendAgain() async throws {
-        let group = MultiThreadedEventLoopGroup.singleton
-        let recorder = Recorder()
-        let server = try await WebSocketServerChannel.bind(
-            host: "127.0.0.1", port: 0, group: group, tlsContext: nil, shouldUpgrade: { _ in [:] }, makeHandler: { _, _ in recorder }
-        ).get()
-        let port = try #require(server.localAddress?.port)
-        let client = try await WebSocketClientChannel.connect(
-            url: "ws://127.0.0.1:\(port)/", tlsContext: nil, eventLoop: group.next(), directWrites: true
-        ) { _ in Quiet() }.get()
+        let (server, client, recorder) = try await Self.connected()
         try await client.eventLoop.submit {
             let connection = try client.pipeline.syncOperations.handler(type: WebSocketConnectionHandler.self)
             let sent = client.eventLoop.makePromise(of: Void.self)
@@ -206,11 +213,8 @@ import Testing
             client.pipeline.syncOperations.writeAndFlush(NIOAny(frame), promise: sent)
             #expect(connection.directWritevCalls >= 2)
         }.get()
-        let deadline = ContinuousClock.now + .seconds(10)
-        while recorder.texts.withLock({ $0.count }) < 2, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        #expect(recorder.texts.withLock { $0 } == ["first", "second"])
+        try await recorder.wait(forTexts: 2)
+        #expect(recorder.texts == ["first", "second"])
         try await client.close()
         try await server.close()
     }
@@ -219,15 +223,7 @@ import Testing
     /// first, while the connection still has its descriptor and a gathered frame, and flushes it. The descriptor is
     /// closed by then: the frame must go to NIO (which fails it), not to `writev`.
     @Test func aFlushAfterTheCloseDoesNotReachTheDescriptor() async throws {
-        let group = MultiThreadedEventLoopGroup.singleton
-        let recorder = Recorder()
-        let server = try await WebSocketServerChannel.bind(
-            host: "127.0.0.1", port: 0, group: group, tlsContext: nil, shouldUpgrade: { _ in [:] }, makeHandler: { _, _ in recorder }
-        ).get()
-        let port = try #require(server.localAddress?.port)
-        let client = try await WebSocketClientChannel.connect(
-            url: "ws://127.0.0.1:\(port)/", tlsContext: nil, eventLoop: group.next(), directWrites: true
-        ) { _ in Quiet() }.get()
+        let (server, client, recorder) = try await Self.connected()
         let front = FrontFlusher()
         let writevs = Mutex<(before: Int, after: Int)>((-1, -1))
         try await client.eventLoop.submit {
@@ -247,8 +243,8 @@ import Testing
         try await client.closeFuture.get()
         let counts = writevs.withLock { $0 }
         #expect(counts.before >= 0 && counts.after == counts.before, "\(counts)")
-        try await Task.sleep(for: .milliseconds(100))
-        #expect(!recorder.texts.withLock { $0.contains("late") })
+        try await recorder.waitUntilClosed()
+        #expect(!recorder.texts.contains("late"))
         try await server.close()
     }
 
