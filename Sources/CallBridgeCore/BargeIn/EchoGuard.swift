@@ -135,7 +135,8 @@ public struct EchoGuard: Sendable, Equatable {
         }
     }
 
-    /// The outbound level that was playing at `instant` (silence when nothing was).
+    /// The outbound level that was playing at `instant` (silence when nothing was). `classify` finds it for every lag
+    /// in one walk of the history; this is the definition that walk is tested against.
     func outboundLevel(at instant: CallInstant) -> Double {
         for played in self.history.reversed() where played.start <= instant {
             return instant - played.start < AudioFrame.duration ? played.levelDBFS : -120

@@ -114,7 +114,7 @@ extension CallStateMachine {
             case .speechEnded(let at):
                 // The caller's turn ended with the last voiced frame, one hang-over before the VAD said so.
                 self.callerSpeechEnd = at - self.vad.configuration.hangover
-                self.callerTurnEndedAt = max(self.callerTurnEndedAt ?? now, now)
+                self.callerTurnEndedAt = now
                 self.falseAlarm(now: now)
             case nil:
                 // Speech already under way when a gate was closed (the recovery delay, the lock, the greeting, or the

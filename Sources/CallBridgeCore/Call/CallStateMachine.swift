@@ -474,7 +474,7 @@ public struct CallStateMachine: Sendable {
             // The local VAD dates the end of the caller's speech better, when it runs; else this is the best known.
             if self.callerSpeechEnd == nil { self.callerSpeechEnd = now }
             // The service may decide this turn from now on (an older local end, without a reply, does not count).
-            self.callerTurnEndedAt = max(self.callerTurnEndedAt ?? now, now)
+            self.callerTurnEndedAt = now
         case .responseCreated(let id):
             self.falseTriggerTimer = nil
             self.responseStarted(id: id, itemID: nil, now: now)
