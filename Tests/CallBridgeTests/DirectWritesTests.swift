@@ -122,27 +122,24 @@ import Testing
         try await server.close()
     }
 
-    /// The first handler of a pipeline: closes its channel past every other handler.
-    final class Front: ChannelInboundHandler, @unchecked Sendable {
+    /// A handler that runs `action` when the channel goes inactive, and, placed first in a pipeline, closes the
+    /// channel past every other handler (no WebSocket close handshake). As a client's application handler it runs
+    /// `action` after the connection handler has seen the channel inactive; placed first, before.
+    final class Hook: ChannelInboundHandler, @unchecked Sendable {
         typealias InboundIn = ByteBuffer
         var context: ChannelHandlerContext?
+        var action: (() -> Void)?
 
         func handlerAdded(context: ChannelHandlerContext) { self.context = context }
-
-        func close() async throws {
-            guard let context = self.context else { return }
-            try await context.eventLoop.submit { context.close(promise: nil) }.get()
-        }
-    }
-
-    /// Runs `action` when the channel goes inactive (after the connection handler has seen it).
-    final class InactiveHook: ChannelInboundHandler, @unchecked Sendable {
-        typealias InboundIn = WebSocketInboundMessage
-        var action: (() -> Void)?
 
         func channelInactive(context: ChannelHandlerContext) {
             self.action?()
             context.fireChannelInactive()
+        }
+
+        func close() async throws {
+            guard let context = self.context else { return }
+            try await context.eventLoop.submit { context.close(promise: nil) }.get()
         }
     }
 
@@ -151,12 +148,12 @@ import Testing
     /// close handshake, which would flush it); when the client's application sees the channel inactive, the
     /// connection no longer holds the descriptor, and a flush then writes nothing.
     @Test func nothingIsWrittenToTheDescriptorOnceTheChannelIsClosed() async throws {
-        let serverSide = Mutex<UnsafeTransfer<Front>?>(nil)
-        let hook = InactiveHook()
+        let serverSide = Mutex<UnsafeTransfer<Hook>?>(nil)
+        let hook = Hook()
         let (server, client, recorder) = try await Self.connected(
             serverSetup: { channel in
                 // Closing from the front of the pipeline drops the connection with no WebSocket close handshake.
-                let front = Front()
+                let front = Hook()
                 try channel.pipeline.syncOperations.addHandler(front, position: .first)
                 serverSide.withLock { $0 = UnsafeTransfer(front) }
             },
@@ -224,7 +221,7 @@ import Testing
     /// closed by then: the frame must go to NIO (which fails it), not to `writev`.
     @Test func aFlushAfterTheCloseDoesNotReachTheDescriptor() async throws {
         let (server, client, recorder) = try await Self.connected()
-        let front = FrontFlusher()
+        let front = Hook()
         let writevs = Mutex<(before: Int, after: Int)>((-1, -1))
         try await client.eventLoop.submit {
             let connection = try client.pipeline.syncOperations.handler(type: WebSocketConnectionHandler.self)
@@ -246,20 +243,5 @@ import Testing
         try await recorder.waitUntilClosed()
         #expect(!recorder.texts.contains("late"))
         try await server.close()
-    }
-
-    /// First in the client's pipeline: can close the channel past every other handler, and runs `action` when the
-    /// channel goes inactive (before the connection handler sees it).
-    final class FrontFlusher: ChannelInboundHandler, @unchecked Sendable {
-        typealias InboundIn = ByteBuffer
-        var context: ChannelHandlerContext?
-        var action: (() -> Void)?
-
-        func handlerAdded(context: ChannelHandlerContext) { self.context = context }
-
-        func channelInactive(context: ChannelHandlerContext) {
-            self.action?()
-            context.fireChannelInactive()
-        }
     }
 }
