@@ -11,6 +11,12 @@ For each N it starts, as separate processes on 127.0.0.1:
   - `callbridge load --calls N --ramp R --duration S` against it, signing each call (voice webhook, then the media
     upgrade with the call token), writing its report as JSON.
 
+With --realtime-priority P (the default is 10 where the kernel allows it: root, CAP_SYS_NICE or an RLIMIT_RTPRIO of
+at least 10; else 0) the bridge and the generator run their event loops in SCHED_RR at P (`--realtime-priority`), as
+a telephony media server is deployed, and as the far ends would be on machines of their own: on a shared 2-core box
+a normal-priority pacing thread waits behind the other processes. The load double stays at normal priority. The
+table's last column says what each process got.
+
 It samples /proc/PID/stat (utime + stime) and /proc/PID/status (VmRSS) of the three processes: first the idle bridge
 for 5 s, then every second of the steady-state window (after the ramp, when all N calls are up, until the first call
 ends). CPU is in % of one core over that window; per-call figures subtract the idle bridge. From the bridge's GET
@@ -22,6 +28,7 @@ installed and nothing leaves the machine.
 import argparse
 import json
 import os
+import resource
 import signal
 import socket
 import statistics
@@ -156,7 +163,8 @@ def run_one(args, calls):
         args.bridge_wrapper.split() + [args.binary, "run", "--host", "127.0.0.1", "--port", str(bridge_port), "--public-url", PUBLIC_URL,
          "--agent", "remote", "--realtime-url", "wss://localhost:%d/v1/realtime" % agent_port,
          "--realtime-ca-file", os.path.join(fixtures, "tls", "test-ca.pem"),
-         "--call-log", os.devnull, "--log-level", "warning", "--log-format", "json"],
+         "--call-log", os.devnull, "--log-level", "warning", "--log-format", "json",
+         "--realtime-priority", str(args.realtime_priority)],
         env=env, start_new_session=True, **quiet)
     generator = None
     report_file = None
@@ -176,6 +184,7 @@ def run_one(args, calls):
              "--barge-in-audio", os.path.join(fixtures, "audio", "interrupt.wav"),
              "--twilio-auth-token", token, "--webhook-url", base + "/twilio/voice",
              "--webhook-signed-url", PUBLIC_URL + "/twilio/voice", "--json", report_file,
+             "--realtime-priority", str(args.realtime_priority),
              "ws://127.0.0.1:%d/twilio/media" % bridge_port],
             stdout=subprocess.DEVNULL, stderr=None if args.verbose else subprocess.DEVNULL)
         started = time.monotonic()
@@ -200,6 +209,7 @@ def run_one(args, calls):
         resets = metric(exposition, "callbridge_tx_schedule_resets_total")
         underruns = metric(exposition, "callbridge_tx_underruns_total")
         late_frames = metric(exposition, "callbridge_tx_late_frames_total")
+        bridge_priority = metric(exposition, "callbridge_realtime_priority")
     finally:
         if report_file is not None and os.path.exists(report_file):
             os.unlink(report_file)  # also when the run failed
@@ -233,6 +243,8 @@ def run_one(args, calls):
         "tx_schedule_resets": resets,
         "tx_underruns": underruns,
         "tx_late_frames": late_frames,
+        "bridge_realtime_priority": bridge_priority,
+        "generator_realtime_priority": report.get("generator_realtime_priority"),
         "tick_lateness_buckets": {("%g" % (b * 1000) if b != float("inf") else "inf"): lateness_after[b] - lateness_before.get(b, 0)
                                   for b in sorted(lateness_after)},
         "tick_lateness_p99_ms": (lambda v: None if v is None else v * 1000)(
@@ -241,6 +253,12 @@ def run_one(args, calls):
         "generator_exit": status,
         "window_s": args.duration - args.ramp - 3,
     }
+
+
+def realtime_allowed(priority):
+    """Whether this user may put threads in SCHED_RR at `priority` (root, or an RLIMIT_RTPRIO that high; a non-root
+    CAP_SYS_NICE shows up as the processes' own report)."""
+    return os.geteuid() == 0 or resource.getrlimit(resource.RLIMIT_RTPRIO)[0] >= priority
 
 
 def fmt(value, digits=1):
@@ -257,18 +275,28 @@ def main():
     parser.add_argument("--agent-threads", type=int, default=1)
     parser.add_argument("--json", help="also write the rows as JSON to this file")
     parser.add_argument("--verbose", action="store_true", help="show the generator's progress")
+    parser.add_argument("--realtime-priority", type=int, default=None,
+                        help="SCHED_RR priority for the bridge's and the generator's event loops, 0: normal scheduling "
+                             "(default: 10 where allowed, else 0)")
     parser.add_argument("--bridge-wrapper", default="",
                         help="run the bridge under this command, e.g. 'heaptrack -o /tmp/bridge' (figures then include it)")
     args = parser.parse_args()
     if args.duration < args.ramp + 8:
         raise SystemExit("--duration must be at least --ramp + 8 s, for a steady-state window")
+    if args.realtime_priority is None:
+        args.realtime_priority = 10 if realtime_allowed(10) else 0
+    if not 0 <= args.realtime_priority <= 99:
+        raise SystemExit("--realtime-priority must be 0…99")
+    scheduling = ("bridge and generator event loops in SCHED_RR %d" % args.realtime_priority
+                  if args.realtime_priority else "normal scheduling")
     rows = []
     for n in [int(x) for x in args.calls.split(",") if x.strip()]:
-        print("loadtest: %d calls, ramp %g s, %g s each ..." % (n, args.ramp, args.duration), file=sys.stderr, flush=True)
+        print("loadtest: %d calls, ramp %g s, %g s each, %s ..." % (n, args.ramp, args.duration, scheduling),
+              file=sys.stderr, flush=True)
         rows.append(run_one(args, n))
     header = ["N", "bridge CPU %", "bridge RSS MiB", "CPU %/call", "RSS KiB/call", "gen CPU %", "agent CPU %",
               "jitter p50/p99/max ms", "gen late p99 ms", "tick late p99 ms", "first audio p50/p99 ms", "barge-in p50/p99 ms", "errors/disc",
-              "tx_resets", "underruns/late"]
+              "tx_resets", "underruns/late", "rt prio b/g"]
     table = [header]
     for r in rows:
         j, f, b = r["jitter_ms"], r["first_audio_ms"], r["barge_in_ms"]
@@ -283,6 +311,7 @@ def main():
             "%d/%d" % (r["errors"], r["disconnected"]),
             fmt(r["tx_schedule_resets"], 0),
             "%s/%s" % (fmt(r["tx_underruns"], 0), fmt(r["tx_late_frames"], 0)),
+            "%s/%s" % (fmt(r["bridge_realtime_priority"], 0), fmt(r["generator_realtime_priority"] or 0, 0)),
         ])
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for index, row in enumerate(table):

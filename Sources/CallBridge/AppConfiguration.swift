@@ -67,6 +67,9 @@ public struct AppConfiguration: Sendable {
     /// What the caller hears when the model's service fails for good: `nil` the bundled prompt, `"none"` nothing,
     /// else a file (8 kHz μ-law raw, or any common WAV).
     public var fallbackPrompt: String?
+    /// The event loops' threads run in `SCHED_RR` at this priority (1…99; `RealtimeScheduling`); nil: normal
+    /// scheduling.
+    public var realtimePriority: Int?
 
     public init(
         host: String = "0.0.0.0",
@@ -91,9 +94,11 @@ public struct AppConfiguration: Sendable {
         callTokenLifetime: Duration = .seconds(300),
         startTimeout: Duration = .seconds(10),
         maxCallDuration: Duration = .seconds(4 * 3600),
-        fallbackPrompt: String? = nil
+        fallbackPrompt: String? = nil,
+        realtimePriority: Int? = nil
     ) {
         self.fallbackPrompt = fallbackPrompt
+        self.realtimePriority = realtimePriority
         self.twilioAuthToken = twilioAuthToken
         self.insecureNoSignature = insecureNoSignature
         self.callTokenLifetime = callTokenLifetime
@@ -168,6 +173,9 @@ public struct AppConfiguration: Sendable {
         }
         if let maxCalls, maxCalls < 1 {
             throw CallBridgeError(.configurationInvalid, "--max-calls must be at least 1, got \(maxCalls)")
+        }
+        if let priority = self.realtimePriority, !RealtimeScheduling.priorities.contains(priority) {
+            throw CallBridgeError(.configurationInvalid, "--realtime-priority must be 1…99 (0 or unset: off), got \(priority)")
         }
         guard self.drainTimeout >= .zero else {
             throw CallBridgeError(.configurationInvalid, "--drain-timeout must not be negative")

@@ -15,6 +15,8 @@ public final class BridgeMetrics: Sendable {
     let activeCalls: CoreMetrics.Gauge
     let draining: CoreMetrics.Gauge
     let maxCalls: CoreMetrics.Gauge
+    /// The event loops' `SCHED_RR` priority, 0 when they run at normal priority (not asked for, or refused).
+    let realtimePriority: CoreMetrics.Gauge
     let callsStarted: CoreMetrics.Counter
     let txFrames: CoreMetrics.Counter
     let txScheduleResets: CoreMetrics.Counter
@@ -47,6 +49,7 @@ public final class BridgeMetrics: Sendable {
         self.activeCalls = CoreMetrics.Gauge(label: "callbridge_active_calls", factory: factory)
         self.draining = CoreMetrics.Gauge(label: "callbridge_draining", factory: factory)
         self.maxCalls = CoreMetrics.Gauge(label: "callbridge_max_calls", factory: factory)
+        self.realtimePriority = CoreMetrics.Gauge(label: "callbridge_realtime_priority", factory: factory)
         self.callsStarted = CoreMetrics.Counter(label: "callbridge_calls_started_total", factory: factory)
         self.txFrames = CoreMetrics.Counter(label: "callbridge_tx_frames_total", factory: factory)
         self.txScheduleResets = CoreMetrics.Counter(label: "callbridge_tx_schedule_resets_total", factory: factory)
@@ -59,6 +62,7 @@ public final class BridgeMetrics: Sendable {
         self.firstAudioLatency = CoreMetrics.Timer(label: "callbridge_first_audio_latency_seconds", factory: factory)
         self.tickLateness = CoreMetrics.Timer(label: "callbridge_tx_tick_lateness_seconds", factory: factory)
         self.draining.record(0)
+        self.realtimePriority.record(0)
         self.activeCalls.record(0)
         // Labelled series that dashboards expect to see at zero before anything happened.
         for outcome in ["confirmed", "false_alarm"] { _ = self.counter("callbridge_barge_ins_total", ["outcome": outcome]) }
@@ -82,6 +86,7 @@ public final class BridgeMetrics: Sendable {
     // MARK: Events
 
     func setMaxCalls(_ limit: Int?) { self.maxCalls.record(limit ?? 0) }
+    func setRealtimePriority(_ priority: Int) { self.realtimePriority.record(priority) }
     func setDraining(_ on: Bool) { self.draining.record(on ? 1 : 0) }
     func setActiveCalls(_ count: Int) { self.activeCalls.record(count) }
     func callStarted() { self.callsStarted.increment() }

@@ -7,6 +7,7 @@ import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import ServiceLifecycle
 import Synchronization
 import UnixSignals
@@ -57,6 +58,19 @@ public struct BridgeServer: Sendable {
             self.logger.warning(
                 "INSECURE: Twilio request signatures and per-call tokens are NOT checked (--insecure-no-signature); anyone who can reach this port can open calls on your API key"
             )
+        }
+        if let priority = self.configuration.realtimePriority {
+            // The calls run on the shared group's loops (Hummingbird's default, and their Realtime legs with them).
+            switch await RealtimeScheduling.apply(priority: priority, to: MultiThreadedEventLoopGroup.singleton) {
+            case .applied(let priority):
+                self.metrics.setRealtimePriority(priority)
+                self.logger.notice("event loops run in real-time scheduling", metadata: ["realtime_priority": .stringConvertible(priority)])
+            case let refused:
+                self.logger.warning(
+                    "real-time scheduling refused; the event loops run at normal priority",
+                    metadata: ["realtime_priority": .stringConvertible(priority), "reason": .string(refused.description)]
+                )
+            }
         }
         // Fail at start, not on the first call, if the confirmer's weights are missing or damaged.
         let makeConfirmer: @Sendable () -> (any SpeechConfirmer)?

@@ -36,6 +36,15 @@ func wholeFrames(_ value: Int?, _ variable: String, flag: String, default fallba
     return .milliseconds(ms)
 }
 
+/// A real-time priority from a flag or its variable: 1…99, or 0 (the default) for none.
+func resolveRealtimePriority(_ value: Int?, _ variable: String, flag: String) throws -> Int? {
+    let priority = try resolve(value, variable, { Int($0) }, default: 0)
+    guard priority == 0 || RealtimeScheduling.priorities.contains(priority) else {
+        throw ValidationError("\(variable) (\(flag)) must be 1…99, or 0 for normal scheduling, not \(priority)")
+    }
+    return priority == 0 ? nil : priority
+}
+
 func environment(_ variable: String) -> String? {
     ProcessInfo.processInfo.environment[variable].flatMap { $0.isEmpty ? nil : $0 }
 }
@@ -125,6 +134,9 @@ struct Run: AsyncParsableCommand {
 
     @Option(help: "Event-loop threads for the calls: each carries its calls' two legs and one pacing ticker. (env: CALLBRIDGE_THREADS, default: one per core)")
     var threads: Int?
+
+    @Option(help: "Run the event loops (the calls and their pacing) in real-time scheduling, SCHED_RR at this priority, 1…99; 0: off. Needs CAP_SYS_NICE or an RLIMIT_RTPRIO this high (systemd LimitRTPRIO=); refused, the bridge warns and runs at normal priority (callbridge_realtime_priority 0). (env: CALLBRIDGE_REALTIME_PRIORITY, default: 0)")
+    var realtimePriority: Int?
 
     /// Sizes NIO's shared event-loop group, before anything starts it.
     func applyThreads() throws {
@@ -298,7 +310,8 @@ struct Run: AsyncParsableCommand {
             callTokenLifetime: .seconds(try resolve(self.callTokenLifetime, "CALLBRIDGE_CALL_TOKEN_LIFETIME", { Int($0) }, default: 300)),
             startTimeout: .seconds(try resolve(self.startTimeout, "CALLBRIDGE_START_TIMEOUT", { Int($0) }, default: 10)),
             maxCallDuration: .seconds(try resolve(self.maxCallDuration, "CALLBRIDGE_MAX_CALL_DURATION", { Int($0) }, default: 4 * 3600)),
-            fallbackPrompt: self.fallbackPrompt ?? environment("CALLBRIDGE_FALLBACK_PROMPT")
+            fallbackPrompt: self.fallbackPrompt ?? environment("CALLBRIDGE_FALLBACK_PROMPT"),
+            realtimePriority: try resolveRealtimePriority(self.realtimePriority, "CALLBRIDGE_REALTIME_PRIORITY", flag: "--realtime-priority")
         )
     }
 

@@ -74,6 +74,9 @@ struct Load: AsyncParsableCommand {
     @Option(help: "Seconds between progress updates (default: 1 on a terminal, 5 otherwise).")
     var progressInterval: Double?
 
+    @Option(help: "Run the generator's event loops in real-time scheduling, SCHED_RR at this priority, 1…99; 0: off (as `run --realtime-priority`; the report says whether the kernel allowed it). (env: CALLBRIDGE_LOAD_REALTIME_PRIORITY, default: 0)")
+    var realtimePriority: Int?
+
     @Option(help: "Log level for the generator's own logs (standard error).")
     var logLevel: String = "warning"
 
@@ -111,7 +114,8 @@ struct Load: AsyncParsableCommand {
             caFile: self.caFile,
             threads: self.threads,
             signing: signing,
-            progressInterval: .milliseconds(Int((self.progressInterval ?? (isatty(2) != 0 ? 1 : 5)) * 1000))
+            progressInterval: .milliseconds(Int((self.progressInterval ?? (isatty(2) != 0 ? 1 : 5)) * 1000)),
+            realtimePriority: try resolveRealtimePriority(self.realtimePriority, "CALLBRIDGE_LOAD_REALTIME_PRIORITY", flag: "--realtime-priority")
         )
         let terminal = isatty(2) != 0
         let report = try await LoadGenerator(options: options, logger: logger).run { p in

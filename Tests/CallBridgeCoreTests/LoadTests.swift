@@ -237,6 +237,19 @@ import Testing
         #expect(json["elapsed_s"] as? Double == 11.5)
         #expect((json["generator_tick_lateness_ms"] as! [String: Any])["max"] as? Double == 12)
         #expect(text.contains("generator tick lateness (its own delays, part of the jitter above) (2): p50 0.30 ms"))
+        #expect(text.contains("generator scheduling: normal\n"))
+        #expect(json["generator_realtime_priority"] is NSNull)
+        // How the generator's loops ran, in both forms.
+        var realtime = report
+        realtime.scheduling = .realtime(priority: 10)
+        #expect(realtime.text.contains("generator scheduling: real-time, SCHED_RR priority 10\n"))
+        let realtimeJSON = try! JSONSerialization.jsonObject(with: Data(realtime.json.utf8)) as! [String: Any]
+        #expect(realtimeJSON["generator_realtime_priority"] as? Int == 10)
+        var refused = report
+        refused.scheduling = .refused(priority: 10, reason: "Operation not permitted")
+        #expect(refused.text.contains("generator scheduling: normal (SCHED_RR priority 10 refused: Operation not permitted)"))
+        let refusedJSON = try! JSONSerialization.jsonObject(with: Data(refused.json.utf8)) as! [String: Any]
+        #expect(refusedJSON["generator_realtime_priority"] is NSNull)
     }
 
     @Test func latenciesAreKeptToThreeSignificantDigits() {

@@ -357,3 +357,67 @@ extension EndToEndTests {
         #expect(bridge.lines.all.contains { $0["drain.outcome"] == "all calls ended" })
     }
 }
+
+extension EndToEndTests {
+    /// Each thread of a process: its name, scheduling policy and real-time priority (/proc/PID/task/TID/stat
+    /// fields 41 and 40).
+    static func threadScheduling(pid: Int32) -> [(name: String, policy: Int32, priority: Int)] {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        return tasks.compactMap { tid in
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/task/\(tid)/stat", encoding: .utf8),
+                let open = stat.firstIndex(of: "("), let close = stat.lastIndex(of: ")")
+            else { return nil }
+            // Fields after the name start at field 3.
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            guard fields.count > 38, let priority = Int(fields[37]), let policy = Int32(fields[38]) else { return nil }
+            return (String(stat[stat.index(after: open)..<close]), policy, priority)
+        }
+    }
+
+    /// `run --realtime-priority`: the kernel's answer, read back from /proc, is what the log and the gauge say, and
+    /// only the event loops' threads (NIO's shared group, "NIO-SGLTN-1-#n") change.
+    @Test func realtimePriorityPutsTheEventLoopsInRoundRobinAndSaysSo() async throws {
+        let bridge = try await BridgeProcess(arguments: ["--realtime-priority", "3"])
+        defer { bridge.signal(SIGKILL) }
+        let threads = Self.threadScheduling(pid: bridge.process.processIdentifier)
+        let loops = threads.filter { $0.name.hasPrefix("NIO-SGLTN-1-") }
+        let others = threads.filter { !$0.name.hasPrefix("NIO-SGLTN-1-") }
+        #expect(!loops.isEmpty && !others.isEmpty)
+        #expect(others.allSatisfy { $0.policy == SCHED_OTHER })
+        let gauge = Self.sample(try await Self.get("http://127.0.0.1:\(bridge.port)/metrics").body, "callbridge_realtime_priority")
+        if bridge.lines.all.contains(where: { $0["message"] == "event loops run in real-time scheduling" && $0["realtime_priority"] == "3" }) {
+            #expect(loops.allSatisfy { $0.policy == SCHED_RR && $0.priority == 3 })
+            #expect(gauge == 3)
+        } else {
+            let refusal = try #require(bridge.lines.all.first { $0["message"]?.hasPrefix("real-time scheduling refused") == true })
+            #expect(refusal["reason"]?.contains("CAP_SYS_NICE") == true)
+            #expect(loops.allSatisfy { $0.policy == SCHED_OTHER })
+            #expect(gauge == 0)
+        }
+    }
+
+    /// Out of range, the flag or the variable stops the bridge at start with the reason.
+    @Test func aRealtimePriorityOutOfRangeIsRefusedAtStart() async throws {
+        let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        var binary = directory.appendingPathComponent("callbridge")
+        if !FileManager.default.isExecutableFile(atPath: binary.path) {
+            binary = directory.deletingLastPathComponent().appendingPathComponent("callbridge")
+        }
+        for (arguments, environment) in [(["--realtime-priority", "100"], [:]), ([], ["CALLBRIDGE_REALTIME_PRIORITY": "-1"])] {
+            let process = Process()
+            process.executableURL = binary
+            process.arguments = ["run", "--host", "127.0.0.1", "--port", "0"] + arguments
+            process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("CALLBRIDGE_") }.merging(environment) { $1 }
+            let stderr = Pipe()
+            process.standardError = stderr
+            process.standardOutput = FileHandle.nullDevice
+            let exits = Observations<Int32>()
+            process.terminationHandler = { exits.record($0.terminationStatus) }
+            try process.run()
+            try await exits.wait(upTo: .seconds(20)) { !$0.isEmpty }
+            let message = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            #expect(exits.all != [0])
+            #expect(message.contains("CALLBRIDGE_REALTIME_PRIORITY (--realtime-priority) must be 1…99"), "\(message)")
+        }
+    }
+}

@@ -102,6 +102,7 @@ final class LoopCallHost: CallIO, PhasedTickListMember {
 
     /// As `twilioText(_:)`, from the message's bytes where they lie: copied into a `String` only if it must wait.
     func twilioText(bytes: UnsafeRawBufferPointer) {
+        self.loop.tickIfDue()
         guard !self.isReleased else { return }
         if self.busy {
             let text = String(decoding: bytes, as: UTF8.self)
@@ -114,6 +115,7 @@ final class LoopCallHost: CallIO, PhasedTickListMember {
     }
 
     func realtimeText(_ text: String, leg: Int) {
+        self.loop.tickIfDue()
         guard !self.isReleased else { return }
         if self.busy {
             self.deferred.append { self.driver.realtimeText(text, leg: leg) }
@@ -421,6 +423,9 @@ final class LoopCalls {
     func stopTicking(_ host: LoopCallHost) {
         self.ticking.remove(host)
     }
+
+    /// A due tick now, from a message's read (`LoopTicker.runIfDue`).
+    func tickIfDue() { self.ticker?.runIfDue() }
 
     private func tick(_ deadline: NIODeadline) {
         // Each call writes its frame without flushing; each flushes once, when its turn is done. Backwards by index:

@@ -35,6 +35,8 @@ public struct LoadGenerator: Sendable {
         public var signing: Signing?
         /// How often `progress` is called.
         public var progressInterval: Duration
+        /// Run the event loops in `SCHED_RR` at this priority (`RealtimeScheduling`); nil: normal scheduling.
+        public var realtimePriority: Int?
 
         public init(
             url: String,
@@ -45,8 +47,10 @@ public struct LoadGenerator: Sendable {
             caFile: String? = nil,
             threads: Int = 1,
             signing: Signing? = nil,
-            progressInterval: Duration = .seconds(1)
+            progressInterval: Duration = .seconds(1),
+            realtimePriority: Int? = nil
         ) {
+            self.realtimePriority = realtimePriority
             self.url = url
             self.calls = calls
             self.ramp = ramp
@@ -105,6 +109,13 @@ public struct LoadGenerator: Sendable {
             tlsContext = try NIOSSLContext(configuration: tls)
         }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: options.threads)
+        var scheduling = LoadReport.Scheduling.normal
+        if let priority = options.realtimePriority {
+            switch await RealtimeScheduling.apply(priority: priority, to: group) {
+            case .applied(let priority): scheduling = .realtime(priority: priority)
+            case let refused: scheduling = .refused(priority: priority, reason: refused.description)
+            }
+        }
         let ended = AsyncStream.makeStream(of: Void.self)
         let frames = max(1, options.duration.wholeMilliseconds / 20)
         var created: [LoadLoop] = []
@@ -171,7 +182,8 @@ public struct LoadGenerator: Sendable {
             rampSeconds: options.ramp.millisecondsValue / 1000,
             durationSeconds: options.duration.millisecondsValue / 1000,
             elapsedSeconds: (clock.now - started).millisecondsValue / 1000,
-            stats: stats
+            stats: stats,
+            scheduling: scheduling
         )
     }
 
@@ -317,6 +329,9 @@ final class LoadLoop: @unchecked Sendable {
     }
 
     func add(_ call: LoadCallHandler) { self.calls.insert(call) }
+
+    /// A due tick now, from a message's read (`LoopTicker.runIfDue`).
+    func tickIfDue() { self.ticker?.runIfDue() }
 
     func remove(_ call: LoadCallHandler) { self.calls.remove(call) }
 
@@ -516,6 +531,7 @@ final class LoadCallHandler: ChannelInboundHandler, PhasedTickListMember, WebSoc
 
     /// What the bridge sends, read in place from the connection's buffer (the connection handler calls this).
     func webSocketText(bytes: UnsafeRawBufferPointer) {
+        self.loop.tickIfDue()
         self.loop.stats.messagesReceived += 1
         guard case .streaming = self.state, let context = self.context else { return }
         guard let message = TwilioSimulatorCodec.summarizeOutbound(bytes.bindMemory(to: UInt8.self)) else {

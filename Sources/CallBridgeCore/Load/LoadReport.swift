@@ -19,6 +19,28 @@ public struct LoadReport: Sendable, Equatable {
         }
     }
 
+    /// How the generator's event loops were scheduled.
+    public enum Scheduling: Sendable, Equatable {
+        case normal
+        /// `SCHED_RR` at this priority.
+        case realtime(priority: Int)
+        /// Real-time was asked for and the kernel refused (why): normal.
+        case refused(priority: Int, reason: String)
+
+        var text: String {
+            switch self {
+            case .normal: return "normal"
+            case .realtime(let priority): return "real-time, SCHED_RR priority \(priority)"
+            case .refused(let priority, let reason): return "normal (SCHED_RR priority \(priority) refused: \(reason))"
+            }
+        }
+
+        var priority: Int? {
+            if case .realtime(let priority) = self { return priority }
+            return nil
+        }
+    }
+
     public var callsRequested: Int
     public var rampSeconds: Double
     public var durationSeconds: Double
@@ -29,8 +51,17 @@ public struct LoadReport: Sendable, Equatable {
     public var firstAudio: Summary
     public var bargeIn: Summary
     public var tickLateness: Summary
+    public var scheduling: Scheduling
 
-    public init(callsRequested: Int, rampSeconds: Double, durationSeconds: Double, elapsedSeconds: Double, stats: LoadStats) {
+    public init(
+        callsRequested: Int,
+        rampSeconds: Double,
+        durationSeconds: Double,
+        elapsedSeconds: Double,
+        stats: LoadStats,
+        scheduling: Scheduling = .normal
+    ) {
+        self.scheduling = scheduling
         self.callsRequested = callsRequested
         self.rampSeconds = rampSeconds
         self.durationSeconds = durationSeconds
@@ -60,6 +91,7 @@ public struct LoadReport: Sendable, Equatable {
             line("barge-in (caller onset → clear)", self.bargeIn),
             "barge-ins without a clear: \(s.bargeInsWithoutClear)",
             line("generator tick lateness (its own delays, part of the jitter above)", self.tickLateness),
+            "generator scheduling: \(self.scheduling.text)",
             "messages: \(s.messagesSent) sent (\(s.framesSent) media frames), \(s.messagesReceived) received "
                 + "(\(s.mediaReceived) media, \(s.marksReceived) marks, \(s.clearsReceived) clears), "
                 + "\(s.marksEchoed) marks echoed, \(s.badMessages) unreadable",
@@ -84,7 +116,8 @@ public struct LoadReport: Sendable, Equatable {
             + "\"ramp_s\":\(Self.number(self.rampSeconds)),\"duration_s\":\(Self.number(self.durationSeconds)),"
             + "\"elapsed_s\":\(Self.number(self.elapsedSeconds)),"
             + "\"jitter_ms\":\(summary(self.jitter)),\"first_audio_ms\":\(summary(self.firstAudio)),"
-            + "\"barge_in_ms\":\(summary(self.bargeIn)),\"generator_tick_lateness_ms\":\(summary(self.tickLateness)),\"barge_ins_without_clear\":\(s.bargeInsWithoutClear),"
+            + "\"barge_in_ms\":\(summary(self.bargeIn)),\"generator_tick_lateness_ms\":\(summary(self.tickLateness)),"
+            + "\"generator_realtime_priority\":\(self.scheduling.priority.map(String.init) ?? "null"),\"barge_ins_without_clear\":\(s.bargeInsWithoutClear),"
             + "\"frames_sent\":\(s.framesSent),\"messages_sent\":\(s.messagesSent),\"messages_received\":\(s.messagesReceived),"
             + "\"media_received\":\(s.mediaReceived),\"marks_received\":\(s.marksReceived),\"marks_echoed\":\(s.marksEchoed),"
             + "\"clears_received\":\(s.clearsReceived),\"bad_messages\":\(s.badMessages),"

@@ -1,0 +1,82 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import NIOCore
+
+/// Real-time scheduling (`SCHED_RR`) for the threads that pace audio: the event loops, where the calls, their legs
+/// and the shared pacing tickers run. Telephony media servers offer the same (Asterisk's `-p`, FreeSWITCH's `-rp`):
+/// under CPU contention from other processes a normal thread waits its turn behind them, and a pacing tick that
+/// waits goes out late; a real-time thread runs as soon as it is runnable and takes no more CPU than before.
+///
+/// Only the loops' threads change; `SCHED_RESET_ON_FORK` keeps anything they spawn at normal priority. The kernel's
+/// real-time throttling (`/proc/sys/kernel/sched_rt_runtime_us`, 95 % by default) still leaves the rest of the
+/// machine a share should a loop ever spin.
+///
+/// Needs `CAP_SYS_NICE`, or an `RLIMIT_RTPRIO` of at least the priority (systemd's `LimitRTPRIO=`, Docker's
+/// `--ulimit rtprio=`); without it the kernel refuses and the threads stay as they were.
+public enum RealtimeScheduling {
+    /// The priorities a user may ask for (`SCHED_RR`'s range on Linux).
+    public static let priorities: ClosedRange<Int> = 1...99
+
+    public enum Outcome: Sendable, Equatable {
+        /// Every loop thread now runs at this priority.
+        case applied(priority: Int)
+        /// The kernel refused (`errno`); no thread changed.
+        case refused(errno: Int32)
+
+        /// What refused means, for a log line.
+        public var description: String {
+            switch self {
+            case .applied(let priority): return "SCHED_RR priority \(priority)"
+            case .refused(let code):
+                let reason = String(cString: strerror(code))
+                guard code == EPERM else { return reason }
+                return "\(reason): needs CAP_SYS_NICE or an RLIMIT_RTPRIO of at least the priority (systemd LimitRTPRIO=, docker --ulimit rtprio=)"
+            }
+        }
+    }
+
+    /// The scheduling policy and priority of the calling thread (`SCHED_RESET_ON_FORK` masked off).
+    public static func currentThread() -> (policy: Int32, priority: Int) {
+        var param = sched_param()
+        let policy = sched_getscheduler(0)
+        _ = sched_getparam(0, &param)
+        return (policy & ~resetOnFork, Int(param.sched_priority))
+    }
+
+    /// Puts every event loop of `group` in `SCHED_RR` at `priority`, each from its own thread. All or none: when the
+    /// kernel refuses one, the loops already changed go back to normal scheduling.
+    public static func apply(priority: Int, to group: any EventLoopGroup) async -> Outcome {
+        await apply(priority: priority, to: group, set: setCurrentThread)
+    }
+
+    /// `apply`, with the call that changes the calling thread (policy, priority → 0 or errno) given.
+    static func apply(
+        priority: Int,
+        to group: any EventLoopGroup,
+        set: @escaping @Sendable (Int32, Int) -> Int32
+    ) async -> Outcome {
+        var changed: [any EventLoop] = []
+        for loop in group.makeIterator() {
+            let code = (try? await loop.submit { set(SCHED_RR, priority) }.get()) ?? EINVAL
+            guard code == 0 else {
+                for done in changed { _ = try? await done.submit { set(SCHED_OTHER, 0) }.get() }
+                return .refused(errno: code)
+            }
+            changed.append(loop)
+        }
+        return .applied(priority: priority)
+    }
+
+    /// `SCHED_RESET_ON_FORK` (linux/sched.h), which Glibc's module does not always carry over.
+    static let resetOnFork: Int32 = 0x4000_0000
+
+    /// 0, or the errno of the refusal. Linux's `sched_setscheduler(0, …)` changes the calling thread only.
+    @Sendable static func setCurrentThread(policy: Int32, priority: Int) -> Int32 {
+        var param = sched_param()
+        param.sched_priority = Int32(clamping: priority)
+        return sched_setscheduler(0, policy | resetOnFork, &param) == 0 ? 0 : errno
+    }
+}
