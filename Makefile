@@ -88,6 +88,7 @@ fuzz: deps
 
 ## Load test on loopback (release build): the load double over TLS, `callbridge run` as in production, and
 ## `callbridge load`; one table row per call count. make loadtest N=10,100 DURATION=60 RAMP=10 [LOADTEST_SCRATCH=.build-x]
+## [REALTIME_PRIORITY=0: the bridge and the generator at normal scheduling; default 10 where allowed]
 LOADTEST_N := 10,100
 DURATION ?= 60
 RAMP ?= 10
@@ -95,4 +96,4 @@ LOADTEST_SCRATCH ?= .build
 loadtest: deps
 	$(SWIFT) build -c release --product callbridge --scratch-path $(LOADTEST_SCRATCH)
 	python3 scripts/loadtest.py --binary $(LOADTEST_SCRATCH)/release/callbridge --calls $(or $(N),$(LOADTEST_N)) \
-		--duration $(DURATION) --ramp $(RAMP)
+		--duration $(DURATION) --ramp $(RAMP) $(if $(REALTIME_PRIORITY),--realtime-priority $(REALTIME_PRIORITY))

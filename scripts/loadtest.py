@@ -14,8 +14,8 @@ For each N it starts, as separate processes on 127.0.0.1:
 With --realtime-priority P (the default is 10 where the kernel allows it: root, CAP_SYS_NICE or an RLIMIT_RTPRIO of
 at least 10; else 0) the bridge and the generator run their event loops in SCHED_RR at P (`--realtime-priority`), as
 a telephony media server is deployed, and as the far ends would be on machines of their own: on a shared 2-core box
-a normal-priority pacing thread waits behind the other processes. The load double stays at normal priority. The
-table's last column says what each process got.
+a normal-priority pacing thread waits behind the other processes. The load double runs at P / 2, below them and above
+every normal process. The table's last column says what the bridge and the generator got.
 
 It samples /proc/PID/stat (utime + stime) and /proc/PID/status (VmRSS) of the three processes: first the idle bridge
 for 5 s, then every second of the steady-state window (after the ramp, when all N calls are up, until the first call
@@ -152,7 +152,8 @@ def run_one(args, calls):
     agent = subprocess.Popen(
         [args.binary, "load-agent", "--port", str(agent_port), "--threads", str(args.agent_threads),
          "--tls-cert", os.path.join(fixtures, "tls", "localhost.pem"),
-         "--tls-key", os.path.join(fixtures, "tls", "localhost.key"), "--stats-interval", "0", "--log-level", "warning"],
+         "--tls-key", os.path.join(fixtures, "tls", "localhost.key"), "--stats-interval", "0", "--log-level", "warning",
+         "--realtime-priority", str(agent_priority(args.realtime_priority))],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     if not agent.stdout.readline().startswith("listening"):
         raise SystemExit("the load agent did not start")
@@ -253,6 +254,13 @@ def run_one(args, calls):
         "generator_exit": status,
         "window_s": args.duration - args.ramp - 3,
     }
+
+
+def agent_priority(priority):
+    """The double's real-time priority: below the bridge's and the generator's, so it never delays them, but above
+    every normal process, so that it is not starved when they keep the cores busy (it stands in for a service with
+    machines of its own). 0 when they run at normal scheduling."""
+    return max(1, priority // 2) if priority > 1 else 0
 
 
 def realtime_allowed(priority):

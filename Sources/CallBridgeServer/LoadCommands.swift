@@ -163,6 +163,9 @@ struct LoadAgentCommand: AsyncParsableCommand {
     @Option(help: "Seconds between stats lines on standard error (0: none).")
     var statsInterval: Double = 10
 
+    @Option(help: "Run the event loops in real-time scheduling, SCHED_RR at this priority, 1…99; 0: off (as `run --realtime-priority`). (env: CALLBRIDGE_LOAD_AGENT_REALTIME_PRIORITY, default: 0)")
+    var realtimePriority: Int?
+
     @Option(help: "Log level.")
     var logLevel: String = "info"
 
@@ -175,9 +178,18 @@ struct LoadAgentCommand: AsyncParsableCommand {
             tlsConfiguration: tls,
             threads: self.threads,
             expectedAPIKey: self.listen.apiKey,
-            logger: logger
+            logger: logger,
+            realtimePriority: try resolveRealtimePriority(self.realtimePriority, "CALLBRIDGE_LOAD_AGENT_REALTIME_PRIORITY", flag: "--realtime-priority")
         )
         let running = try await server.start()
+        switch running.scheduling {
+        case .applied(let priority)?:
+            logger.notice("event loops run in real-time scheduling", metadata: ["realtime_priority": .stringConvertible(priority)])
+        case let refused?:
+            logger.warning("real-time scheduling refused; the event loops run at normal priority", metadata: ["reason": .string(refused.description)])
+        case nil:
+            break
+        }
         let url = "\(tls == nil ? "ws" : "wss")://\(self.listen.host):\(running.port)/v1/realtime"
         logger.notice("load agent listening", metadata: ["realtime.url": .string(url)])
         FileHandle.standardOutput.write(Data("listening \(url)\n".utf8))

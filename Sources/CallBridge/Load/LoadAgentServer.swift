@@ -33,6 +33,8 @@ public struct LoadAgentServer: Sendable {
     /// When set, sessions must present this key (Bearer or `api-key`) or the upgrade is refused.
     public var expectedAPIKey: String?
     public var logger: Logger
+    /// Run the event loops in `SCHED_RR` at this priority (`RealtimeScheduling`); nil: normal scheduling.
+    public var realtimePriority: Int?
 
     public init(
         host: String = "127.0.0.1",
@@ -41,8 +43,10 @@ public struct LoadAgentServer: Sendable {
         threads: Int = 1,
         agent: EchoAgent.Configuration = Self.serviceLikeAgent,
         expectedAPIKey: String? = nil,
-        logger: Logger
+        logger: Logger,
+        realtimePriority: Int? = nil
     ) {
+        self.realtimePriority = realtimePriority
         self.host = host
         self.port = port
         self.tlsConfiguration = tlsConfiguration
@@ -64,12 +68,15 @@ public struct LoadAgentServer: Sendable {
     /// A listening double.
     public final class Running: Sendable {
         public let port: Int
+        /// What the kernel said to `realtimePriority` (nil: not asked for).
+        public let scheduling: RealtimeScheduling.Outcome?
         let group: MultiThreadedEventLoopGroup
         let channel: any Channel
         let loops: [AgentLoop]
 
-        init(port: Int, group: MultiThreadedEventLoopGroup, channel: any Channel, loops: [AgentLoop]) {
+        init(port: Int, scheduling: RealtimeScheduling.Outcome?, group: MultiThreadedEventLoopGroup, channel: any Channel, loops: [AgentLoop]) {
             self.port = port
+            self.scheduling = scheduling
             self.group = group
             self.channel = channel
             self.loops = loops
@@ -99,6 +106,8 @@ public struct LoadAgentServer: Sendable {
 
     public func start() async throws -> Running {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: self.threads)
+        var scheduling: RealtimeScheduling.Outcome?
+        if let priority = self.realtimePriority { scheduling = await RealtimeScheduling.apply(priority: priority, to: group) }
         let tlsContext = try self.tlsConfiguration.map { try NIOSSLContext(configuration: $0) }
         let agent = self.agent
         var loops: [AgentLoop] = []
@@ -133,7 +142,7 @@ public struct LoadAgentServer: Sendable {
                 return LoadAgentHandler(agent: EchoAgent(dialect: dialect, configuration: agent), loop: loop)
             }
         ).get()
-        return Running(port: channel.localAddress?.port ?? self.port, group: group, channel: channel, loops: loops)
+        return Running(port: channel.localAddress?.port ?? self.port, scheduling: scheduling, group: group, channel: channel, loops: loops)
     }
 }
 
