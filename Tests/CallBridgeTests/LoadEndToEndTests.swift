@@ -15,7 +15,8 @@ extension EndToEndTests {
             certificateChain: try NIOSSLCertificate.fromPEMFile(Self.fixtures.appendingPathComponent("tls/localhost.pem").path).map { .certificate($0) },
             privateKey: .privateKey(try NIOSSLPrivateKey(file: Self.fixtures.appendingPathComponent("tls/localhost.key").path, format: .pem))
         )
-        let agent = try await LoadAgentServer(tlsConfiguration: tls, expectedAPIKey: Self.apiKey, logger: Self.logger).start()
+        // The double and the generator with real-time event loops, as `make loadtest` runs them where it may.
+        let agent = try await LoadAgentServer(tlsConfiguration: tls, expectedAPIKey: Self.apiKey, logger: Self.logger, realtimePriority: 2).start()
         let calls = Observations<CallSummary>()
         let bridgePort = AsyncStream.makeStream(of: Int.self)
         let configuration = AppConfiguration(
@@ -57,7 +58,8 @@ extension EndToEndTests {
                     authToken: Self.authToken,
                     webhookURL: "http://127.0.0.1:\(port)/twilio/voice",
                     signedWebhookURL: "https://bridge.example.com/twilio/voice"
-                )
+                ),
+                realtimePriority: 3
             )
             let report = try await withTimeout(.seconds(30)) { try await LoadGenerator(options: options, logger: Self.logger).run() }
             try await calls.wait(upTo: .seconds(10)) { $0.count == 3 }
@@ -81,6 +83,18 @@ extension EndToEndTests {
         #expect(calls.all.allSatisfy { $0.counters.bargeInEvents >= 1 })
         let json = try #require(try JSONSerialization.jsonObject(with: Data(report.json.utf8)) as? [String: Any])
         #expect(json["errors"] as? Int == 0)
+        // Both got what the kernel allows this process: real-time where it may, said as refused where it may not.
+        switch agent.scheduling {
+        case .applied(let priority)?:
+            #expect(priority == 2)
+            #expect(report.scheduling == .realtime(priority: 3))
+            #expect(json["generator_realtime_priority"] as? Int == 3)
+        case .refused(let code)?:
+            #expect(code == EPERM)
+            #expect(report.scheduling == .refused(priority: 3, reason: RealtimeScheduling.Outcome.refused(errno: EPERM).description))
+        case nil:
+            Issue.record("the double was asked for real-time scheduling")
+        }
     }
 }
 
