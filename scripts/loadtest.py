@@ -14,8 +14,9 @@ For each N it starts, as separate processes on 127.0.0.1:
 With --realtime-priority P (the default is 10 where the kernel allows it: root, CAP_SYS_NICE or an RLIMIT_RTPRIO of
 at least 10; else 0) the bridge and the generator run their event loops in SCHED_RR at P (`--realtime-priority`), as
 a telephony media server is deployed, and as the far ends would be on machines of their own: on a shared 2-core box
-a normal-priority pacing thread waits behind the other processes. The load double runs at P / 2, below them and above
-every normal process. The table's last column says what the bridge and the generator got.
+a normal-priority pacing thread waits behind the other processes. The load double runs at P / 2 (at least 1), below
+them and above every normal process. A P the kernel would refuse stops the script. The table's last column says what
+the bridge and the generator got.
 
 It samples /proc/PID/stat (utime + stime) and /proc/PID/status (VmRSS) of the three processes: first the idle bridge
 for 5 s, then every second of the steady-state window (after the ramp, when all N calls are up, until the first call
@@ -257,16 +258,26 @@ def run_one(args, calls):
 
 
 def agent_priority(priority):
-    """The double's real-time priority: below the bridge's and the generator's, so it never delays them, but above
-    every normal process, so that it is not starved when they keep the cores busy (it stands in for a service with
-    machines of its own). 0 when they run at normal scheduling."""
-    return max(1, priority // 2) if priority > 1 else 0
+    """The double's real-time priority: half the bridge's and the generator's (at least 1), so it does not delay them,
+    but above every normal process, so that it is not starved when they keep the cores busy (it stands in for a
+    service with machines of its own). 0 when they run at normal scheduling."""
+    return max(1, priority // 2) if priority > 0 else 0
 
 
 def realtime_allowed(priority):
-    """Whether this user may put threads in SCHED_RR at `priority` (root, or an RLIMIT_RTPRIO that high; a non-root
-    CAP_SYS_NICE shows up as the processes' own report)."""
-    return os.geteuid() == 0 or resource.getrlimit(resource.RLIMIT_RTPRIO)[0] >= priority
+    """Whether this process may put threads in SCHED_RR at `priority`: root, CAP_SYS_NICE in its effective set, or
+    an RLIMIT_RTPRIO at least that high (or unlimited)."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("CapEff:") and int(line.split()[1], 16) & (1 << 23):  # CAP_SYS_NICE
+                    return True
+    except OSError:
+        pass
+    soft = resource.getrlimit(resource.RLIMIT_RTPRIO)[0]
+    return soft == resource.RLIM_INFINITY or soft >= priority
 
 
 def fmt(value, digits=1):
@@ -295,6 +306,10 @@ def main():
         args.realtime_priority = 10 if realtime_allowed(10) else 0
     if not 0 <= args.realtime_priority <= 99:
         raise SystemExit("--realtime-priority must be 0…99")
+    if args.realtime_priority and not realtime_allowed(args.realtime_priority):
+        # Refused for the bridge and the generator, the double alone might get its lower priority and come first.
+        raise SystemExit("--realtime-priority %d: not allowed here (needs root, CAP_SYS_NICE or an RLIMIT_RTPRIO "
+                         "of at least %d); use --realtime-priority 0" % (args.realtime_priority, args.realtime_priority))
     scheduling = ("bridge and generator event loops in SCHED_RR %d" % args.realtime_priority
                   if args.realtime_priority else "normal scheduling")
     rows = []

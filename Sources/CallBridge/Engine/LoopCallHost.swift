@@ -425,7 +425,10 @@ final class LoopCalls {
     }
 
     /// A due tick now, from a message's read (`LoopTicker.runIfDue`).
-    func tickIfDue() { self.ticker?.runIfDue() }
+    func tickIfDue() {
+        guard let ticker = self.ticker else { return }
+        ticker.runIfDue(now: self.eventLoop.now)
+    }
 
     private func tick(_ deadline: NIODeadline) {
         // Each call writes its frame without flushing; each flushes once, when its turn is done. Backwards by index:

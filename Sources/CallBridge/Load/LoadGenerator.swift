@@ -330,8 +330,8 @@ final class LoadLoop: @unchecked Sendable {
 
     func add(_ call: LoadCallHandler) { self.calls.insert(call) }
 
-    /// A due tick now, from a message's read (`LoopTicker.runIfDue`).
-    func tickIfDue() { self.ticker?.runIfDue() }
+    /// A due tick now, from a message's read at `now` (`LoopTicker.runIfDue`).
+    func tickIfDue(now: NIODeadline) { self.ticker?.runIfDue(now: now) }
 
     func remove(_ call: LoadCallHandler) { self.calls.remove(call) }
 
@@ -531,14 +531,17 @@ final class LoadCallHandler: ChannelInboundHandler, PhasedTickListMember, WebSoc
 
     /// What the bridge sends, read in place from the connection's buffer (the connection handler calls this).
     func webSocketText(bytes: UnsafeRawBufferPointer) {
-        self.loop.tickIfDue()
+        // The arrival's time first: a tick that runs now writes a quarter of the loop's calls, and that is the
+        // generator's delay, not the bridge's jitter.
+        let now = self.loop.eventLoop.now
+        self.loop.tickIfDue(now: now)
         self.loop.stats.messagesReceived += 1
-        guard case .streaming = self.state, let context = self.context else { return }
+        guard case .streaming = self.state, self.context != nil else { return }
         guard let message = TwilioSimulatorCodec.summarizeOutbound(bytes.bindMemory(to: UInt8.self)) else {
             self.loop.stats.badMessages += 1
             return
         }
-        let at = self.elapsed(context.eventLoop.now)
+        let at = self.elapsed(now)
         self.call.received(message, at: at, script: self.loop.script, stats: &self.loop.stats) { self.echoes.append($0) }
         self.sendEchoes()
         self.flush()

@@ -39,21 +39,23 @@ final class LoopTicker {
 
     private func arm() {
         guard let next = self.next else { return }
-        self.scheduled = self.eventLoop.assumeIsolated().scheduleTask(deadline: next) {
-            // A read may have run this tick already (`runIfDue`) after the loop had taken the timer off its queue to
-            // run, too late for the cancel: the timer is then stale.
-            guard self.next == next else { return }
-            self.fire()
-        }
+        self.scheduled = self.eventLoop.assumeIsolated().scheduleTask(deadline: next) { self.timerFired(for: next) }
     }
 
     /// Runs a tick whose deadline has passed now, instead of after the loop's current batch of I/O: an event loop runs
     /// its scheduled tasks only once every ready channel of the batch has been read, and under load a batch is
-    /// hundreds of messages. A read handler calls this first, so a tick waits for one message's work at most. Costs a
-    /// clock read; does nothing from inside a tick.
-    func runIfDue() {
-        guard !self.firing, let next = self.next, self.eventLoop.now >= next else { return }
+    /// hundreds of messages. A read handler calls this first, so a tick waits for one message's work at most. `now`
+    /// is the loop's clock; does nothing from inside a tick.
+    func runIfDue(now: NIODeadline) {
+        guard !self.firing, let next = self.next, now >= next else { return }
         self.scheduled?.cancel()
+        self.fire()
+    }
+
+    /// The timer armed for `deadline`. A read may have run that tick already (`runIfDue`) after the loop had taken
+    /// the timer off its queue to run it with others, too late for the cancel: the timer is then stale.
+    func timerFired(for deadline: NIODeadline) {
+        guard self.next == deadline else { return }
         self.fire()
     }
 

@@ -47,7 +47,7 @@ public enum RealtimeScheduling {
     }
 
     /// Puts every event loop of `group` in `SCHED_RR` at `priority`, each from its own thread. All or none: when the
-    /// kernel refuses one, the loops already changed go back to normal scheduling.
+    /// kernel refuses one, the loops already changed go back to the policy and priority they had.
     public static func apply(priority: Int, to group: any EventLoopGroup) async -> Outcome {
         await apply(priority: priority, to: group, set: setCurrentThread)
     }
@@ -58,14 +58,19 @@ public enum RealtimeScheduling {
         to group: any EventLoopGroup,
         set: @escaping @Sendable (Int32, Int) -> Int32
     ) async -> Outcome {
-        var changed: [any EventLoop] = []
+        // Each changed loop with what its thread had before, to put back should a later one be refused.
+        var changed: [(loop: any EventLoop, policy: Int32, priority: Int)] = []
         for loop in group.makeIterator() {
-            let code = (try? await loop.submit { set(SCHED_RR, priority) }.get()) ?? EINVAL
+            let answer: (code: Int32, policy: Int32, priority: Int)? = try? await loop.submit {
+                let before = currentThread()
+                return (set(SCHED_RR, priority), before.policy, before.priority)
+            }.get()
+            let code = answer?.code ?? EINVAL
             guard code == 0 else {
-                for done in changed { _ = try? await done.submit { set(SCHED_OTHER, 0) }.get() }
+                for done in changed { _ = try? await done.loop.submit { set(done.policy, done.priority) }.get() }
                 return .refused(errno: code)
             }
-            changed.append(loop)
+            changed.append((loop, answer?.policy ?? SCHED_OTHER, answer?.priority ?? 0))
         }
         return .applied(priority: priority)
     }
