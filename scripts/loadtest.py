@@ -23,7 +23,8 @@ for 5 s, then every second of the steady-state window (after the ramp, when all 
 ends). CPU is in % of one core over that window; per-call figures subtract the idle bridge. From the bridge's GET
 /metrics it reads, after the run, `callbridge_tx_schedule_resets_total`, `callbridge_tx_underruns_total` and
 `callbridge_tx_late_frames_total`, and over the steady-state window the p99 of `callbridge_tx_tick_lateness_seconds`
-(the bridge's own share of the jitter: how late its pacing ticks finished writing, as a bucket bound). Nothing is
+(the bridge's own share of the jitter: how late its pacing ticks finished writing, as a bucket bound), and with --json
+the same p99 with the late frames and schedule resets of each second of the window (`per_second`). Nothing is
 installed and nothing leaves the machine.
 """
 import argparse
@@ -193,12 +194,28 @@ def run_one(args, calls):
         # Steady state: every call is up from the end of the ramp until the first call ends.
         time.sleep(args.ramp + 2)
         windows = [Window(p.pid) for p in (bridge, generator, agent)]
-        lateness_before = histogram(scrape(base), "callbridge_tx_tick_lateness_seconds")
+        exposition = scrape(base)
+        lateness_before = histogram(exposition, "callbridge_tx_tick_lateness_seconds")
+        # Each second of the window, the bridge's own pacing figures over that second (JSON `per_second`): a run
+        # that misses the jitter target shows whether it was a few bad seconds or the whole window. Calls publish
+        # their counters about once a second, so a late frame may show in the next second's figure.
+        per_second = []
+        previous = (time.monotonic(), lateness_before, metric(exposition, "callbridge_tx_late_frames_total") or 0,
+                    metric(exposition, "callbridge_tx_schedule_resets_total") or 0)
         while time.monotonic() - started < args.duration - 1 and generator.poll() is None:
             time.sleep(1)
             for w in windows:
                 if w.pid != generator.pid or generator.poll() is None:
                     w.sample()
+            exposition = scrape(base)
+            now = (time.monotonic(), histogram(exposition, "callbridge_tx_tick_lateness_seconds"),
+                   metric(exposition, "callbridge_tx_late_frames_total") or 0,
+                   metric(exposition, "callbridge_tx_schedule_resets_total") or 0)
+            p99 = bucket_quantile(previous[1], now[1], 0.99)
+            per_second.append({"t_s": round(now[0] - started, 1),
+                               "tick_lateness_p99_ms": None if p99 is None else p99 * 1000,
+                               "late_frames": now[2] - previous[2], "schedule_resets": now[3] - previous[3]})
+            previous = now
         for w in windows:
             w.close()
         lateness_after = histogram(scrape(base), "callbridge_tx_tick_lateness_seconds")
@@ -251,6 +268,7 @@ def run_one(args, calls):
                                   for b in sorted(lateness_after)},
         "tick_lateness_p99_ms": (lambda v: None if v is None else v * 1000)(
             bucket_quantile(lateness_before, lateness_after, 0.99)),
+        "per_second": per_second,
         "load_average": load_average,
         "generator_exit": status,
         "window_s": args.duration - args.ramp - 3,
