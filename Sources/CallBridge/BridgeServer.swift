@@ -61,16 +61,9 @@ public struct BridgeServer: Sendable {
         }
         if let priority = self.configuration.realtimePriority {
             // The calls run on the shared group's loops (Hummingbird's default, and their Realtime legs with them).
-            switch await RealtimeScheduling.apply(priority: priority, to: MultiThreadedEventLoopGroup.singleton) {
-            case .applied(let priority):
-                self.metrics.setRealtimePriority(priority)
-                self.logger.notice("event loops run in real-time scheduling", metadata: ["realtime_priority": .stringConvertible(priority)])
-            case let refused:
-                self.logger.warning(
-                    "real-time scheduling refused; the event loops run at normal priority",
-                    metadata: ["realtime_priority": .stringConvertible(priority), "reason": .string(refused.description)]
-                )
-            }
+            let outcome = await RealtimeScheduling.apply(priority: priority, to: MultiThreadedEventLoopGroup.singleton)
+            outcome.log(asked: priority, to: self.logger)
+            if case .applied(let priority) = outcome { self.metrics.setRealtimePriority(priority) }
         }
         // Fail at start, not on the first call, if the confirmer's weights are missing or damaged.
         let makeConfirmer: @Sendable () -> (any SpeechConfirmer)?

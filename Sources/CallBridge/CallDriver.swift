@@ -116,16 +116,16 @@ final class CallDriver {
         self.twilioText { streamSid throws(TwilioDecodingError) in try TwilioCodec.decode(text, streamSid: streamSid) }
     }
 
-    /// A text message from Twilio, read where it lies (valid only during the call).
-    func twilioText(bytes: UnsafeRawBufferPointer) {
-        self.twilioText { streamSid throws(TwilioDecodingError) in
+    /// A text message from Twilio, read where it lies (valid only during the call), that arrived at `arrived` (the
+    /// host's clock read, when it has one).
+    func twilioText(bytes: UnsafeRawBufferPointer, at arrived: NIODeadline = .now()) {
+        self.twilioText(at: arrived) { streamSid throws(TwilioDecodingError) in
             try TwilioCodec.decode(bytes: bytes.bindMemory(to: UInt8.self), streamSid: streamSid)
         }
     }
 
-    private func twilioText(decode: (String?) throws(TwilioDecodingError) -> TwilioInbound) {
-        // One clock read per message: the flood gate, the state machine and the metrics all take this one.
-        let arrived = NIODeadline.now()
+    // One clock read per message: the flood gate, the state machine and the metrics all take this one.
+    private func twilioText(at arrived: NIODeadline = .now(), decode: (String?) throws(TwilioDecodingError) -> TwilioInbound) {
         guard self.flood.admit(now: arrived, report: { self.handle(.badInput(kind: "twilio.flood_dropped", count: $0), at: arrived) }) else {
             return
         }
@@ -211,12 +211,12 @@ final class CallDriver {
         self.handle(.realtimeConnected)
     }
 
-    func realtimeText(_ text: String, leg: Int) {
+    func realtimeText(_ text: String, leg: Int, at arrived: NIODeadline = .now()) {
         guard leg == self.realtimeLeg else { return }
         do throws(RealtimeDecodingError) {
-            self.handle(.realtimeReceived(try RealtimeCodec.decode(text)))
+            self.handle(.realtimeReceived(try RealtimeCodec.decode(text)), at: arrived)
         } catch {
-            self.handle(.realtimeMalformed(error))
+            self.handle(.realtimeMalformed(error), at: arrived)
         }
     }
 

@@ -182,14 +182,7 @@ struct LoadAgentCommand: AsyncParsableCommand {
             realtimePriority: try resolveRealtimePriority(self.realtimePriority, "CALLBRIDGE_LOAD_AGENT_REALTIME_PRIORITY", flag: "--realtime-priority")
         )
         let running = try await server.start()
-        switch running.scheduling {
-        case .applied(let priority)?:
-            logger.notice("event loops run in real-time scheduling", metadata: ["realtime_priority": .stringConvertible(priority)])
-        case let refused?:
-            logger.warning("real-time scheduling refused; the event loops run at normal priority", metadata: ["reason": .string(refused.description)])
-        case nil:
-            break
-        }
+        if let priority = server.realtimePriority { running.scheduling?.log(asked: priority, to: logger) }
         let url = "\(tls == nil ? "ws" : "wss")://\(self.listen.host):\(running.port)/v1/realtime"
         logger.notice("load agent listening", metadata: ["realtime.url": .string(url)])
         FileHandle.standardOutput.write(Data("listening \(url)\n".utf8))

@@ -102,7 +102,7 @@ final class LoopCallHost: CallIO, PhasedTickListMember {
 
     /// As `twilioText(_:)`, from the message's bytes where they lie: copied into a `String` only if it must wait.
     func twilioText(bytes: UnsafeRawBufferPointer) {
-        self.loop.tickIfDue()
+        let arrived = self.loop.tickIfDue()
         guard !self.isReleased else { return }
         if self.busy {
             let text = String(decoding: bytes, as: UTF8.self)
@@ -110,19 +110,19 @@ final class LoopCallHost: CallIO, PhasedTickListMember {
             return
         }
         self.busy = true
-        self.driver.twilioText(bytes: bytes)
+        self.driver.twilioText(bytes: bytes, at: arrived)
         self.finish()
     }
 
     func realtimeText(_ text: String, leg: Int) {
-        self.loop.tickIfDue()
+        let arrived = self.loop.tickIfDue()
         guard !self.isReleased else { return }
         if self.busy {
             self.deferred.append { self.driver.realtimeText(text, leg: leg) }
             return
         }
         self.busy = true
-        self.driver.realtimeText(text, leg: leg)
+        self.driver.realtimeText(text, leg: leg, at: arrived)
         self.finish()
     }
 
@@ -424,10 +424,12 @@ final class LoopCalls {
         self.ticking.remove(host)
     }
 
-    /// A due tick now, from a message's read (`LoopTicker.runIfDue`).
-    func tickIfDue() {
-        guard let ticker = self.ticker else { return }
-        ticker.runIfDue(now: self.eventLoop.now)
+    /// A due tick now, from a message's read (`LoopTicker.runIfDue`); the instant the message is handled at. One
+    /// clock read serves both, unless a tick ran (then the message comes after it, and the clock is read again).
+    func tickIfDue() -> NIODeadline {
+        let now = NIODeadline.now()
+        guard let ticker = self.ticker, ticker.runIfDue(now: now) else { return now }
+        return NIODeadline.now()
     }
 
     private func tick(_ deadline: NIODeadline) {

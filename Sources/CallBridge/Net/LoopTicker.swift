@@ -45,11 +45,13 @@ final class LoopTicker {
     /// Runs a tick whose deadline has passed now, instead of after the loop's current batch of I/O: an event loop runs
     /// its scheduled tasks only once every ready channel of the batch has been read, and under load a batch is
     /// hundreds of messages. A read handler calls this first, so a tick waits for one message's work at most. `now`
-    /// is the loop's clock; does nothing from inside a tick.
-    func runIfDue(now: NIODeadline) {
-        guard !self.firing, let next = self.next, now >= next else { return }
+    /// is the loop's clock; does nothing from inside a tick. Whether a tick ran.
+    @discardableResult
+    func runIfDue(now: NIODeadline) -> Bool {
+        guard !self.firing, let next = self.next, now >= next else { return false }
         self.scheduled?.cancel()
         self.fire()
+        return true
     }
 
     /// The timer armed for `deadline`. A read may have run that tick already (`runIfDue`) after the loop had taken

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import Logging
 import NIOCore
 
 /// Real-time scheduling (`SCHED_RR`) for the threads that pace audio: the event loops, where the calls, their legs
@@ -83,5 +84,21 @@ public enum RealtimeScheduling {
         var param = sched_param()
         param.sched_priority = Int32(clamping: priority)
         return sched_setscheduler(0, policy | resetOnFork, &param) == 0 ? 0 : errno
+    }
+}
+
+extension RealtimeScheduling.Outcome {
+    /// What the kernel said to `priority`, as the process's log says it: a notice when applied, a warning with the
+    /// reason when refused.
+    public func log(asked priority: Int, to logger: Logger) {
+        switch self {
+        case .applied(let priority):
+            logger.notice("event loops run in real-time scheduling", metadata: ["realtime_priority": .stringConvertible(priority)])
+        case .refused:
+            logger.warning(
+                "real-time scheduling refused; the event loops run at normal priority",
+                metadata: ["realtime_priority": .stringConvertible(priority), "reason": .string(self.description)]
+            )
+        }
     }
 }
