@@ -52,6 +52,14 @@ def free_port():
         return s.getsockname()[1]
 
 
+def process_cpu(pid):
+    """CPU seconds used so far by a process, or None once it has exited."""
+    try:
+        return cpu_seconds(pid)
+    except OSError:
+        return None
+
+
 def cpu_seconds(pid):
     with open("/proc/%d/stat" % pid) as handle:
         fields = handle.read().rsplit(")", 1)[1].split()
@@ -202,8 +210,11 @@ def run_one(args, calls):
         per_second = []
         previous = (time.monotonic(), lateness_before, metric(exposition, "callbridge_tx_late_frames_total") or 0,
                     metric(exposition, "callbridge_tx_schedule_resets_total") or 0)
+        pids = {"bridge": bridge.pid, "generator": generator.pid, "agent": agent.pid}
+        cpu_before = {name: process_cpu(pid) for name, pid in pids.items()}
         while time.monotonic() - started < args.duration - 1 and generator.poll() is None:
             time.sleep(1)
+            cpu_now = {name: process_cpu(pid) for name, pid in pids.items()}
             for w in windows:
                 if w.pid != generator.pid or generator.poll() is None:
                     w.sample()
@@ -214,8 +225,11 @@ def run_one(args, calls):
             p99 = bucket_quantile(previous[1], now[1], 0.99)
             per_second.append({"t_s": round(now[0] - started, 1),
                                "tick_lateness_p99_ms": None if p99 is None else p99 * 1000,
-                               "late_frames": now[2] - previous[2], "schedule_resets": now[3] - previous[3]})
-            previous = now
+                               "late_frames": now[2] - previous[2], "schedule_resets": now[3] - previous[3],
+                               "cpu_pct": {name: None if cpu_now[name] is None or cpu_before[name] is None else
+                                           round((cpu_now[name] - cpu_before[name]) / (now[0] - previous[0]) * 100, 1)
+                                           for name in pids}})
+            previous, cpu_before = now, cpu_now
         for w in windows:
             w.close()
         lateness_after = histogram(scrape(base), "callbridge_tx_tick_lateness_seconds")

@@ -60,6 +60,28 @@ import Testing
 
     static let silencePayload = callerPayload(nil)
 
+    /// Twilio sends whole 20 ms frames, but a message of any length is framed across messages: with 30 ms messages
+    /// the VAD sees the same frames, so the talk-over pauses the AI at the message that completes its second voiced
+    /// frame, as with 20 ms messages, and every byte of the caller's audio reaches the service once, in order.
+    @Test func callerAudioInMessagesOfPartFramesIsFramedAcrossThem() {
+        let speech = tone(-10, frames: 6)
+        var sm = self.speakingCall()
+        #expect(sm.handle(.tick, now: t(120)).mediaFrames.count == 1)
+        var steps: [[CallAction]] = []
+        for (index, start) in stride(from: 0, to: speech.count, by: 240).enumerated() {
+            let payload = Base64.encode(Array(speech[start..<(start + 240)]))
+            steps.append(sm.handle(.twilioReceived(.media(payload: payload)), now: t(150 + 30 * index)))
+        }
+        // 150 ms: one whole frame (voiced, not yet speech) and half a frame held; 180 ms: two more, speech.
+        #expect(!steps[0].contains(.sendTwilio(.clear)))
+        #expect(steps[1].contains(.sendTwilio(.clear)))
+        // The first message went out as silence in place of echo; the pause sent it for real (pre-roll), then the
+        // rest as it came.
+        let sent = self.appends(steps.flatMap { $0 }).compactMap { Base64.decode($0) }
+        let real = sent.filter { $0 != Array(repeating: MuLaw.silence, count: $0.count) }.flatMap { $0 }
+        #expect(real == speech)
+    }
+
     // MARK: Pause, then commit
 
     @Test func talkingOverTheAIPausesAtOnceThenCommitsAfter150ms() {

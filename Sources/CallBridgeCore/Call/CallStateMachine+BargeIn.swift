@@ -33,11 +33,12 @@ extension CallStateMachine {
         case ifStillActive(String?)
     }
 
-    /// Recent caller audio, kept for the pre-roll.
+    /// One recent caller message, kept for the pre-roll.
     struct PreRollEntry: Sendable, Equatable {
-        var payload: String
+        /// The message's audio, kept only while silence went out in its place (nil once the real audio has gone
+        /// out): most entries hold no string, and a message's payload is freed as soon as it is handled.
+        var unsent: String?
         var duration: Duration
-        var forwardedReal: Bool
     }
 
     var isPaused: Bool {
@@ -85,55 +86,36 @@ extension CallStateMachine {
         }
         let aiSpeaking = self.isAISpeaking(now: now)
         var speechStarted = false
-        self.inboundFrames.append(bytes)
-        let frameCount = self.inboundFrames.bufferedByteCount / AudioFrame.byteCount
-        var frame = self.callerFrame
-        self.callerFrame = []
-        defer { self.callerFrame = frame }
-        var index = 0
-        while self.inboundFrames.nextFrame(into: &frame) {
-            defer { index += 1 }
-            let frameStart = now - AudioFrame.duration * (frameCount - index)
-            let level = Level.dBFS(muLaw: frame)
-            if self.hasConfirmer {
-                self.frameSequence += 1
-                // Half a second to a second is kept (a ring: no allocation).
-                self.recentFrames.append(sequence: self.frameSequence, start: frameStart, frame: frame)
-                if self.confirmerActive { self.feedConfirmer(through: self.frameSequence) }
-            }
-            let verdict = self.echoGuard.classify(
-                inboundDBFS: level,
-                frameStart: frameStart,
-                playingNowDBFS: self.marks.firstPlayableLevelDBFS
-            )
-            let update = self.vad.process(levelDBFS: level, frameStart: frameStart, masked: verdict == .echoOnly)
-            switch update.transition {
-            case .speechStarted(let onset):
-                speechStarted = true
-                self.callerSpeechStarted(onset: onset, now: now, into: &actions)
-            case .speechEnded(let at):
-                // The caller's turn ended with the last voiced frame, one hang-over before the VAD said so.
-                self.callerSpeechEnd = at - self.vad.configuration.hangover
-                self.callerTurnEndedAt = now
-                self.falseAlarm(now: now)
-            case nil:
-                // Speech already under way when a gate was closed (the recovery delay, the lock, the greeting, or the
-                // AI not yet speaking): the gates are checked again on every voiced frame.
-                if update.voiced, !self.isPaused, let onset = self.vad.speechOnset {
-                    self.callerSpeechStarted(onset: onset, now: now, into: &actions)
+        let frameBytes = AudioFrame.byteCount
+        if self.inboundFrames.bufferedByteCount == 0, bytes.count % frameBytes == 0 {
+            // Whole frames and nothing held (every Twilio message): each frame is looked at where it lies.
+            let frameCount = bytes.count / frameBytes
+            bytes.withUnsafeBufferPointer { message in
+                for index in 0..<frameCount {
+                    let frameStart = now - AudioFrame.duration * (frameCount - index)
+                    let frame = UnsafeBufferPointer(rebasing: message[(index * frameBytes)..<((index + 1) * frameBytes)])
+                    self.analyseCallerFrame(frame, start: frameStart, now: now, speechStarted: &speechStarted, into: &actions)
                 }
             }
-            // Gate 4: voiced speech long enough, measured from the VAD's onset (hang-over frames do not count).
-            if case .tentative(let tentative) = self.bargeIn, update.voiced,
-                frameStart + AudioFrame.duration - tentative.onset >= settings.minSpeechDuration
-            {
-                self.commit(now: now, into: &actions)
+        } else {
+            self.inboundFrames.append(bytes)
+            let frameCount = self.inboundFrames.bufferedByteCount / frameBytes
+            var frame = self.callerFrame
+            self.callerFrame = []
+            defer { self.callerFrame = frame }
+            var index = 0
+            while self.inboundFrames.nextFrame(into: &frame) {
+                let frameStart = now - AudioFrame.duration * (frameCount - index)
+                frame.withUnsafeBufferPointer { frame in
+                    self.analyseCallerFrame(frame, start: frameStart, now: now, speechStarted: &speechStarted, into: &actions)
+                }
+                index += 1
             }
         }
         let substitute = settings.substituteEchoWithSilence && aiSpeaking && !self.vad.isSpeaking && !self.isPaused
         let duration = Duration.milliseconds(AudioFrame.milliseconds(ofBytes: bytes.count))
         if substitute {
-            self.remember(PreRollEntry(payload: payload, duration: duration, forwardedReal: false))
+            self.remember(PreRollEntry(unsent: payload, duration: duration))
             let silence = self.silence(byteCount: bytes.count)
             self.forward(silence.base64, decoded: silence.bytes, kind: .silence, now: now, into: &actions)
             self.counters.echoSilencedMessages += 1
@@ -141,17 +123,64 @@ extension CallStateMachine {
         }
         if speechStarted {
             // The onset sits in audio already replaced by silence: send it for real now, so no syllable is lost.
-            for index in self.preRoll.indices where !self.preRoll[index].forwardedReal {
-                self.forward(self.preRoll[index].payload, now: now, into: &actions)
-                self.preRoll[index].forwardedReal = true
+            for index in self.preRoll.indices {
+                guard let unsent = self.preRoll[index].unsent else { continue }
+                self.forward(unsent, now: now, into: &actions)
+                self.preRoll[index].unsent = nil
             }
         }
-        self.remember(PreRollEntry(payload: payload, duration: duration, forwardedReal: true))
+        self.remember(PreRollEntry(unsent: nil, duration: duration))
         // Speech is gathered from the message after the onset: the onset's own audio goes out at once.
         let kind: PendingAppendKind =
             self.vad.isSpeaking ? (speechStarted ? .audio : .speech) : (self.callerTurnOpen(now: now) ? .audio : .quiet)
         self.forward(payload, decoded: bytes, kind: kind, now: now, into: &actions)
         if speechStarted && (self.configuration.gathersSpeech || self.configuration.gathersQuiet) { self.flushAppend(into: &actions) }
+    }
+
+    /// One 20 ms frame of the caller's, which started at `frameStart`: its level through the echo guard and the VAD,
+    /// and the barge-in gates on what the VAD says.
+    private mutating func analyseCallerFrame(
+        _ frame: UnsafeBufferPointer<UInt8>,
+        start frameStart: CallInstant,
+        now: CallInstant,
+        speechStarted: inout Bool,
+        into actions: inout [CallAction]
+    ) {
+        let level = Level.dBFS(muLaw: frame)
+        if self.hasConfirmer {
+            self.frameSequence += 1
+            // Half a second to a second is kept (a ring: no allocation).
+            self.recentFrames.append(sequence: self.frameSequence, start: frameStart, frame: frame)
+            if self.confirmerActive { self.feedConfirmer(through: self.frameSequence) }
+        }
+        let verdict = self.echoGuard.classify(
+            inboundDBFS: level,
+            frameStart: frameStart,
+            playingNowDBFS: self.marks.firstPlayableLevelDBFS
+        )
+        let update = self.vad.process(levelDBFS: level, frameStart: frameStart, masked: verdict == .echoOnly)
+        switch update.transition {
+        case .speechStarted(let onset):
+            speechStarted = true
+            self.callerSpeechStarted(onset: onset, now: now, into: &actions)
+        case .speechEnded(let at):
+            // The caller's turn ended with the last voiced frame, one hang-over before the VAD said so.
+            self.callerSpeechEnd = at - self.vad.configuration.hangover
+            self.callerTurnEndedAt = now
+            self.falseAlarm(now: now)
+        case nil:
+            // Speech already under way when a gate was closed (the recovery delay, the lock, the greeting, or the
+            // AI not yet speaking): the gates are checked again on every voiced frame.
+            if update.voiced, !self.isPaused, let onset = self.vad.speechOnset {
+                self.callerSpeechStarted(onset: onset, now: now, into: &actions)
+            }
+        }
+        // Gate 4: voiced speech long enough, measured from the VAD's onset (hang-over frames do not count).
+        if case .tentative(let tentative) = self.bargeIn, update.voiced,
+            frameStart + AudioFrame.duration - tentative.onset >= self.configuration.bargeIn.minSpeechDuration
+        {
+            self.commit(now: now, into: &actions)
+        }
     }
 
     /// Whether the service may be deciding a turn of the caller's: it hears them, or either VAD ended their speech

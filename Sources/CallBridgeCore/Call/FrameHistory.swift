@@ -28,13 +28,13 @@ struct FrameHistory: Sendable, Equatable {
     private func slot(_ index: Int) -> Int { (self.head + index) % (self.limit + 1) }
 
     /// Keeps `frame` (160 bytes) as frame number `sequence`, which started at `start`.
-    mutating func append(sequence: Int, start: CallInstant, frame: [UInt8]) {
+    mutating func append(sequence: Int, start: CallInstant, frame: UnsafeBufferPointer<UInt8>) {
         let slot = self.slot(self.count)
         let base = slot * AudioFrame.byteCount
         let length = min(frame.count, AudioFrame.byteCount)
-        self.storage.withUnsafeMutableBufferPointer { storage in
-            frame.withUnsafeBufferPointer { source in
-                for index in 0..<length { storage[base + index] = source[index] }
+        if let source = frame.baseAddress {
+            self.storage.withUnsafeMutableBufferPointer { storage in
+                (storage.baseAddress! + base).update(from: source, count: length)
             }
         }
         self.entries[slot] = Entry(sequence: sequence, start: start)
