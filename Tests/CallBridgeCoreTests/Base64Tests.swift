@@ -24,6 +24,26 @@ struct Base64Tests {
         }
     }
 
+    @Test("decoding onto the end of an array appends, and invalid base64 leaves the array as it was")
+    func decodesOntoTheEnd() {
+        var rng = SplitMix64(state: 7)
+        let head = rng.bytes(5)
+        var output = head
+        for length in [0, 1, 2, 3, 160, 161] {
+            let bytes = rng.bytes(length)
+            let before = output
+            let ok = Array(Base64.encode(bytes).utf8).withUnsafeBufferPointer { Base64.decode(bytes: $0, appendingTo: &output) }
+            #expect(ok, "length \(length)")
+            #expect(output == before + bytes, "length \(length)")
+        }
+        let kept = output
+        for bad in ["QUJD*", "QUJ", "Q===", "QU=D"] {
+            let ok = Array(bad.utf8).withUnsafeBufferPointer { Base64.decode(bytes: $0, appendingTo: &output) }
+            #expect(!ok, "\(bad)")
+            #expect(output == kept, "\(bad)")
+        }
+    }
+
     @Test("decodes what Foundation encodes")
     func decodesFoundationOutput() throws {
         var rng = SplitMix64(state: 42)

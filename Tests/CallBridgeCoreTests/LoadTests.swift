@@ -303,6 +303,34 @@ import Testing
         #expect(scanned.lastReceivedType == "response.cancel")
     }
 
+    @Test(arguments: [RealtimeDialect.beta, .ga])
+    func anAudioDeltaIsWrittenExactlyAsTheGeneralEventWriterWritesIt(dialect: RealtimeDialect) {
+        var direct = EchoAgent(dialect: dialect)
+        var general = EchoAgent(dialect: dialect)
+        let reply = EchoAgent.Reply(responseID: "resp_echo7", itemID: "item_echo8", audio: self.tests.loud(3), nextBurst: t(0))
+        for range in [0..<97, 97..<98, 98..<100, 100..<480] {
+            let chunk = reply.audio[range]
+            let expected = general.event(
+                dialect == .ga ? "response.output_audio.delta" : "response.audio.delta",
+                [
+                    "response_id": JSONText.quoted(reply.responseID), "item_id": JSONText.quoted(reply.itemID),
+                    "output_index": "0", "content_index": "0", "delta": "\"" + Base64.encode(chunk) + "\"",
+                ]
+            )
+            #expect(direct.audioDelta(chunk, of: reply) == expected)
+        }
+    }
+
+    @Test func invalidBase64OnTheByteScannerPathAppendsNothingAndAnswersAsTheCodablePath() {
+        var scanned = self.tests.agent()
+        var decoded = self.tests.agent()
+        var bad = #"{"type":"input_audio_buffer.append","audio":"not*base64"}"#
+        let viaBytes = bad.withUTF8 { scanned.received(bytes: $0, now: t(20)) }
+        #expect(viaBytes == decoded.received(bad, now: t(20)))
+        #expect(self.tests.types(viaBytes) == ["error"])
+        #expect(scanned.audio.isEmpty)
+    }
+
     @Test func serviceLikeRepliesFrontLoadASecondThenBurstWithLargeDeltas() {
         var agent = EchoAgent(
             dialect: .ga,

@@ -77,6 +77,19 @@ public enum Base64 {
         return failed ? nil : output
     }
 
+    /// Decodes base64 `input` onto the end of `output` and returns true; on invalid base64 returns false and leaves
+    /// `output` as it was (for a buffer that gathers decoded audio, without an array per message).
+    public static func decode(bytes input: UnsafeBufferPointer<UInt8>, appendingTo output: inout [UInt8]) -> Bool {
+        guard let length = self.decodedCount(input) else { return false }
+        let start = output.count
+        output.append(contentsOf: repeatElement(0, count: length))
+        let valid = output.withUnsafeMutableBufferPointer { whole in
+            self.decode(input, into: UnsafeMutableBufferPointer(rebasing: whole[start...]))
+        }
+        if !valid { output.removeSubrange(start...) }
+        return valid
+    }
+
     /// Decodes `text` into `output`, replacing its contents, and returns true; on invalid base64 returns false and
     /// leaves `output` empty. An array reused from call to call is not reallocated (the per-frame form of `decode`).
     public static func decode(_ text: String, into output: inout [UInt8]) -> Bool {

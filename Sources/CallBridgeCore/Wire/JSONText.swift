@@ -60,6 +60,10 @@ extension JSONText {
         }
 
         mutating func appendBase64(_ bytes: [UInt8]) {
+            self.appendBase64(bytes[...])
+        }
+
+        mutating func appendBase64(_ bytes: ArraySlice<UInt8>) {
             bytes.withUnsafeBufferPointer { input in
                 let out = UnsafeMutableBufferPointer(rebasing: self.buffer[self.count...])
                 self.count += Base64.encode(input, into: out)
