@@ -24,8 +24,12 @@ ends). CPU is in % of one core over that window; per-call figures subtract the i
 /metrics it reads, after the run, `callbridge_tx_schedule_resets_total`, `callbridge_tx_underruns_total` and
 `callbridge_tx_late_frames_total`, and over the steady-state window the p99 of `callbridge_tx_tick_lateness_seconds`
 (the bridge's own share of the jitter: how late its pacing ticks finished writing, as a bucket bound), and with --json
-the same p99 with the late frames and schedule resets of each second of the window (`per_second`). Nothing is
-installed and nothing leaves the machine.
+the same p99 with the late frames and schedule resets of each second of the window (`per_second`, with each
+second's CPU of the three processes). Where it can read the scheduler's state (/sys/kernel/debug/sched/debug: root
+with debugfs) it also watches the kernel's real-time budget (`sched_rt_runtime_us`): the `rt limit s` column counts
+the seconds of the window in which some CPU ran out of it, so that its real-time threads, the pacing loops among them,
+stood still for the rest of that second (`rt_limit` in `per_second`). Nothing is installed and nothing leaves the
+machine.
 """
 import argparse
 import json
@@ -36,7 +40,9 @@ import socket
 import statistics
 import subprocess
 import sys
+import re
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -154,6 +160,49 @@ class Window:
         return self
 
 
+class RealtimeBudget(threading.Thread):
+    """Watches the kernel's real-time budget on each CPU (`sched_rt_runtime_us`, 950 ms of every second by default):
+    a CPU whose real-time threads used it up runs none of them until the second is over, which stalls a pacing
+    thread for up to 50 ms whatever its priority. Reads /sys/kernel/debug/sched/debug (root, debugfs mounted) every
+    50 ms and keeps the instants at which some CPU was throttled or within 50 ms of its budget; `available` is False
+    where the file cannot be read. (A normal thread: when real-time threads hold the CPUs it runs in the throttled
+    windows, which are what it looks for.)"""
+
+    PATH = "/sys/kernel/debug/sched/debug"
+    PATTERN = re.compile(r"rt_rq\[(\d+)\]:/\n(?:\s+\.rt_nr_running\s+:\s+\d+\n)?\s+\.rt_throttled\s+:\s+(\d+)\n"
+                         r"\s+\.rt_time\s+:\s+([\d.]+)\n\s+\.rt_runtime\s+:\s+([\d.]+)")
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.available = self.sample() is not None
+        self.hits = []
+        self.done = threading.Event()
+
+    @classmethod
+    def sample(cls):
+        """Whether some CPU is at its real-time limit now; None if the scheduler's state cannot be read."""
+        try:
+            with open(cls.PATH) as handle:
+                text = handle.read()
+        except OSError:
+            return None
+        cpus = cls.PATTERN.findall(text)
+        if not cpus:
+            return None
+        return any(int(throttled) or float(runtime) - float(used) < 50 for _, throttled, used, runtime in cpus)
+
+    def run(self):
+        while not self.done.wait(0.05):
+            if self.sample():
+                self.hits.append(time.monotonic())
+
+    def limited(self, start, end):
+        """Whether some CPU was at its real-time limit between the two instants (None if unknown)."""
+        if not self.available:
+            return None
+        return any(start < hit <= end for hit in self.hits)
+
+
 def run_one(args, calls):
     fixtures = os.path.join(ROOT, "Fixtures")
     agent_port, bridge_port = free_port(), free_port()
@@ -210,6 +259,9 @@ def run_one(args, calls):
         per_second = []
         previous = (time.monotonic(), lateness_before, metric(exposition, "callbridge_tx_late_frames_total") or 0,
                     metric(exposition, "callbridge_tx_schedule_resets_total") or 0)
+        budget = RealtimeBudget()
+        if budget.available:
+            budget.start()
         pids = {"bridge": bridge.pid, "generator": generator.pid, "agent": agent.pid}
         cpu_before = {name: process_cpu(pid) for name, pid in pids.items()}
         while time.monotonic() - started < args.duration - 1 and generator.poll() is None:
@@ -226,10 +278,12 @@ def run_one(args, calls):
             per_second.append({"t_s": round(now[0] - started, 1),
                                "tick_lateness_p99_ms": None if p99 is None else p99 * 1000,
                                "late_frames": now[2] - previous[2], "schedule_resets": now[3] - previous[3],
+                               "rt_limit": budget.limited(previous[0], now[0]),
                                "cpu_pct": {name: None if cpu_now[name] is None or cpu_before[name] is None else
                                            round((cpu_now[name] - cpu_before[name]) / (now[0] - previous[0]) * 100, 1)
                                            for name in pids}})
             previous, cpu_before = now, cpu_now
+        budget.done.set()
         for w in windows:
             w.close()
         lateness_after = histogram(scrape(base), "callbridge_tx_tick_lateness_seconds")
@@ -283,6 +337,8 @@ def run_one(args, calls):
         "tick_lateness_p99_ms": (lambda v: None if v is None else v * 1000)(
             bucket_quantile(lateness_before, lateness_after, 0.99)),
         "per_second": per_second,
+        "rt_limit_seconds": (sum(1 for second in per_second if second["rt_limit"])
+                             if per_second and per_second[0]["rt_limit"] is not None else None),
         "load_average": load_average,
         "generator_exit": status,
         "window_s": args.duration - args.ramp - 3,
@@ -351,7 +407,7 @@ def main():
         rows.append(run_one(args, n))
     header = ["N", "bridge CPU %", "bridge RSS MiB", "CPU %/call", "RSS KiB/call", "gen CPU %", "agent CPU %",
               "jitter p50/p99/max ms", "gen late p99 ms", "tick late p99 ms", "first audio p50/p99 ms", "barge-in p50/p99 ms", "errors/disc",
-              "tx_resets", "underruns/late", "rt prio b/g"]
+              "tx_resets", "underruns/late", "rt prio b/g", "rt limit s"]
     table = [header]
     for r in rows:
         j, f, b = r["jitter_ms"], r["first_audio_ms"], r["barge_in_ms"]
@@ -367,6 +423,7 @@ def main():
             fmt(r["tx_schedule_resets"], 0),
             "%s/%s" % (fmt(r["tx_underruns"], 0), fmt(r["tx_late_frames"], 0)),
             "%s/%s" % (fmt(r["bridge_realtime_priority"], 0), fmt(r["generator_realtime_priority"] or 0, 0)),
+            "%d/%d" % (r["rt_limit_seconds"], len(r["per_second"])) if r["rt_limit_seconds"] is not None else "n/a",
         ])
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for index, row in enumerate(table):
