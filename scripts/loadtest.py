@@ -15,7 +15,7 @@ With --realtime-priority P (the default is 10 where the kernel allows it: root, 
 at least 10; else 0) the bridge and the generator run their event loops in SCHED_RR at P (`--realtime-priority`), as
 a telephony media server is deployed, and as the far ends would be on machines of their own: on a shared 2-core box
 a normal-priority pacing thread waits behind the other processes. The load double runs at P / 2 (at least 1), below
-them and above every normal process. A P the kernel would refuse stops the script. The table's last column says what
+them and above every normal process. A P the kernel would refuse stops the script. The column `rt prio b/g` says what
 the bridge and the generator got.
 
 It samples /proc/PID/stat (utime + stime) and /proc/PID/status (VmRSS) of the three processes: first the idle bridge
@@ -337,8 +337,7 @@ def run_one(args, calls):
         "tick_lateness_p99_ms": (lambda v: None if v is None else v * 1000)(
             bucket_quantile(lateness_before, lateness_after, 0.99)),
         "per_second": per_second,
-        "rt_limit_seconds": (sum(1 for second in per_second if second["rt_limit"])
-                             if per_second and per_second[0]["rt_limit"] is not None else None),
+        "rt_limit_seconds": sum(1 for second in per_second if second["rt_limit"]) if budget.available else None,
         "load_average": load_average,
         "generator_exit": status,
         "window_s": args.duration - args.ramp - 3,

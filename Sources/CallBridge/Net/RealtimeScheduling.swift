@@ -66,12 +66,11 @@ public enum RealtimeScheduling {
                 let before = currentThread()
                 return (set(SCHED_RR, priority), before.policy, before.priority)
             }.get()
-            let code = answer?.code ?? EINVAL
-            guard code == 0 else {
+            guard let answer, answer.code == 0 else {
                 for done in changed { _ = try? await done.loop.submit { set(done.policy, done.priority) }.get() }
-                return .refused(errno: code)
+                return .refused(errno: answer?.code ?? EINVAL)
             }
-            changed.append((loop, answer?.policy ?? SCHED_OTHER, answer?.priority ?? 0))
+            changed.append((loop, answer.policy, answer.priority))
         }
         return .applied(priority: priority)
     }
