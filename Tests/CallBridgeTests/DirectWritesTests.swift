@@ -122,6 +122,60 @@ import Testing
         try await server.close()
     }
 
+    /// `sendNow`: a frame on its own goes out with one `write` of the caller's array; after a gathered frame it goes
+    /// with it in one `writev`; when the socket does not take it all, the rest goes to NIO and the next frames follow
+    /// it there. The server gets every message once, whole and in order.
+    @Test func framesSentAtOnceArriveInOrderWhetherWrittenDirectlyOrThroughNIO() async throws {
+        let (server, client, recorder) = try await Self.connected(serverSetup: { channel in
+            try channel.syncOptions?.setOption(.autoRead, value: false)
+            channel.eventLoop.scheduleTask(in: .milliseconds(500)) { channel.setOption(.autoRead, value: true).whenFailure { _ in } }
+        })
+        try await client.setOption(.socketOption(.so_sndbuf), value: 16 * 1024).get()
+
+        struct Counts: Sendable, Equatable {
+            var writes = 0, writevs = 0, fallbacks = 0, short = 0
+        }
+        // Small messages alone; a gathered message and then one sent at once; 100 of 16 KiB (the socket fills);
+        // small ones again (NIO still holds bytes).
+        let rounds: [(count: Int, size: Int, gatherFirst: Bool)] = [(10, 300, false), (2, 300, true), (100, 16 * 1024, false), (10, 300, false)]
+        var expected: [String] = []
+        var counts: [Counts] = []
+        for round in rounds {
+            let first = expected.count
+            expected += (first..<(first + round.count)).map { Self.message($0, size: round.size) }
+            let texts = Array(expected[first...])
+            counts.append(
+                try await client.eventLoop.submit {
+                    let connection = try client.pipeline.syncOperations.handler(type: WebSocketConnectionHandler.self)
+                    var scratch: [UInt8] = []
+                    for (index, text) in texts.enumerated() {
+                        if round.gatherFirst && index == 0 {
+                            connection.send(text: connection.allocator.buffer(string: text))
+                        } else {
+                            connection.sendNow(text: &scratch) { $0.append(contentsOf: text.utf8) }
+                        }
+                    }
+                    return Counts(
+                        writes: connection.directWriteCalls, writevs: connection.directWritevCalls,
+                        fallbacks: connection.directWriteFallbacks, short: connection.directShortWrites
+                    )
+                }.get()
+            )
+        }
+        // Ten writes and no writev; the gathered frame took the next one with it (one writev, no write); the socket filled
+        // (a short write, the rest to NIO) and later frames followed through NIO.
+        #expect(counts[0] == Counts(writes: 10, writevs: 0, fallbacks: 0, short: 0), "\(counts)")
+        #expect(counts[1].writes == 10 && counts[1].writevs == 1, "\(counts)")
+        #expect(counts[2].short > 0 && counts[2].fallbacks > 0, "\(counts)")
+        #expect(counts[3].fallbacks > counts[2].fallbacks, "\(counts)")
+        try await recorder.wait(forTexts: expected.count)
+        let received = recorder.texts
+        #expect(received.count == expected.count)
+        #expect(received.elementsEqual(expected), "first difference at \(received.indices.first { $0 < expected.count && received[$0] != expected[$0] } ?? -1)")
+        try await client.close()
+        try await server.close()
+    }
+
     /// A handler that runs `action` when the channel goes inactive, and, placed first in a pipeline, closes the
     /// channel past every other handler (no WebSocket close handshake). As a client's application handler it runs
     /// `action` after the connection handler has seen the channel inactive; placed first, before.

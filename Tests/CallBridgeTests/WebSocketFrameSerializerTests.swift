@@ -92,6 +92,26 @@ import Testing
         }
     }
 
+    /// A frame built where it will be written from (`sendNow`): the payload after room for the header, framed in
+    /// place. Byte for byte NIO's encoding of the same frame, for every length class, masked or not.
+    @Test(arguments: [true, false])
+    func aFrameFramedInItsOwnArrayMatchesNIOsEncoder(masked: Bool) throws {
+        var rng = SplitMix64(state: masked ? 3 : 4)
+        for length in [0, 1, 125, 126, 300, 65535, 65536] {
+            let payload = (0..<length).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            let key = masked ? Self.key(&rng) : nil
+            let room = WebSocketFrameSerializer.maximumHeaderLength
+            var frame = [UInt8](repeating: 0xEE, count: room) + payload
+            let start = frame.withUnsafeMutableBytes {
+                WebSocketFrameSerializer.encodeInPlace(firstByte: 0x81, key: key?.wireOrder, frame: $0, payloadStart: room)
+            }
+            let nio = WebSocketFrame(fin: true, opcode: .text, maskKey: key, data: ByteBuffer(bytes: payload))
+            let expected = Self.bytes(try Self.encode([nio], with: WebSocketFrameEncoder()))
+            #expect(Array(frame[start...]) == expected, "\(length) bytes")
+            #expect(frame[..<start].allSatisfy { $0 == 0xEE }, "\(length) bytes: written before the header")
+        }
+    }
+
     @Test func reservedBitsAndExtensionDataAreWrittenAsNIOWritesThem() throws {
         var rng = SplitMix64(state: 3)
         var frames: [WebSocketFrame] = []

@@ -308,6 +308,8 @@ final class LoadLoop: @unchecked Sendable {
     /// Caller frames per call (its duration).
     let callFrames: Int
     var stats = LoadStats()
+    /// Where a call's `media` frame is built before it is written (`WebSocketConnectionHandler.sendNow`).
+    var frameScratch: [UInt8] = []
     private let callEnded: @Sendable () -> Void
     /// Calls that are streaming, in four phases 5 ms apart (as the bridge ticks its calls, and as independent phone
     /// calls would arrive: not all in the same instant); a call's place is in its `phase` and `slot`.
@@ -446,19 +448,32 @@ final class LoadCallHandler: ChannelInboundHandler, PhasedTickListMember, WebSoc
         let frame = self.call.tick(script: self.loop.script, stats: &self.loop.stats) { self.echoes.append($0) }
         self.sendEchoes()
         let template = self.loop.script.media
-        var buffer = self.allocator(context).webSocketPayload(
-            capacity: template.maximumMediaByteCount(quotedStreamSidCount: self.quotedStreamSid.count)
-        )
         let index = self.call.framesSent - 1
-        template.writeMedia(
-            frame: frame,
-            sequence: self.call.nextSequence(),
-            chunk: index + 1,
-            timestampMs: index * 20,
-            quotedStreamSid: self.quotedStreamSid,
-            into: &buffer
-        )
-        self.send(buffer)
+        let sequence = self.call.nextSequence()
+        func write(into sink: inout some ByteSink) {
+            template.writeMedia(
+                frame: frame,
+                sequence: sequence,
+                chunk: index + 1,
+                timestampMs: index * 20,
+                quotedStreamSid: self.quotedStreamSid,
+                into: &sink
+            )
+        }
+        guard let connection = self.connection else {
+            var buffer = self.allocator(context).webSocketPayload(
+                capacity: template.maximumMediaByteCount(quotedStreamSidCount: self.quotedStreamSid.count)
+            )
+            write(into: &buffer)
+            return self.send(buffer)
+        }
+        // Built in the loop's scratch and written at once: no buffer, no gathering (echoes gathered before it go
+        // with it, in one `writev`).
+        self.loop.stats.messagesSent += 1
+        var scratch = self.loop.frameScratch
+        self.loop.frameScratch = []
+        connection.sendNow(text: &scratch) { write(into: &$0) }
+        self.loop.frameScratch = scratch
     }
 
     private func hangUp(context: ChannelHandlerContext, at deadline: NIODeadline) {

@@ -446,6 +446,36 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
         self.send(context: context, firstByte: 0x80 | 0x1, payload: consume payload, promise: nil)
     }
 
+    /// Sends a text message at once, from the event loop, with no buffer of its own: `writePayload` appends the
+    /// message to `frame` (the caller's, kept from message to message) after room for the header, and the frame goes
+    /// to the socket with one `write(2)` when the handler writes directly and nothing is gathered or held by NIO.
+    /// Otherwise the frame takes `send(text:)`'s way, and so does whatever the socket does not take; either way it is
+    /// flushed. Dropped once the connection is closing or closed.
+    public func sendNow(text frame: inout [UInt8], _ writePayload: (inout [UInt8]) -> Void) {
+        guard let context = self.context, case .open = self.state else { return }
+        let room = WebSocketFrameSerializer.maximumHeaderLength
+        frame.removeAll(keepingCapacity: true)
+        frame.append(contentsOf: repeatElement(0, count: room))
+        writePayload(&frame)
+        let key = self.role == .client ? self.nextMaskKey() : nil
+        let start = frame.withUnsafeMutableBytes {
+            WebSocketFrameSerializer.encodeInPlace(firstByte: 0x80 | 0x1, key: key, frame: $0, payloadStart: room)
+        }
+        let taken = frame.withUnsafeBytes { bytes in
+            self.direct?.writeNow(UnsafeRawBufferPointer(rebasing: bytes[start...]))
+        }
+        if let taken, taken == frame.count - start { return }
+        var rest = self.allocator.buffer(capacity: frame.count - start - (taken ?? 0))
+        frame.withUnsafeBytes { _ = rest.writeBytes(UnsafeRawBufferPointer(rebasing: $0[(start + (taken ?? 0))...])) }
+        if taken != nil {
+            self.direct?.shortWrites += 1
+            self.handToNIO(context: context, [(rest, nil)])
+        } else {
+            self.write(context: context, rest, nil, promise: nil)
+        }
+        self.flush(context: context)
+    }
+
     /// Flushes what `send(text:)` wrote.
     public func flush() {
         guard let context = self.context else { return }
@@ -479,6 +509,8 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler, RemovableCh
     public var directShortWrites: Int { self.direct?.shortWrites ?? 0 }
     /// `writev` calls made on the socket.
     var directWritevCalls: Int { self.direct?.writevCalls ?? 0 }
+    /// Frames `sendNow(text:_:)` wrote on their own with `write` (0 when not writing directly).
+    var directWriteCalls: Int { self.direct?.writeCalls ?? 0 }
 
     /// Buffers (with their promises) to NIO, in order, counted until NIO has written them. The count is kept with a
     /// promise of this loop's own (a caller's promise may belong to another loop), which the caller's follows.
@@ -588,6 +620,8 @@ struct DirectWrites {
     /// Flushes whose `writev` the socket did not take whole.
     var shortWrites = 0
     var writevCalls = 0
+    /// Frames written on their own (`writeNow`).
+    var writeCalls = 0
     /// Written since the last flush: the socket's next `writev`.
     private var gathered: [(ByteBuffer, EventLoopPromise<Void>?)] = []
     private var vectors: [iovec] = []
@@ -637,6 +671,15 @@ struct DirectWrites {
         }
         if !rest.isEmpty { self.shortWrites += 1 }
         return (rest, done)
+    }
+
+    /// One frame's bytes straight to the socket with `write(2)`, when nothing is gathered, NIO holds none of the
+    /// connection's bytes and the channel is active; nil (nothing written) otherwise. What the socket took (0 on any
+    /// error, `EAGAIN` too): the rest is the caller's to hand to NIO.
+    mutating func writeNow(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        guard self.heldByNIO == 0, self.gathered.isEmpty, self.channel.isActive else { return nil }
+        self.writeCalls += 1
+        return max(0, write(self.socket, bytes.baseAddress, bytes.count))
     }
 
     /// Empties the list without writing it (the connection is going), for the caller to settle.

@@ -94,6 +94,35 @@ enum WebSocketFrameSerializer {
         return done != nil
     }
 
+    /// Frames the payload that starts `payloadStart` bytes into `frame` and runs to its end: masks it in place (with
+    /// a key) and writes the header just before it, in the room left there (at least `maximumHeaderLength` bytes is
+    /// always enough). Returns where the frame starts.
+    static func encodeInPlace(firstByte: UInt8, key: UInt32?, frame: UnsafeMutableRawBufferPointer, payloadStart: Int) -> Int {
+        let length = frame.count - payloadStart
+        let headerLength = Self.headerLength(payloadLength: length, masked: key != nil)
+        precondition(payloadStart >= headerLength, "no room for the frame header")
+        if let key { WebSocketMasking.apply(UnsafeMutableRawBufferPointer(rebasing: frame[payloadStart...]), key: key) }
+        let maskBit: UInt8 = key == nil ? 0 : 0x80
+        var i = payloadStart - headerLength
+        let start = i
+        func put(_ byte: UInt8) {
+            frame[i] = byte
+            i += 1
+        }
+        put(firstByte)
+        if length <= 125 {
+            put(UInt8(length) | maskBit)
+        } else if length <= Int(UInt16.max) {
+            put(126 | maskBit)
+            for shift in stride(from: 8, through: 0, by: -8) { put(UInt8(truncatingIfNeeded: length >> shift)) }
+        } else {
+            put(127 | maskBit)
+            for shift in stride(from: 56, through: 0, by: -8) { put(UInt8(truncatingIfNeeded: length >> shift)) }
+        }
+        if let key { for shift in stride(from: 24, through: 0, by: -8) { put(UInt8(truncatingIfNeeded: key >> UInt32(shift))) } }
+        return start
+    }
+
     /// A new buffer with the header, the extension data and the data (masked as one run when there is a key): one
     /// pass over the payload.
     static func copying(
