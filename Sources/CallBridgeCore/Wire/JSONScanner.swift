@@ -1,3 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// A byte scanner for the two hot-path message shapes (Twilio `media`, Realtime audio deltas).
 ///
 /// It only answers when the answer is certain: the message starts with `{`, ends with `}`, contains no
@@ -22,22 +30,35 @@ struct JSONScanner {
     }
 
     /// `{…}` with no backslash anywhere and no whitespace outside strings (compact JSON, as both peers send).
-    /// Without escapes a quote always toggles "inside a string", so one pass decides both; whitespace could
+    /// Without escapes a quote always toggles "inside a string", so a string ends at the next quote; whitespace could
     /// otherwise hide a second copy of a key from the duplicate check (`"type" : …` next to `"type":…`).
     static func isPlainObject(_ buffer: UnsafeBufferPointer<UInt8>) -> Bool {
         guard buffer.count >= 2, buffer[0] == UInt8(ascii: "{"), buffer[buffer.count - 1] == UInt8(ascii: "}") else {
             return false
         }
-        var inString = false
-        for byte in buffer {
-            if byte == UInt8(ascii: "\\") { return false }
+        guard Self.index(of: UInt8(ascii: "\\"), in: buffer, from: 0) == nil else { return false }
+        // Outside strings every byte is looked at; a string is jumped over to its closing quote (most of a message
+        // is a base64 value).
+        var i = 0
+        while i < buffer.count {
+            let byte = buffer[i]
             if byte == UInt8(ascii: "\"") {
-                inString.toggle()
-            } else if !inString && Self.isWhitespace(byte) {
-                return false
+                guard let closing = Self.index(of: UInt8(ascii: "\""), in: buffer, from: i + 1) else { return false }
+                i = closing + 1
+                continue
             }
+            if Self.isWhitespace(byte) { return false }
+            i += 1
         }
-        return !inString
+        return true
+    }
+
+    /// The index of the first `byte` at or after `start` (`memchr`: many bytes a step), if any.
+    static func index(of byte: UInt8, in buffer: UnsafeBufferPointer<UInt8>, from start: Int) -> Int? {
+        guard start < buffer.count, let base = buffer.baseAddress,
+            let found = memchr(base + start, Int32(byte), buffer.count - start)
+        else { return nil }
+        return UnsafeRawPointer(base).distance(to: UnsafeRawPointer(found))
     }
 
     static func isWhitespace(_ byte: UInt8) -> Bool {
@@ -47,7 +68,11 @@ struct JSONScanner {
     /// Number of occurrences of `byte` (used to require a flat object: exactly one `{`).
     func count(of byte: UInt8) -> Int {
         var n = 0
-        for b in self.bytes where b == byte { n += 1 }
+        var next = Self.index(of: byte, in: self.bytes, from: 0)
+        while let found = next {
+            n += 1
+            next = Self.index(of: byte, in: self.bytes, from: found + 1)
+        }
         return n
     }
 
@@ -58,8 +83,10 @@ struct JSONScanner {
         var i = 0
         let n = self.bytes.count
         let needed = pattern.count + 4  // quote key quote colon quote
-        while i + needed <= n {
-            if self.bytes[i] == UInt8(ascii: "\"") && self.matches(pattern, at: i + 1)
+        // Only a quote can start the pattern: from quote to quote.
+        while i + needed <= n, let quote = Self.index(of: UInt8(ascii: "\""), in: self.bytes, from: i), quote + needed <= n {
+            i = quote
+            if self.matches(pattern, at: i + 1)
                 && self.bytes[i + 1 + pattern.count] == UInt8(ascii: "\"")
                 && self.bytes[i + 2 + pattern.count] == UInt8(ascii: ":")
                 && self.bytes[i + 3 + pattern.count] == UInt8(ascii: "\"")
@@ -114,9 +141,7 @@ struct JSONScanner {
 
     /// The index of the first quote at or after `start` (the end of a string: there are no escapes), if any.
     private func closingQuote(from start: Int) -> Int? {
-        var end = start
-        while end < self.bytes.count && self.bytes[end] != UInt8(ascii: "\"") { end += 1 }
-        return end < self.bytes.count ? end : nil
+        Self.index(of: UInt8(ascii: "\""), in: self.bytes, from: start)
     }
 
     /// How many times `"key":` occurs (in any object, at any depth).
@@ -125,8 +150,11 @@ struct JSONScanner {
         var found = 0
         var i = 0
         let n = self.bytes.count
-        while i + pattern.count + 3 <= n {
-            if self.bytes[i] == UInt8(ascii: "\"") && self.matches(pattern, at: i + 1)
+        while i + pattern.count + 3 <= n, let quote = Self.index(of: UInt8(ascii: "\""), in: self.bytes, from: i),
+            quote + pattern.count + 3 <= n
+        {
+            i = quote
+            if self.matches(pattern, at: i + 1)
                 && self.bytes[i + 1 + pattern.count] == UInt8(ascii: "\"")
                 && self.bytes[i + 2 + pattern.count] == UInt8(ascii: ":")
             {
