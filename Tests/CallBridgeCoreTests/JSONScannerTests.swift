@@ -108,10 +108,7 @@ import Testing
         var differences = Differences()
         var rng = SplitMix64(state: 0x5CA7)
         for _ in 0..<40_000 {
-            var text = rng.chance(9, in: 10) ? "{" : ""
-            for _ in 0..<rng.below(16) { text += rng.pick(tokens) }
-            text += rng.chance(9, in: 10) ? "}" : ""
-            differences.compare(Array(text.utf8))
+            differences.compare(Array(rng.tokenSoup(tokens, opening: "{", otherwise: "", maxTokens: 16).utf8))
         }
         differences.report()
         #expect(differences.failures.isEmpty)

@@ -36,6 +36,15 @@ extension SplitMix64 {
         items[self.below(items.count)]
     }
 
+    /// A short message of up to `maxTokens` - 1 of `tokens`, for the scanners' key searches: nine times in ten it
+    /// starts with `opening` (else `otherwise`) and nine times in ten it ends with `}`.
+    mutating func tokenSoup(_ tokens: [String], opening: String, otherwise: String, maxTokens: Int) -> String {
+        var text = self.chance(9, in: 10) ? opening : otherwise
+        for _ in 0..<self.below(maxTokens) { text += self.pick(tokens) }
+        text += self.chance(9, in: 10) ? "}" : ""
+        return text
+    }
+
     mutating func bytes(_ count: Int) -> [UInt8] {
         (0..<count).map { _ in UInt8(truncatingIfNeeded: self.next() >> 40) }
     }

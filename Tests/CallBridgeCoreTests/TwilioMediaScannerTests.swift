@@ -105,10 +105,7 @@ import Testing
         var differences = Differences()
         var rng = SplitMix64(state: 0x500F)
         for _ in 0..<60_000 {
-            var text = rng.chance(9, in: 10) ? "{\"event\":\"media\"," : "{"
-            for _ in 0..<rng.below(14) { text += rng.pick(tokens) }
-            text += rng.chance(9, in: 10) ? "}" : ""
-            differences.compare(text)
+            differences.compare(rng.tokenSoup(tokens, opening: "{\"event\":\"media\",", otherwise: "{", maxTokens: 14))
         }
         differences.report()
         #expect(differences.failures.isEmpty)

@@ -73,8 +73,8 @@ struct TwilioMediaScanner {
     mutating func scan() -> Bool {
         let bytes = self.bytes
         let n = bytes.count
-        guard n >= 2, let base = bytes.baseAddress, bytes[0] == UInt8(ascii: "{"), bytes[n - 1] == UInt8(ascii: "}"),
-            memchr(base, Int32(UInt8(ascii: "\\")), n) == nil
+        guard n >= 2, bytes[0] == UInt8(ascii: "{"), bytes[n - 1] == UInt8(ascii: "}"),
+            JSONScanner.index(of: UInt8(ascii: "\\"), in: bytes, from: 0) == nil
         else { return false }
         var i = 1
         while i < n {
@@ -87,8 +87,8 @@ struct TwilioMediaScanner {
                 let near = min(n, i + 17)
                 while end < near && bytes[end] != UInt8(ascii: "\"") { end += 1 }
                 if end == near {
-                    guard end < n, let closing = memchr(base + end, Int32(UInt8(ascii: "\"")), n - end) else { return false }
-                    end = base.distance(to: closing.assumingMemoryBound(to: UInt8.self))
+                    guard let closing = JSONScanner.index(of: UInt8(ascii: "\""), in: bytes, from: end) else { return false }
+                    end = closing
                 }
                 self.quote(at: end)
                 i = end + 1
